@@ -1,0 +1,1 @@
+//! feral-benches: shared helpers for the criterion benchmarks in `benches/`.

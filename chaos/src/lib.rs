@@ -1,0 +1,1 @@
+//! feral-chaos: fault scenarios against real processes (lands with the [chaos] issue).

@@ -1,0 +1,257 @@
+//! The integrity report (SPEC 7 shape) and the verification of segments and index behind it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Location};
+use crate::index::Index;
+use crate::read::{location, open_reader, scan_error};
+use crate::recovery;
+use crate::segment::{self, ScanStop};
+use crate::storage::Storage;
+use crate::wal::Lsn;
+
+/// State of one checked part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartStatus {
+    /// Verified.
+    Ok,
+    /// Checksums or structure are wrong.
+    Corruption,
+    /// The part could not be opened or read.
+    OpenFailed,
+}
+
+/// Where the index check failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexDetail {
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// `{"ok":true,"wal":"ok","index":"ok"}`, or on failure the failing part's code, a
+/// `<part>_detail` object and `error` (a log error wins over an index error). Never raises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntegrityReport {
+    /// True when every part verified.
+    pub ok: bool,
+    /// The log.
+    pub wal: PartStatus,
+    /// The index.
+    pub index: PartStatus,
+    /// Where the log failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_detail: Option<Location>,
+    /// Where the index failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_detail: Option<IndexDetail>,
+    /// `wal_corruption`, `wal_open_failed`, `index_corruption`, `index_open_failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Records verified.
+    pub records: u64,
+    /// Segments verified.
+    pub segments: u64,
+}
+
+impl IntegrityReport {
+    /// Builds the report from the two parts' outcomes.
+    pub fn from_parts(wal: Result<(u64, u64), Error>, index: Result<(), Error>) -> IntegrityReport {
+        let (wal_status, wal_detail, records, segments) = match wal {
+            Ok((records, segments)) => (PartStatus::Ok, None, records, segments),
+            Err(Error::Corruption(at)) => (PartStatus::Corruption, Some(at), 0, 0),
+            Err(other) => (
+                PartStatus::OpenFailed,
+                Some(Location {
+                    segment: String::new(),
+                    offset: 0,
+                    reason: other.to_string(),
+                }),
+                0,
+                0,
+            ),
+        };
+        let (index_status, index_detail) = match index {
+            Ok(()) => (PartStatus::Ok, None),
+            Err(Error::IndexCorruption(reason)) => {
+                (PartStatus::Corruption, Some(IndexDetail { reason }))
+            }
+            Err(other) => (
+                PartStatus::OpenFailed,
+                Some(IndexDetail {
+                    reason: other.to_string(),
+                }),
+            ),
+        };
+        let error = match (wal_status, index_status) {
+            (PartStatus::Corruption, _) => Some("wal_corruption"),
+            (PartStatus::OpenFailed, _) => Some("wal_open_failed"),
+            (_, PartStatus::Corruption) => Some("index_corruption"),
+            (_, PartStatus::OpenFailed) => Some("index_open_failed"),
+            _ => None,
+        };
+        IntegrityReport {
+            ok: error.is_none(),
+            wal: wal_status,
+            index: index_status,
+            wal_detail,
+            index_detail,
+            error: error.map(str::to_string),
+            records,
+            segments,
+        }
+    }
+}
+
+/// One record as the log check saw it, for the index cross-check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    pub lsn: Lsn,
+    pub segment: Lsn,
+    pub offset: u64,
+}
+
+/// Verifies every segment: header, frame CRCs and LSN order, footer, whole-segment CRC of sealed
+/// segments, and that the active segment holds every record up to `durable`. Returns
+/// (records, segments); `seen` gets every record's position and op_id.
+pub(crate) fn verify_log(
+    storage: &Arc<dyn Storage>,
+    wal_dir: &Path,
+    durable: Lsn,
+    seen: &mut dyn FnMut(Seen, crate::op::OpId) -> Result<(), Error>,
+) -> Result<(u64, u64), Error> {
+    let listed = recovery::list_segments(storage, wal_dir)?;
+    let mut next = 1;
+    let count = listed.len();
+    for (i, (base, path)) in listed.iter().enumerate() {
+        if *base != next {
+            return Err(Error::Corruption(location(
+                path,
+                0,
+                format!("segment starts at LSN {base}, expected {next}"),
+            )));
+        }
+        let mut reader = open_reader(storage, path)?;
+        let header = recovery::read_header(&reader, path, *base).map_err(Error::Corruption)?;
+        let footer = recovery::read_footer(&reader, path, &header).map_err(Error::Corruption)?;
+        let end = match footer {
+            Some(f) => f.data_end,
+            None if i + 1 == count => header.data_limit(),
+            None => {
+                return Err(Error::Corruption(location(
+                    path,
+                    header.data_limit(),
+                    "segment before the last one is not sealed",
+                )));
+            }
+        };
+        let last = footer.map_or(durable, |f| f.last_lsn);
+        let scanned =
+            segment::scan_frames(&mut reader, &header, end, last, &mut |offset, frame| {
+                let op = crate::codec::decode_op(frame.payload).map_err(|r| {
+                    Error::Corruption(location(path, offset, format!("undecodable op: {r}")))
+                })?;
+                seen(
+                    Seen {
+                        lsn: frame.lsn,
+                        segment: *base,
+                        offset,
+                    },
+                    op.op_id,
+                )
+            })
+            .map_err(|f| scan_error(path, f))?;
+        if scanned.next_lsn != last + 1 {
+            let reason = match scanned.stop {
+                ScanStop::Bad { reason } => reason,
+                _ => "records end before the footer's or acknowledged last LSN",
+            };
+            return Err(Error::Corruption(location(
+                path,
+                scanned.next_offset,
+                reason,
+            )));
+        }
+        if let Some(footer) = footer {
+            if scanned.next_offset != footer.data_end {
+                return Err(Error::Corruption(location(
+                    path,
+                    scanned.next_offset,
+                    "frames end before the footer's data end",
+                )));
+            }
+            let crc = segment::crc_prefix(&mut reader, header.data_limit())
+                .map_err(|e| Error::from_io(path, e))?;
+            if crc != footer.segment_crc {
+                return Err(Error::Corruption(location(
+                    path,
+                    0,
+                    "segment checksum mismatch",
+                )));
+            }
+        }
+        next = last + 1;
+    }
+    if next <= durable {
+        return Err(Error::Corruption(Location {
+            segment: String::new(),
+            offset: 0,
+            reason: format!(
+                "log ends at LSN {} below acknowledged LSN {durable}",
+                next - 1
+            ),
+        }));
+    }
+    Ok((next - 1, count as u64))
+}
+
+/// Checks the index: redb's own structure check, then that it holds exactly the log's records
+/// at the positions the log has them.
+pub(crate) fn verify_index(
+    index: &mut Index,
+    storage: &Arc<dyn Storage>,
+    wal_dir: &Path,
+    durable: Lsn,
+) -> Result<(), Error> {
+    if !index.check_structure()? {
+        return Err(Error::IndexCorruption(
+            "redb integrity check failed (the file was repaired in memory)".into(),
+        ));
+    }
+    let reader = index.reader()?;
+    let mut records = 0u64;
+    verify_log(storage, wal_dir, durable, &mut |seen, op_id| {
+        records += 1;
+        match reader.get(&op_id)? {
+            Some(e)
+                if e.lsn == seen.lsn && e.segment == seen.segment && e.offset == seen.offset =>
+            {
+                Ok(())
+            }
+            Some(e) => Err(Error::IndexCorruption(format!(
+                "op {op_id} at LSN {} is indexed at LSN {}",
+                seen.lsn, e.lsn
+            ))),
+            None => Err(Error::IndexCorruption(format!(
+                "op {op_id} at LSN {} is missing from the index",
+                seen.lsn
+            ))),
+        }
+    })
+    .map_err(|e| match e {
+        Error::Corruption(at) => {
+            Error::IndexCorruption(format!("log unreadable while checking the index: {at}"))
+        }
+        other => other,
+    })?;
+    let held = index.len()?;
+    if held != records {
+        return Err(Error::IndexCorruption(format!(
+            "index holds {held} ops, the log {records}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The typed errors of feral-log. Callers branch on the variant; every variant is documented.
+
+use std::path::PathBuf;
+
+use crate::op::{OpId, Origin};
+
+/// Where in the log a fault was found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    /// Segment file name (its base LSN, zero padded).
+    pub segment: String,
+    /// Byte offset inside the segment file.
+    pub offset: u64,
+    /// What was wrong, in words.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "segment {} offset {}: {}",
+            self.segment, self.offset, self.reason
+        )
+    }
+}
+
+/// Every failure feral-log reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The device is full (ENOSPC, EDQUOT, `StorageFull`). The log is now paused.
+    #[error("disk full under {path}: {source}")]
+    DiskFull {
+        /// The file or directory the failing call touched.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The log is paused after a disk-full, failed sync or corruption; `resume()` re-verifies.
+    #[error("log is paused ({reason}); free space or repair, then resume()")]
+    Paused {
+        /// The kind of fault behind the pause.
+        kind: crate::wal::PauseKind,
+        /// Why the log paused.
+        reason: String,
+    },
+    /// Any other I/O error from the storage layer.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The file or directory the failing call touched.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Data in the log failed its checksum or structure checks.
+    #[error("log corruption at {0}")]
+    Corruption(Location),
+    /// The redb index is damaged or inconsistent with the log; rebuild it from the log.
+    #[error("index corruption: {0}")]
+    IndexCorruption(String),
+    /// The redb index failed for a reason other than corruption.
+    #[error("index error: {0}")]
+    Index(String),
+    /// Another process holds the data-directory lock.
+    #[error("data directory {path} is locked by another process{holder}")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// ` (pid N)` when the holder wrote its pid.
+        holder: String,
+    },
+    /// The op_id is already in the log with different content.
+    #[error("op {0} already exists with different content")]
+    OpIdConflict(OpId),
+    /// Two different ops claim the same (origin, seq): two writers share one origin.
+    #[error("split brain: origin {origin} seq {seq} is op {existing}, refused op {refused}")]
+    SplitBrain {
+        /// The shared origin.
+        origin: Origin,
+        /// The contested sequence number.
+        seq: u64,
+        /// The op already held.
+        existing: OpId,
+        /// The op refused.
+        refused: OpId,
+    },
+    /// A remote HLC is further ahead of local physical time than the drift bound allows.
+    #[error(
+        "remote clock {remote_ms} ms is {ahead_ms} ms ahead of local time (limit {limit_ms} ms)"
+    )]
+    ClockDrift {
+        /// The remote wall-clock part.
+        remote_ms: u64,
+        /// How far ahead it is.
+        ahead_ms: u64,
+        /// The configured bound.
+        limit_ms: u64,
+    },
+    /// An op was refused before touching the disk (bad field, size limit).
+    #[error("invalid op: {0}")]
+    InvalidOp(String),
+    /// A caller-supplied configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl Error {
+    /// The stable code used in reports and exit statuses.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::DiskFull { .. } => "disk_full",
+            Error::Paused {
+                kind: crate::wal::PauseKind::DiskFull,
+                ..
+            } => "disk_full",
+            Error::Paused { .. } => "io_paused",
+            Error::Io { .. } => "io_error",
+            Error::Corruption(_) => "wal_corruption",
+            Error::IndexCorruption(_) => "index_corruption",
+            Error::Index(_) => "index_error",
+            Error::Locked { .. } => "locked",
+            Error::OpIdConflict(_) => "op_id_conflict",
+            Error::SplitBrain { .. } => "split_brain",
+            Error::ClockDrift { .. } => "clock_drift",
+            Error::InvalidOp(_) => "invalid_op",
+            Error::InvalidConfig(_) => "invalid_config",
+        }
+    }
+
+    /// Classifies an I/O error: ENOSPC, EDQUOT and `StorageFull` become `DiskFull`.
+    pub fn from_io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        let path = path.into();
+        if is_disk_full(&source) {
+            Error::DiskFull { path, source }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+}
+
+/// True for the errors that mean "no space": ENOSPC, EDQUOT, `StorageFull`.
+pub fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    ) || error.kind() == std::io::ErrorKind::StorageFull
+        || error.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,207 @@
+//! A fault-injecting [`Storage`]: the real filesystem underneath, with ENOSPC from the Nth
+//! write on, fsync EIO at the Nth sync, a torn Nth write, and a silent bit flip in the Nth
+//! write. Tests arm faults through a shared [`FaultHandle`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::storage::{FsStorage, Storage, StorageFile};
+
+#[derive(Debug, Default)]
+struct Plan {
+    writes: u64,
+    syncs: u64,
+    full_from_write: Option<u64>,
+    eio_at_sync: Option<u64>,
+    torn_at_write: Option<(u64, usize)>,
+    flip_at_write: Option<(u64, usize)>,
+}
+
+/// Arms and observes faults; clones share one plan.
+#[derive(Debug, Clone, Default)]
+pub struct FaultHandle {
+    plan: Arc<Mutex<Plan>>,
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
+impl FaultHandle {
+    fn plan(&self) -> MutexGuard<'_, Plan> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The device fills: the `n`th write or allocation from now (1 = the next) and every one
+    /// after it fails with ENOSPC, until [`FaultHandle::free_space`].
+    pub fn fill_after(&self, n: u64) {
+        let mut plan = self.plan();
+        plan.full_from_write = Some(plan.writes + n.max(1));
+    }
+
+    /// Space is freed: writes succeed again.
+    pub fn free_space(&self) {
+        self.plan().full_from_write = None;
+    }
+
+    /// The `n`th sync from now fails with EIO (once).
+    pub fn fail_sync(&self, n: u64) {
+        let mut plan = self.plan();
+        plan.eio_at_sync = Some(plan.syncs + n.max(1));
+    }
+
+    /// The `n`th write from now stores only its first `keep` bytes, then fails with EIO.
+    pub fn tear_write(&self, n: u64, keep: usize) {
+        let mut plan = self.plan();
+        plan.torn_at_write = Some((plan.writes + n.max(1), keep));
+    }
+
+    /// The `n`th write from now silently stores `bit` flipped (bit index within the buffer,
+    /// taken modulo its length).
+    pub fn flip_bit(&self, n: u64, bit: usize) {
+        let mut plan = self.plan();
+        plan.flip_at_write = Some((plan.writes + n.max(1), bit));
+    }
+
+    /// Writes and allocations seen so far.
+    pub fn writes(&self) -> u64 {
+        self.plan().writes
+    }
+
+    /// Syncs seen so far.
+    pub fn syncs(&self) -> u64 {
+        self.plan().syncs
+    }
+}
+
+/// The real filesystem with faults from a [`FaultHandle`].
+#[derive(Debug, Clone, Default)]
+pub struct FaultStorage {
+    handle: FaultHandle,
+}
+
+impl FaultStorage {
+    /// Storage plus the handle that arms its faults.
+    pub fn new() -> (FaultStorage, FaultHandle) {
+        let handle = FaultHandle::default();
+        (
+            FaultStorage {
+                handle: handle.clone(),
+            },
+            handle,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct FaultFile {
+    inner: Box<dyn StorageFile>,
+    handle: FaultHandle,
+    path: PathBuf,
+}
+
+impl FaultFile {
+    /// Counts a space-consuming call and says whether the device is full for it.
+    fn space_call(&self) -> (u64, bool) {
+        let mut plan = self.handle.plan();
+        plan.writes += 1;
+        let n = plan.writes;
+        (n, plan.full_from_write.is_some_and(|from| n >= from))
+    }
+}
+
+impl StorageFile for FaultFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let (n, full) = self.space_call();
+        if full {
+            return Err(enospc());
+        }
+        let (torn, flip) = {
+            let plan = self.handle.plan();
+            (
+                plan.torn_at_write.filter(|(at, _)| *at == n),
+                plan.flip_at_write.filter(|(at, _)| *at == n),
+            )
+        };
+        if let Some((_, keep)) = torn {
+            self.inner
+                .write_all_at(&buf[..keep.min(buf.len())], offset)?;
+            return Err(io::Error::other(format!(
+                "injected torn write to {}",
+                self.path.display()
+            )));
+        }
+        if let Some((_, bit)) = flip.filter(|_| !buf.is_empty()) {
+            let mut copy = buf.to_vec();
+            let bit = bit % (copy.len() * 8);
+            copy[bit / 8] ^= 1 << (bit % 8);
+            return self.inner.write_all_at(&copy, offset);
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let fail = {
+            let mut plan = self.handle.plan();
+            plan.syncs += 1;
+            plan.eio_at_sync == Some(plan.syncs)
+        };
+        if fail {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.sync_data()
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let (_, full) = self.space_call();
+        if full {
+            return Err(enospc());
+        }
+        self.inner.allocate(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl Storage for FaultStorage {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let inner = FsStorage.create(path)?;
+        Ok(Box::new(FaultFile {
+            inner,
+            handle: self.handle.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Box<dyn StorageFile>> {
+        let inner = FsStorage.open(path, writable)?;
+        Ok(Box::new(FaultFile {
+            inner,
+            handle: self.handle.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        FsStorage.list(dir)
+    }
+}

@@ -1,0 +1,27 @@
+//! feral-log: the durable, segmented, append-only op log of feral-memory, with its redb op_id
+//! index, hybrid logical clock, recovery and integrity check. See docs/format.md.
+
+pub mod check;
+pub mod codec;
+pub mod error;
+pub mod fault;
+pub mod hlc;
+pub mod index;
+pub mod limits;
+pub mod lock;
+mod maintenance;
+pub mod op;
+pub mod read;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod storage;
+pub mod wal;
+
+pub use check::{IntegrityReport, PartStatus};
+pub use error::{Error, Location, Result};
+pub use hlc::{Clock, Hlc, SystemTime, TimeSource};
+pub use op::{Op, OpDraft, OpId, OpKind, Origin};
+pub use read::Record;
+pub use storage::{FsStorage, Storage, StorageFile};
+pub use wal::{Appended, Config, Lsn, Pause, PauseKind, Status, Wal};

@@ -1,0 +1,28 @@
+//! Every limit of the log in one place: sizes in bytes, counts, and durations, units last.
+
+/// Default capacity of one segment file, header and footer included.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest segment a log may be created with (tests seal many small segments).
+pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
+/// Largest segment a log may be created with; frame offsets stay well inside `u32`.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Largest encoded op payload one record may carry.
+pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 4 * 1024 * 1024;
+/// Largest op `data` field accepted by `append`.
+pub const OP_DATA_BYTES_MAX: usize = 1024 * 1024;
+/// Largest `table` or `row_id` string.
+pub const OP_NAME_BYTES_MAX: usize = 1024;
+/// Decode limit handed to bincode: no decoded op may allocate more than this.
+pub const DECODE_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX as usize;
+/// Most records one group commit writes before syncing.
+pub const GROUP_RECORDS_MAX: usize = 4096;
+/// Most bytes one group commit writes before syncing.
+pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Ops indexed with non-durable redb commits before a durable one bounds catch-up on open.
+pub const INDEX_DURABLE_EVERY_OPS: u64 = 8192;
+/// Ops replayed into the index per redb transaction during catch-up and rebuild.
+pub const INDEX_REPLAY_BATCH_OPS: usize = 4096;
+/// Default bound on how far a remote HLC may run ahead of local physical time.
+pub const HLC_DRIFT_MS_MAX_DEFAULT: u64 = 5 * 60 * 1000;
+/// Bytes read at once while scanning a segment.
+pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;

@@ -1,0 +1,287 @@
+//! Loading state from disk (open and resume), the integrity check, resume, and index rebuild.
+
+use std::path::Path;
+use std::sync::{Arc, MutexGuard};
+
+use crate::check::{self, IntegrityReport};
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexEntry};
+use crate::limits::INDEX_REPLAY_BATCH_OPS;
+use crate::read::for_each_record;
+use crate::recovery;
+use crate::storage::Storage;
+use crate::wal::{INDEX_FILE, Lsn, Pause, PauseKind, State, Wal};
+
+fn pause(kind: PauseKind, error: &Error) -> Pause {
+    Pause {
+        kind,
+        detail: error.to_string(),
+    }
+}
+
+impl Wal {
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.config.storage
+    }
+
+    pub(crate) fn wal_dir(&self) -> &Path {
+        &self.inner.wal_dir
+    }
+
+    /// Segment base LSNs and the durable LSN, read together.
+    pub(crate) fn segments_snapshot(&self) -> (Vec<Lsn>, Lsn) {
+        let state = self.state();
+        (state.segments.clone(), state.durable_lsn)
+    }
+
+    /// Runs `f` on the open index.
+    pub(crate) fn with_index<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
+        let guard = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(index) => f(index),
+            None => Err(Error::Paused {
+                kind: PauseKind::IndexFailed,
+                reason: "index not open".into(),
+            }),
+        }
+    }
+
+    /// Waits until no group commit runs, then holds the leader role (blocking writers).
+    fn become_leader(&self) -> MutexGuard<'_, State> {
+        let mut state = self.state();
+        while state.leader {
+            state = self
+                .inner
+                .cond
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        state.leader = true;
+        state
+    }
+
+    fn release_leader(&self, mut state: MutexGuard<'_, State>) {
+        state.leader = false;
+        self.inner.cond.notify_all();
+    }
+
+    /// Rebuilds every in-memory fact from disk: reopens the index, recovers the segments
+    /// (zeroing a torn or unsynced tail), replays records the index lacks, restores the clock
+    /// and counters. Damage pauses the log instead of failing; only I/O errors fail.
+    pub(crate) fn load(&self, state: &mut State, known_durable: Lsn) -> Result<()> {
+        let mut index_slot = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
+        *index_slot = None;
+        let mut found_pause = None;
+        let opened = Index::open(&self.inner.dir.join(INDEX_FILE)).and_then(|index| {
+            let meta = index.meta()?;
+            Ok((index, meta))
+        });
+        let (index, meta) = match opened {
+            Ok((index, meta)) => (Some(index), meta),
+            Err(e) => {
+                tracing::error!(error = %e, "index cannot be opened; resume() rebuilds it from the log");
+                found_pause = Some(pause(PauseKind::IndexFailed, &e));
+                (None, Default::default())
+            }
+        };
+        let recovered = recovery::recover(
+            self.storage(),
+            self.wal_dir(),
+            known_durable.max(meta.indexed_lsn),
+        )?;
+        state.segments = recovered.segments.iter().map(|s| s.base_lsn).collect();
+        state.torn = recovered.torn;
+        state.durable_lsn = recovered.last_lsn;
+        state.next_lsn = recovered.last_lsn + 1;
+        state.clear_queue();
+        self.writer().active = recovered.active;
+        if let Some(at) = recovered.corruption {
+            tracing::error!(%at, "log corruption found on open; writes paused");
+            state.pause = Some(pause(PauseKind::Corruption, &Error::Corruption(at)));
+            *index_slot = index;
+            return Ok(());
+        }
+        if let Some(index) = &index {
+            if meta.indexed_lsn > recovered.last_lsn {
+                let e = Error::IndexCorruption(format!(
+                    "index reflects LSN {} but the log ends at {}",
+                    meta.indexed_lsn, recovered.last_lsn
+                ));
+                found_pause = Some(pause(PauseKind::IndexFailed, &e));
+            } else {
+                state.clock.observe(&crate::hlc::Hlc {
+                    wall_ms: meta.max_hlc.0,
+                    counter: meta.max_hlc.1,
+                    node: self.origin(),
+                });
+                let segments = state.segments.clone();
+                if let Err(e) = self.replay(
+                    index,
+                    &segments,
+                    meta.indexed_lsn + 1,
+                    recovered.last_lsn,
+                    state,
+                ) {
+                    let kind = if matches!(e, Error::Corruption(_)) {
+                        PauseKind::Corruption
+                    } else {
+                        PauseKind::IndexFailed
+                    };
+                    found_pause = Some(pause(kind, &e));
+                }
+                let origin = self.origin();
+                let head = index
+                    .heads()?
+                    .into_iter()
+                    .find(|(o, _)| *o == origin)
+                    .map_or(0, |(_, seq)| seq);
+                state.next_seq = head + 1;
+            }
+        }
+        state.pause = found_pause;
+        *index_slot = index;
+        Ok(())
+    }
+
+    /// Indexes records `from..=to` from the log, raising the clock past each, then commits
+    /// durably.
+    fn replay(
+        &self,
+        index: &Index,
+        segments: &[Lsn],
+        from: Lsn,
+        to: Lsn,
+        state: &mut State,
+    ) -> Result<()> {
+        let mut batch: Vec<IndexEntry> = Vec::with_capacity(INDEX_REPLAY_BATCH_OPS.min(1024));
+        for_each_record(
+            self.storage(),
+            self.wal_dir(),
+            segments,
+            from,
+            to,
+            &mut |record| {
+                state.clock.observe(&record.op.hlc);
+                batch.push(IndexEntry {
+                    op_id: record.op.op_id,
+                    origin: record.op.origin,
+                    seq: record.op.seq,
+                    hlc: record.op.hlc,
+                    lsn: record.lsn,
+                    segment: record.segment,
+                    offset: record.offset,
+                    content_hash: record.op.content_hash(),
+                });
+                if batch.len() >= INDEX_REPLAY_BATCH_OPS {
+                    index.commit(&batch, false)?;
+                    batch.clear();
+                }
+                Ok(true)
+            },
+        )?;
+        index.commit(&batch, true)?;
+        index.flush()
+    }
+
+    /// Verifies every record CRC, every sealed footer and segment CRC, and the index against
+    /// the log. Blocks writers while it runs. Never fails: problems are in the report.
+    pub fn check(&self) -> IntegrityReport {
+        let state = self.become_leader();
+        let report = self.check_locked(state.durable_lsn);
+        self.release_leader(state);
+        report
+    }
+
+    fn check_locked(&self, durable: Lsn) -> IntegrityReport {
+        let wal = check::verify_log(self.storage(), self.wal_dir(), durable, &mut |_, _| Ok(()));
+        let mut slot = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
+        let index = match slot.as_mut() {
+            Some(index) if wal.is_ok() => {
+                check::verify_index(index, self.storage(), self.wal_dir(), durable)
+            }
+            Some(index) => index.check_structure().and_then(|fine| {
+                if fine {
+                    Ok(())
+                } else {
+                    Err(Error::IndexCorruption("redb integrity check failed".into()))
+                }
+            }),
+            None => Err(Error::Index("index could not be opened".into())),
+        };
+        IntegrityReport::from_parts(wal, index)
+    }
+
+    /// Re-reads everything from disk (dropping any unsynced tail), rebuilds the index if it
+    /// cannot be trusted, runs the full check, and clears the pause only if the check passes.
+    pub fn resume(&self) -> IntegrityReport {
+        let mut state = self.become_leader();
+        let known = state.durable_lsn;
+        let outcome = self.load(&mut state, known).and_then(|()| {
+            let index_bad = state
+                .pause
+                .as_ref()
+                .is_some_and(|p| p.kind == PauseKind::IndexFailed)
+                || !self.check_locked(state.durable_lsn).ok && self.log_is_sound(state.durable_lsn);
+            if index_bad {
+                tracing::warn!("index not trusted; rebuilding it from the log");
+                self.rebuild_locked(&mut state)?;
+            }
+            Ok(())
+        });
+        let report = match outcome {
+            Ok(()) => self.check_locked(state.durable_lsn),
+            Err(e) => IntegrityReport::from_parts(Err(e), Err(Error::Index("not checked".into()))),
+        };
+        if report.ok {
+            if state.pause.take().is_some() {
+                tracing::info!("integrity check passed; writes resumed");
+            }
+        } else if state.pause.is_none()
+            || state
+                .pause
+                .as_ref()
+                .is_some_and(|p| p.kind != PauseKind::Corruption)
+        {
+            state.pause = Some(Pause {
+                kind: PauseKind::Corruption,
+                detail: format!(
+                    "integrity check failed: {}",
+                    report.error.clone().unwrap_or_default()
+                ),
+            });
+        }
+        self.release_leader(state);
+        report
+    }
+
+    fn log_is_sound(&self, durable: Lsn) -> bool {
+        check::verify_log(self.storage(), self.wal_dir(), durable, &mut |_, _| Ok(())).is_ok()
+    }
+
+    /// Deletes the index and recreates it from the log alone. Returns the ops indexed.
+    pub fn rebuild(&self) -> Result<u64> {
+        let mut state = self.become_leader();
+        let result = self.rebuild_locked(&mut state);
+        self.release_leader(state);
+        result
+    }
+
+    fn rebuild_locked(&self, state: &mut State) -> Result<u64> {
+        let path = self.inner.dir.join(INDEX_FILE);
+        *self.inner.index.write().unwrap_or_else(|p| p.into_inner()) = None;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::from_io(&path, e));
+            }
+            _ => {}
+        }
+        let known = state.durable_lsn;
+        self.load(state, known)?;
+        Ok(state.durable_lsn)
+    }
+
+    /// Makes the index durable and releases the directory. Dropping the last handle does the same.
+    pub fn close(self) -> Result<()> {
+        self.with_index(|index| index.flush())
+    }
+}

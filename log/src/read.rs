@@ -1,0 +1,222 @@
+//! Reading the log: by LSN, by op_id, and by (origin, seq) range. Only durable records are
+//! visible; every frame is checked against its CRC and expected LSN before it is decoded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::codec;
+use crate::error::{Error, Location, Result};
+use crate::index::IndexEntry;
+use crate::op::{Op, OpId, Origin};
+use crate::record::Decoded;
+use crate::recovery;
+use crate::segment::{self, Header, ScanFailure, ScanStop, SegmentReader};
+use crate::storage::Storage;
+use crate::wal::{Lsn, Wal};
+
+/// A record as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Local position.
+    pub lsn: Lsn,
+    /// Base LSN of its segment.
+    pub segment: Lsn,
+    /// Frame offset in the segment.
+    pub offset: u64,
+    /// The decoded op.
+    pub op: Op,
+}
+
+/// Visits records with `from <= lsn <= to` across `segments` (base LSNs, ascending). Stops early
+/// when `visit` returns `Ok(false)`. A gap, bad frame or undecodable payload is corruption.
+pub(crate) fn for_each_record(
+    storage: &Arc<dyn Storage>,
+    wal_dir: &Path,
+    segments: &[Lsn],
+    from: Lsn,
+    to: Lsn,
+    visit: &mut dyn FnMut(Record) -> Result<bool>,
+) -> Result<()> {
+    if from > to {
+        return Ok(());
+    }
+    let first = segments
+        .partition_point(|base| *base <= from)
+        .saturating_sub(1);
+    let mut next = from;
+    for (i, base) in segments.iter().enumerate().skip(first) {
+        if next > to {
+            break;
+        }
+        let path = wal_dir.join(segment::segment_name(*base));
+        let segment_end = segments.get(i + 1).map_or(to, |b| (b - 1).min(to));
+        let mut keep_going = true;
+        let mut reader = open_reader(storage, &path)?;
+        let header = recovery::read_header(&reader, &path, *base).map_err(Error::Corruption)?;
+        let end = segment::scan_frames(
+            &mut reader,
+            &header,
+            header.data_limit(),
+            segment_end,
+            &mut |offset, frame| {
+                if frame.lsn < from || !keep_going {
+                    return Ok(());
+                }
+                let op = decode(&path, offset, frame.payload)?;
+                keep_going = visit(Record {
+                    lsn: frame.lsn,
+                    segment: *base,
+                    offset,
+                    op,
+                })?;
+                Ok(())
+            },
+        )
+        .map_err(|failure| scan_error(&path, failure))?;
+        if !keep_going {
+            return Ok(());
+        }
+        if end.next_lsn <= segment_end {
+            let reason = match end.stop {
+                ScanStop::Bad { reason } => reason,
+                _ => "log ends before an acknowledged record",
+            };
+            return Err(Error::Corruption(location(&path, end.next_offset, reason)));
+        }
+        next = end.next_lsn;
+    }
+    if next <= to {
+        return Err(Error::Corruption(Location {
+            segment: String::new(),
+            offset: 0,
+            reason: format!("no segment holds LSN {next}"),
+        }));
+    }
+    Ok(())
+}
+
+pub(crate) fn open_reader(storage: &Arc<dyn Storage>, path: &Path) -> Result<SegmentReader> {
+    let file = storage
+        .open(path, false)
+        .map_err(|e| Error::from_io(path, e))?;
+    Ok(SegmentReader::new(file))
+}
+
+pub(crate) fn location(path: &Path, offset: u64, reason: impl Into<String>) -> Location {
+    Location {
+        segment: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn scan_error(path: &Path, failure: ScanFailure) -> Error {
+    match failure {
+        ScanFailure::Io(e) => Error::from_io(path, e),
+        ScanFailure::Visit(e) => e,
+    }
+}
+
+fn decode(path: &Path, offset: u64, payload: &[u8]) -> Result<Op> {
+    codec::decode_op(payload).map_err(|reason| {
+        Error::Corruption(location(path, offset, format!("undecodable op: {reason}")))
+    })
+}
+
+impl Wal {
+    pub(crate) fn segment_path(&self, base: Lsn) -> PathBuf {
+        self.wal_dir().join(segment::segment_name(base))
+    }
+
+    /// Visits durable records from `from` on, in LSN order, until `visit` returns `Ok(false)`.
+    pub fn scan(&self, from: Lsn, visit: &mut dyn FnMut(Record) -> Result<bool>) -> Result<()> {
+        let (segments, durable) = self.segments_snapshot();
+        for_each_record(
+            self.storage(),
+            self.wal_dir(),
+            &segments,
+            from.max(1),
+            durable,
+            visit,
+        )
+    }
+
+    /// The op with this id, if the log holds it.
+    pub fn get(&self, op_id: &OpId) -> Result<Option<Record>> {
+        match self.with_index(|index| index.lookup(op_id))? {
+            Some(entry) => self.read_entry(&entry).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Ops of `origin` with `from_seq <= seq <= to_seq`, in seq order, at most `limit`.
+    pub fn range_by_origin(
+        &self,
+        origin: &Origin,
+        from_seq: u64,
+        to_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let entries =
+            self.with_index(|index| index.range_by_origin(origin, from_seq, to_seq, limit))?;
+        entries.iter().map(|entry| self.read_entry(entry)).collect()
+    }
+
+    /// Highest contiguous seq held per origin.
+    pub fn heads(&self) -> Result<Vec<(Origin, u64)>> {
+        self.with_index(|index| index.heads())
+    }
+
+    /// Reads one record where the index says it is, checking CRC, LSN and op_id.
+    fn read_entry(&self, entry: &IndexEntry) -> Result<Record> {
+        let path = self.segment_path(entry.segment);
+        let mut reader = open_reader(self.storage(), &path)?;
+        let header: Header =
+            recovery::read_header(&reader, &path, entry.segment).map_err(Error::Corruption)?;
+        let decoded = segment::read_frame(
+            &mut reader,
+            entry.offset,
+            header.data_limit(),
+            header.salt,
+            header.payload_max(),
+        )
+        .map_err(|e| Error::from_io(&path, e))?;
+        let frame = match decoded {
+            Decoded::Frame(frame) if frame.lsn == entry.lsn => frame,
+            Decoded::Frame(_) => {
+                return Err(Error::Corruption(location(
+                    &path,
+                    entry.offset,
+                    "frame LSN differs from the index",
+                )));
+            }
+            Decoded::Zero => {
+                return Err(Error::Corruption(location(
+                    &path,
+                    entry.offset,
+                    "index points at an empty frame",
+                )));
+            }
+            Decoded::Bad(reason) => {
+                return Err(Error::Corruption(location(&path, entry.offset, reason)));
+            }
+        };
+        let op = decode(&path, entry.offset, frame.payload)?;
+        if op.op_id != entry.op_id {
+            return Err(Error::Corruption(location(
+                &path,
+                entry.offset,
+                "frame op_id differs from the index",
+            )));
+        }
+        Ok(Record {
+            lsn: entry.lsn,
+            segment: entry.segment,
+            offset: entry.offset,
+            op,
+        })
+    }
+}
