@@ -148,7 +148,7 @@ pub(crate) fn verify_log(
                 )));
             }
         };
-        let last = footer.map_or(durable, |f| f.last_lsn);
+        let last = footer.map_or(u64::MAX, |f| f.last_lsn);
         let scanned =
             segment::scan_frames(&mut reader, &header, end, last, &mut |offset, frame| {
                 let op = crate::codec::decode_op(frame.payload).map_err(|r| {
@@ -164,17 +164,35 @@ pub(crate) fn verify_log(
                 )
             })
             .map_err(|f| scan_error(path, f))?;
-        if scanned.next_lsn != last + 1 {
-            let reason = match scanned.stop {
-                ScanStop::Bad { reason } => reason,
-                _ => "records end before the footer's or acknowledged last LSN",
-            };
+        if let ScanStop::Bad { reason } = scanned.stop {
             return Err(Error::Corruption(location(
                 path,
                 scanned.next_offset,
                 reason,
             )));
         }
+        let last = match footer {
+            Some(f) if scanned.next_lsn != f.last_lsn + 1 => {
+                return Err(Error::Corruption(location(
+                    path,
+                    scanned.next_offset,
+                    "records end before the footer's last LSN",
+                )));
+            }
+            Some(f) => f.last_lsn,
+            None => {
+                let tail = first_nonzero(&mut reader, scanned.next_offset, header.data_limit())
+                    .map_err(|e| Error::from_io(path, e))?;
+                if let Some(at) = tail {
+                    return Err(Error::Corruption(location(
+                        path,
+                        at,
+                        "non-zero bytes after the last record",
+                    )));
+                }
+                scanned.next_lsn - 1
+            }
+        };
         if let Some(footer) = footer {
             if scanned.next_offset != footer.data_end {
                 return Err(Error::Corruption(location(
@@ -195,17 +213,34 @@ pub(crate) fn verify_log(
         }
         next = last + 1;
     }
-    if next <= durable {
+    if next != durable + 1 {
         return Err(Error::Corruption(Location {
             segment: String::new(),
             offset: 0,
             reason: format!(
-                "log ends at LSN {} below acknowledged LSN {durable}",
+                "log ends at LSN {}, acknowledged LSN is {durable}",
                 next - 1
             ),
         }));
     }
     Ok((next - 1, count as u64))
+}
+
+/// The first non-zero byte in `[start, end)`, if any.
+fn first_nonzero(
+    reader: &mut crate::segment::SegmentReader,
+    start: u64,
+    end: u64,
+) -> std::io::Result<Option<u64>> {
+    let mut at = start;
+    while at < end {
+        let chunk = reader.bytes(at, crate::limits::SCAN_CHUNK_BYTES, end)?;
+        if let Some(i) = chunk.iter().position(|b| *b != 0) {
+            return Ok(Some(at + i as u64));
+        }
+        at += chunk.len() as u64;
+    }
+    Ok(None)
 }
 
 /// Checks the index: redb's own structure check, then that it holds exactly the log's records

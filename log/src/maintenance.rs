@@ -29,9 +29,13 @@ impl Wal {
     }
 
     /// Segment base LSNs and the durable LSN, read together.
-    pub(crate) fn segments_snapshot(&self) -> (Vec<Lsn>, Lsn) {
+    pub(crate) fn segments_snapshot(&self) -> (Vec<Lsn>, Lsn, Option<crate::error::Location>) {
         let state = self.state();
-        (state.segments.clone(), state.durable_lsn)
+        (
+            state.segments.clone(),
+            state.durable_lsn,
+            state.corruption.clone(),
+        )
     }
 
     /// Runs `f` on the open index.
@@ -91,6 +95,7 @@ impl Wal {
         )?;
         state.segments = recovered.segments.iter().map(|s| s.base_lsn).collect();
         state.torn = recovered.torn;
+        state.corruption = recovered.corruption.clone();
         state.durable_lsn = recovered.last_lsn;
         state.next_lsn = recovered.last_lsn + 1;
         state.clear_queue();
@@ -122,6 +127,9 @@ impl Wal {
                     recovered.last_lsn,
                     state,
                 ) {
+                    if let Error::Corruption(at) = &e {
+                        state.corruption = Some(at.clone());
+                    }
                     let kind = if matches!(e, Error::Corruption(_)) {
                         PauseKind::Corruption
                     } else {

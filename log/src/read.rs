@@ -133,15 +133,24 @@ impl Wal {
 
     /// Visits durable records from `from` on, in LSN order, until `visit` returns `Ok(false)`.
     pub fn scan(&self, from: Lsn, visit: &mut dyn FnMut(Record) -> Result<bool>) -> Result<()> {
-        let (segments, durable) = self.segments_snapshot();
+        let (segments, durable, corruption) = self.segments_snapshot();
+        let mut stopped = false;
         for_each_record(
             self.storage(),
             self.wal_dir(),
             &segments,
             from.max(1),
             durable,
-            visit,
-        )
+            &mut |r| {
+                let more = visit(r)?;
+                stopped = !more;
+                Ok(more)
+            },
+        )?;
+        match corruption {
+            Some(at) if !stopped => Err(Error::Corruption(at)),
+            _ => Ok(()),
+        }
     }
 
     /// The op with this id, if the log holds it.

@@ -1,7 +1,8 @@
 //! Record framing: `len | crc | lsn | synced_lsn | payload | zero pad to 8 bytes`.
 //!
-//! The CRC-32 covers the segment's random salt, the length, both LSNs and the payload, so a
-//! frame from another segment (or op data that happens to look like a frame) never validates.
+//! The CRC-32 covers the segment's random salt, the length, both LSNs, the payload and its
+//! padding, so every byte of a frame is checked and a frame from another segment (or op data
+//! that happens to look like a frame) never validates.
 
 /// Bytes before the payload: len u32, crc u32, lsn u64, synced_lsn u64 (all little endian).
 pub const FRAME_HEADER_BYTES: usize = 24;
@@ -13,13 +14,15 @@ pub fn frame_len(payload_len: usize) -> usize {
     (FRAME_HEADER_BYTES + payload_len).div_ceil(FRAME_ALIGN_BYTES) * FRAME_ALIGN_BYTES
 }
 
-fn frame_crc(salt: u64, len: u32, lsn: u64, synced_lsn: u64, payload: &[u8]) -> u32 {
+/// CRC over salt, len, LSNs, and the payload with its padding (`body`), so every byte of a
+/// frame is covered.
+fn frame_crc(salt: u64, len: u32, lsn: u64, synced_lsn: u64, body: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&salt.to_le_bytes());
     hasher.update(&len.to_le_bytes());
     hasher.update(&lsn.to_le_bytes());
     hasher.update(&synced_lsn.to_le_bytes());
-    hasher.update(payload);
+    hasher.update(body);
     hasher.finalize()
 }
 
@@ -30,11 +33,19 @@ pub fn encode_frame(out: &mut Vec<u8>, salt: u64, lsn: u64, synced_lsn: u64, pay
     let len = payload.len() as u32;
     let start = out.len();
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&frame_crc(salt, len, lsn, synced_lsn, payload).to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&synced_lsn.to_le_bytes());
     out.extend_from_slice(payload);
     out.resize(start + frame_len(payload.len()), 0);
+    let crc = frame_crc(
+        salt,
+        len,
+        lsn,
+        synced_lsn,
+        &out[start + FRAME_HEADER_BYTES..],
+    );
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A frame that passed its checks.
@@ -101,7 +112,8 @@ pub fn decode_frame(bytes: &[u8], salt: u64, payload_max: u32) -> Decoded<'_> {
     let lsn = u64_at(header, 8);
     let synced_lsn = u64_at(header, 16);
     let payload = &bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len as usize];
-    if frame_crc(salt, len, lsn, synced_lsn, payload) != u32_at(header, 4) {
+    let body = &bytes[FRAME_HEADER_BYTES..total];
+    if frame_crc(salt, len, lsn, synced_lsn, body) != u32_at(header, 4) {
         return Decoded::Bad("checksum mismatch");
     }
     if synced_lsn >= lsn {
@@ -142,8 +154,8 @@ mod tests {
     #[test]
     fn every_bit_flip_in_header_and_payload_is_caught() {
         let mut out = Vec::new();
-        encode_frame(&mut out, 1, 2, 1, b"payload!");
-        for bit in 0..(FRAME_HEADER_BYTES + 8) * 8 {
+        encode_frame(&mut out, 1, 2, 1, b"payload");
+        for bit in 0..out.len() * 8 {
             let mut bad = out.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(

@@ -148,6 +148,8 @@ pub(crate) struct State {
     failures: u64,
     pub(crate) segments: Vec<Lsn>,
     pub(crate) torn: Option<TornTail>,
+    /// Damage found by the last load; reads past the trusted prefix report it.
+    pub(crate) corruption: Option<crate::error::Location>,
 }
 
 impl State {
@@ -281,6 +283,7 @@ impl Wal {
                     failures: 0,
                     segments: Vec::new(),
                     torn: None,
+                    corruption: None,
                 }),
                 cond: Condvar::new(),
                 index: RwLock::new(None),

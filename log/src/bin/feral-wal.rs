@@ -1,1 +1,225 @@
-fn main() {}
+//! feral-wal: operator tool for one log directory: append synthetic ops, check, dump.
+//!
+//! Exit codes: 0 ok, 1 other error, 2 usage, 65 corruption, 75 disk full.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use feral_log::limits::SEGMENT_BYTES_DEFAULT;
+use feral_log::{Config, Error, OpDraft, PauseKind, Wal};
+
+const EXIT_OTHER: u8 = 1;
+const EXIT_CORRUPTION: u8 = 65;
+const EXIT_DISK_FULL: u8 = 75;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "feral-wal",
+    version,
+    about = "Operate on a feral-memory log directory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Append synthetic ops; prints one JSON line per acknowledged (durable) op.
+    Append {
+        /// The log directory (created if missing).
+        dir: PathBuf,
+        /// How many ops to append.
+        #[arg(long)]
+        count: u64,
+        /// Size of each op's data in bytes.
+        #[arg(long, default_value_t = 256)]
+        bytes: usize,
+        /// Segment size, used only when the log is created.
+        #[arg(long, default_value_t = SEGMENT_BYTES_DEFAULT)]
+        segment_bytes: u64,
+        /// Concurrent appenders (they share fdatasyncs through group commit).
+        #[arg(long, default_value_t = 1)]
+        threads: u64,
+    },
+    /// Verify every record, footer and the index; exit 0 only when all is well.
+    Check {
+        /// The log directory.
+        dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the records in LSN order.
+    Dump {
+        /// The log directory.
+        dir: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::DiskFull { .. } => EXIT_DISK_FULL,
+        Error::Paused {
+            kind: PauseKind::DiskFull,
+            ..
+        } => EXIT_DISK_FULL,
+        Error::Corruption(_) | Error::IndexCorruption(_) => EXIT_CORRUPTION,
+        Error::Paused {
+            kind: PauseKind::Corruption,
+            ..
+        } => EXIT_CORRUPTION,
+        _ => EXIT_OTHER,
+    }
+}
+
+fn open(dir: &PathBuf, segment_bytes: u64) -> Result<Wal, Error> {
+    Wal::open(
+        dir,
+        Config {
+            segment_bytes,
+            ..Config::default()
+        },
+    )
+}
+
+fn append(
+    dir: &PathBuf,
+    count: u64,
+    bytes: usize,
+    segment_bytes: u64,
+    threads: u64,
+) -> Result<(), Error> {
+    let wal = open(dir, segment_bytes)?;
+    if let Some(pause) = wal.pause() {
+        return Err(Error::Paused {
+            kind: pause.kind,
+            reason: pause.detail,
+        });
+    }
+    let threads = threads.clamp(1, 256);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let wal = wal.clone();
+            let next = next.clone();
+            std::thread::spawn(move || -> Result<(), Error> {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        return Ok(());
+                    }
+                    let mut data = vec![b'x'; bytes];
+                    let tag = i.to_string();
+                    let n = tag.len().min(data.len());
+                    data[..n].copy_from_slice(&tag.as_bytes()[..n]);
+                    let done =
+                        wal.append(OpDraft::insert("synthetic", format!("row-{i}"), data))?;
+                    println!(
+                        "{{\"lsn\":{},\"op_id\":\"{}\",\"seq\":{},\"hlc\":\"{}\"}}",
+                        done.lsn, done.op_id, done.seq, done.hlc
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut first_error = None;
+    for worker in workers {
+        let outcome = worker
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidConfig("appender thread panicked".into())));
+        if let (Err(e), None) = (outcome, &first_error) {
+            first_error = Some(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn check(dir: &PathBuf, json: bool) -> Result<u8, Error> {
+    let wal = open(dir, SEGMENT_BYTES_DEFAULT)?;
+    let report = wal.check();
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else if report.ok {
+        println!(
+            "ok: {} records in {} segments",
+            report.records, report.segments
+        );
+    } else {
+        println!(
+            "FAILED: {} (wal {:?}, index {:?})",
+            report.error.as_deref().unwrap_or("unknown"),
+            report.wal_detail,
+            report.index_detail
+        );
+    }
+    Ok(if report.ok { 0 } else { EXIT_CORRUPTION })
+}
+
+fn dump(dir: &PathBuf, json: bool) -> Result<(), Error> {
+    let wal = open(dir, SEGMENT_BYTES_DEFAULT)?;
+    wal.scan(1, &mut |record| {
+        let op = &record.op;
+        if json {
+            let line = serde_json::json!({
+                "lsn": record.lsn, "segment": record.segment, "offset": record.offset,
+                "op_id": op.op_id.to_string(), "origin": op.origin.to_string(), "seq": op.seq,
+                "hlc": op.hlc.to_string(), "table": op.table, "row_id": op.row_id,
+                "kind": op.kind.as_str(), "data_bytes": op.data.len(),
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{} {} {} {} {} {}/{} {} {}B",
+                record.lsn,
+                op.op_id,
+                op.origin,
+                op.seq,
+                op.hlc,
+                op.table,
+                op.row_id,
+                op.kind.as_str(),
+                op.data.len()
+            );
+        }
+        Ok(true)
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_init();
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Command::Append {
+            dir,
+            count,
+            bytes,
+            segment_bytes,
+            threads,
+        } => append(dir, *count, *bytes, *segment_bytes, *threads).map(|()| 0),
+        Command::Check { dir, json } => check(dir, *json),
+        Command::Dump { dir, json } => dump(dir, *json).map(|()| 0),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("feral-wal: {error}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+/// Logs to stderr, filtered by RUST_LOG (warnings by default).
+fn tracing_init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
