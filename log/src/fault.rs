@@ -11,6 +11,7 @@ use crate::storage::{FsStorage, Storage, StorageFile};
 #[derive(Debug, Default)]
 struct Plan {
     writes: u64,
+    flips_applied: u64,
     syncs: u64,
     full_from_write: Option<u64>,
     eio_at_sync: Option<u64>,
@@ -51,7 +52,8 @@ impl FaultHandle {
         plan.eio_at_sync = Some(plan.syncs + n.max(1));
     }
 
-    /// The `n`th write from now stores only its first `keep` bytes, then fails with EIO.
+    /// The `n`th write from now stores only its first `keep` bytes, then fails with EIO (an
+    /// allocation fails whole).
     pub fn tear_write(&self, n: u64, keep: usize) {
         let mut plan = self.plan();
         plan.torn_at_write = Some((plan.writes + n.max(1), keep));
@@ -62,6 +64,11 @@ impl FaultHandle {
     pub fn flip_bit(&self, n: u64, bit: usize) {
         let mut plan = self.plan();
         plan.flip_at_write = Some((plan.writes + n.max(1), bit));
+    }
+
+    /// Bit flips actually applied (a flip armed for an allocation does nothing).
+    pub fn flips_applied(&self) -> u64 {
+        self.plan().flips_applied
     }
 
     /// Writes and allocations seen so far.
@@ -140,6 +147,7 @@ impl StorageFile for FaultFile {
             let mut copy = buf.to_vec();
             let bit = bit % (copy.len() * 8);
             copy[bit / 8] ^= 1 << (bit % 8);
+            self.handle.plan().flips_applied += 1;
             return self.inner.write_all_at(&copy, offset);
         }
         self.inner.write_all_at(buf, offset)
@@ -158,9 +166,17 @@ impl StorageFile for FaultFile {
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        let (_, full) = self.space_call();
+        let (n, full) = self.space_call();
         if full {
             return Err(enospc());
+        }
+        if self
+            .handle
+            .plan()
+            .torn_at_write
+            .is_some_and(|(at, _)| at == n)
+        {
+            return Err(io::Error::other("injected failed allocation"));
         }
         self.inner.allocate(len)
     }

@@ -72,7 +72,7 @@ impl Wal {
     /// Rebuilds every in-memory fact from disk: reopens the index, recovers the segments
     /// (zeroing a torn or unsynced tail), replays records the index lacks, restores the clock
     /// and counters. Damage pauses the log instead of failing; only I/O errors fail.
-    pub(crate) fn load(&self, state: &mut State, known_durable: Lsn) -> Result<()> {
+    pub(crate) fn load(&self, state: &mut State, keep_through: Option<Lsn>) -> Result<()> {
         let mut index_slot = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
         *index_slot = None;
         let mut found_pause = None;
@@ -91,7 +91,8 @@ impl Wal {
         let recovered = recovery::recover(
             self.storage(),
             self.wal_dir(),
-            known_durable.max(meta.indexed_lsn),
+            keep_through.unwrap_or(0).max(meta.indexed_lsn),
+            keep_through,
         )?;
         state.segments = recovered.segments.iter().map(|s| s.base_lsn).collect();
         state.torn = recovered.torn;
@@ -224,7 +225,7 @@ impl Wal {
     pub fn resume(&self) -> IntegrityReport {
         let mut state = self.become_leader();
         let known = state.durable_lsn;
-        let outcome = self.load(&mut state, known).and_then(|()| {
+        let outcome = self.load(&mut state, Some(known)).and_then(|()| {
             let index_bad = state
                 .pause
                 .as_ref()
@@ -284,7 +285,7 @@ impl Wal {
             _ => {}
         }
         let known = state.durable_lsn;
-        self.load(state, known)?;
+        self.load(state, Some(known))?;
         Ok(state.durable_lsn)
     }
 

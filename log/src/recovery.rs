@@ -129,10 +129,13 @@ pub fn read_footer(
 
 /// Recovers the log directory. `known_durable_lsn` is the highest LSN known to have been
 /// acknowledged (from the index or memory); damage at or below it is never a torn tail.
+/// `keep_through` (on resume) drops every record after it: they were written by a group commit
+/// that failed, so their appends were reported as failed and must not appear later.
 pub fn recover(
     storage: &Arc<dyn Storage>,
     dir: &Path,
     known_durable_lsn: u64,
+    keep_through: Option<u64>,
 ) -> Result<Recovered> {
     let listed = list_segments(storage, dir)?;
     let mut out = Recovered {
@@ -160,17 +163,39 @@ pub fn recover(
             .open(&path, is_last)
             .map_err(|e| Error::from_io(&path, e))?;
         let reader = SegmentReader::new(file);
+        let mut torn_footer = None;
         let step = read_header(&reader, &path, base).and_then(|header| {
-            let footer = read_footer(&reader, &path, &header)?;
-            Ok((header, footer))
+            match read_footer(&reader, &path, &header) {
+                // The last segment's seal was cut short by a crash or failed write: the footer
+                // holds nothing the frames do not, so it is dropped and the segment reopened.
+                Err(bad) if is_last => {
+                    torn_footer = Some(bad);
+                    Ok((header, None))
+                }
+                found => Ok((header, found?)),
+            }
         });
-        let (header, footer) = match step {
+        let (header, mut footer) = match step {
             Ok(found) => found,
             Err(location) => {
                 out.corruption = Some(location);
                 return Ok(out);
             }
         };
+        if let Some(bad) = torn_footer {
+            zero_range(reader.file(), bad.offset, FOOTER_BYTES)
+                .map_err(|e| Error::from_io(&path, e))?;
+            tracing::warn!(segment = %bad.segment, reason = %bad.reason, "dropped a torn footer of the last segment");
+        }
+        if let (true, Some(found), Some(keep)) = (is_last, footer, keep_through) {
+            if found.last_lsn > keep {
+                let at = header.data_limit();
+                zero_range(reader.file(), at, FOOTER_BYTES)
+                    .map_err(|e| Error::from_io(&path, e))?;
+                tracing::warn!(segment = %name_of(&path), "unsealed a segment sealed by a failed group commit");
+                footer = None;
+            }
+        }
         match footer {
             Some(footer) => {
                 let consistent = footer.last_lsn + 1 >= base
@@ -195,7 +220,7 @@ pub fn recover(
                 ));
                 return Ok(out);
             }
-            None => match recover_active(reader, &path, header, known_durable_lsn)? {
+            None => match recover_active(reader, &path, header, known_durable_lsn, keep_through)? {
                 Ok((active, torn)) => {
                     out.last_lsn = header.base_lsn + active.records - 1;
                     out.torn = torn;
@@ -235,16 +260,18 @@ fn recover_active(
     path: &Path,
     header: Header,
     known_durable_lsn: u64,
+    keep_through: Option<u64>,
 ) -> Result<ActiveOutcome> {
     let limit = header.data_limit();
-    let end = match segment::scan_frames(&mut reader, &header, limit, u64::MAX, &mut |_, _| Ok(()))
-    {
+    let keep = keep_through.unwrap_or(u64::MAX);
+    let end = match segment::scan_frames(&mut reader, &header, limit, keep, &mut |_, _| Ok(())) {
         Ok(end) => end,
         Err(ScanFailure::Io(e)) => return Err(Error::from_io(path, e)),
         Err(ScanFailure::Visit(e)) => return Err(e),
     };
     let at = end.next_offset;
     let reason = match end.stop {
+        ScanStop::Limit if end.next_lsn > keep => Some("records after the last acknowledged LSN"),
         ScanStop::Limit => None,
         ScanStop::Zero => None,
         ScanStop::Bad { reason } => Some(reason),

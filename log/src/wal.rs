@@ -299,7 +299,7 @@ impl Wal {
             }),
         };
         let mut state = lock(&wal.inner.state);
-        wal.load(&mut state, 0)?;
+        wal.load(&mut state, None)?;
         state.leader = false;
         drop(state);
         Ok(wal)
