@@ -187,14 +187,12 @@ pub fn recover(
                 .map_err(|e| Error::from_io(&path, e))?;
             tracing::warn!(segment = %bad.segment, reason = %bad.reason, "dropped a torn footer of the last segment");
         }
-        if let (true, Some(found), Some(keep)) = (is_last, footer, keep_through) {
-            if found.last_lsn > keep {
-                let at = header.data_limit();
-                zero_range(reader.file(), at, FOOTER_BYTES)
-                    .map_err(|e| Error::from_io(&path, e))?;
-                tracing::warn!(segment = %name_of(&path), "unsealed a segment sealed by a failed group commit");
-                footer = None;
-            }
+        let sealed_past = |f: Footer| keep_through.is_some_and(|keep| f.last_lsn > keep);
+        if is_last && footer.is_some_and(sealed_past) {
+            zero_range(reader.file(), header.data_limit(), FOOTER_BYTES)
+                .map_err(|e| Error::from_io(&path, e))?;
+            tracing::warn!(segment = %name_of(&path), "unsealed a segment sealed by a failed group commit");
+            footer = None;
         }
         match footer {
             Some(footer) => {
