@@ -124,6 +124,12 @@ impl Index {
     /// Opens (creating if needed) the index file and its tables.
     pub fn open(path: &Path) -> Result<Index> {
         let db = Database::create(path).map_err(redb_error)?;
+        if Self::tables_exist(&db)? {
+            return Ok(Index {
+                db,
+                non_durable_ops: Default::default(),
+            });
+        }
         let txn = db.begin_write().map_err(redb_error)?;
         {
             txn.open_table(OPS).map_err(redb_error)?;
@@ -136,6 +142,18 @@ impl Index {
             db,
             non_durable_ops: Default::default(),
         })
+    }
+
+    /// True when every table exists, so opening needs no write (a full disk can still open).
+    fn tables_exist(db: &Database) -> Result<bool> {
+        let txn = db.begin_read().map_err(redb_error)?;
+        let found = [
+            txn.open_table(OPS).is_ok(),
+            txn.open_table(BY_ORIGIN).is_ok(),
+            txn.open_table(HEADS).is_ok(),
+            txn.open_table(META).is_ok(),
+        ];
+        Ok(found.iter().all(|ok| *ok))
     }
 
     /// The shared redb handle (the materializer keeps its tables in the same file).

@@ -38,6 +38,21 @@ impl Wal {
         )
     }
 
+    /// Names the index file in place of redb's bare error, so messages point at the directory.
+    pub(crate) fn index_error(&self, error: Error) -> Error {
+        match error {
+            Error::DiskFull { path, source } if path.is_relative() => Error::DiskFull {
+                path: self.inner.dir.join(path),
+                source,
+            },
+            Error::Io { path, source } if path.is_relative() => Error::Io {
+                path: self.inner.dir.join(path),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// Runs `f` on the open index.
     pub(crate) fn with_index<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
         let guard = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
@@ -107,6 +122,8 @@ impl Wal {
             *index_slot = index;
             return Ok(());
         }
+        let mut index = index;
+        let mut reopen = false;
         if let Some(index) = &index {
             if meta.indexed_lsn > recovered.last_lsn {
                 let e = Error::IndexCorruption(format!(
@@ -131,21 +148,32 @@ impl Wal {
                     if let Error::Corruption(at) = &e {
                         state.corruption = Some(at.clone());
                     }
-                    let kind = if matches!(e, Error::Corruption(_)) {
-                        PauseKind::Corruption
-                    } else {
-                        PauseKind::IndexFailed
+                    let kind = match e {
+                        Error::Corruption(_) => PauseKind::Corruption,
+                        Error::DiskFull { .. } => PauseKind::DiskFull,
+                        _ => PauseKind::IndexFailed,
                     };
-                    found_pause = Some(pause(kind, &e));
+                    // A failed redb commit poisons the handle (PreviousIo) until reopened.
+                    reopen = !matches!(e, Error::Corruption(_));
+                    found_pause = Some(pause(kind, &self.index_error(e)));
                 }
-                let origin = self.origin();
-                let head = index
-                    .heads()?
+            }
+        }
+        if reopen {
+            drop(index.take()); // redb refuses a second handle on one file
+            index = Index::open(&self.inner.dir.join(INDEX_FILE)).ok();
+        }
+        let origin = self.origin();
+        match index.as_ref().map(Index::heads) {
+            Some(Ok(heads)) => {
+                let head = heads
                     .into_iter()
                     .find(|(o, _)| *o == origin)
-                    .map_or(0, |(_, seq)| seq);
+                    .map_or(0, |(_, s)| s);
                 state.next_seq = head + 1;
             }
+            Some(Err(e)) => found_pause = found_pause.or(Some(pause(PauseKind::IndexFailed, &e))),
+            None => {}
         }
         state.pause = found_pause;
         *index_slot = index;

@@ -525,11 +525,8 @@ impl Wal {
                 };
                 (op, true)
             }
-            Item::Remote(op) => {
-                // Drift was checked in `check_remote`; this only raises the clock.
-                let _ = state.clock.receive(&op.hlc, now);
-                (op, false)
-            }
+            // `check_remote` already checked drift and raised the clock.
+            Item::Remote(op) => (op, false),
         };
         let appended = Appended {
             op_id: op.op_id,
@@ -723,7 +720,14 @@ impl Wal {
             Some(index) => index.commit(entries, false),
             None => Err(Error::Index("index not open".into())),
         };
-        result.err().map(|e| (PauseKind::IndexFailed, e))
+        result.err().map(|e| self.index_error(e)).map(|e| {
+            let kind = if matches!(e, Error::DiskFull { .. }) {
+                PauseKind::DiskFull
+            } else {
+                PauseKind::IndexFailed
+            };
+            (kind, e)
+        })
     }
 }
 
@@ -771,7 +775,7 @@ fn find_existing(
 }
 
 /// Refuses a remote op that would break an invariant: bad seq or HLC node, split brain, drift.
-fn check_remote(state: &State, index: &Index, op: &Op, now: u64) -> Result<()> {
+fn check_remote(state: &mut State, index: &Index, op: &Op, now: u64) -> Result<()> {
     if op.seq == 0 || op.hlc.node != op.origin {
         return Err(Error::InvalidOp(format!(
             "op {}: seq must be >= 1 and the HLC node must be the origin",
@@ -790,8 +794,9 @@ fn check_remote(state: &State, index: &Index, op: &Op, now: u64) -> Result<()> {
             refused: op.op_id,
         });
     }
-    let mut probe = state.clock.clone();
-    probe.receive(&op.hlc, now)
+    // Counts a refusal; an accepted stamp raises the clock, which is harmless even if the
+    // batch is refused later (the clock only has to move forward).
+    state.clock.receive(&op.hlc, now)
 }
 
 /// An upper bound on the encoded size of an item (bincode varints are at most 10 bytes).
