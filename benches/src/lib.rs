@@ -1,1 +1,66 @@
-//! feral-benches: shared helpers for the criterion benchmarks in `benches/`.
+//! feral-benches: shared helpers for the criterion benchmarks in `benches/`: raw probes of the
+//! physical limits that each engine benchmark is measured against.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Bytes one op with `data_bytes` of data occupies as a log frame (header, encoded op,
+/// padding), so raw probes write exactly what the log writes.
+pub fn frame_bytes(data_bytes: usize) -> usize {
+    let op = feral_log::Op {
+        op_id: feral_log::OpId([0xff; 16]),
+        origin: feral_log::Origin([0xff; 16]),
+        seq: 1 << 20,
+        hlc: feral_log::Hlc {
+            wall_ms: 1 << 41,
+            counter: 0,
+            node: feral_log::Origin([0xff; 16]),
+        },
+        table: "bench".into(),
+        row_id: "row-0000".into(),
+        kind: feral_log::OpKind::Insert,
+        data: vec![0; data_bytes],
+    };
+    feral_log::record::frame_len(feral_log::codec::encode_op(&op).len())
+}
+
+/// The raw limit of a durable log: positional appends to one file, one fdatasync per group.
+#[derive(Debug)]
+pub struct RawAppender {
+    file: File,
+    at: u64,
+    wrap_bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl RawAppender {
+    /// Creates `path`; the file is truncated and restarted every `wrap_bytes`.
+    pub fn create(path: &Path, wrap_bytes: u64) -> io::Result<RawAppender> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(RawAppender {
+            file,
+            at: 0,
+            wrap_bytes,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Appends `records` records of `record_bytes` each with one write, then fdatasync.
+    pub fn append_group(&mut self, records: usize, record_bytes: usize) -> io::Result<()> {
+        self.buf.resize(records * record_bytes, 0xab);
+        if self.at + self.buf.len() as u64 > self.wrap_bytes {
+            self.file.set_len(0)?;
+            self.at = 0;
+        }
+        self.file.write_all_at(&self.buf, self.at)?;
+        self.at += self.buf.len() as u64;
+        self.file.sync_data()
+    }
+}

@@ -11,9 +11,11 @@ use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::op::{OpId, Origin};
 
-const OPS: TableDefinition<'_, [u8; 16], [u8; ENTRY_BYTES]> = TableDefinition::new("ops");
-const BY_ORIGIN: TableDefinition<'_, [u8; 24], [u8; 16]> = TableDefinition::new("ops_by_origin");
-const HEADS: TableDefinition<'_, [u8; 16], u64> = TableDefinition::new("heads");
+// Keys are integers (big-endian readings of the ids), so redb compares them natively and
+// their order is the byte order of the ids.
+const OPS: TableDefinition<'_, u128, [u8; ENTRY_BYTES]> = TableDefinition::new("ops");
+const BY_ORIGIN: TableDefinition<'_, (u128, u64), u128> = TableDefinition::new("ops_by_origin");
+const HEADS: TableDefinition<'_, u128, u64> = TableDefinition::new("heads");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("log_meta");
 
 const META_INDEXED_LSN: &str = "indexed_lsn";
@@ -88,11 +90,12 @@ impl IndexEntry {
     }
 }
 
-fn origin_key(origin: &Origin, seq: u64) -> [u8; 24] {
-    let mut key = [0u8; 24];
-    key[..16].copy_from_slice(&origin.0);
-    key[16..].copy_from_slice(&seq.to_be_bytes());
-    key
+fn key(bytes: &[u8; 16]) -> u128 {
+    u128::from_be_bytes(*bytes)
+}
+
+fn origin_key(origin: &Origin, seq: u64) -> (u128, u64) {
+    (key(&origin.0), seq)
 }
 
 /// Maps a redb failure to the crate error, keeping corruption distinct.
@@ -178,7 +181,7 @@ impl Index {
     pub fn lookup(&self, op_id: &OpId) -> Result<Option<IndexEntry>> {
         let txn = self.db.begin_read().map_err(redb_error)?;
         let table = txn.open_table(OPS).map_err(redb_error)?;
-        let found = table.get(op_id.0).map_err(redb_error)?;
+        let found = table.get(key(&op_id.0)).map_err(redb_error)?;
         Ok(found.map(|raw| IndexEntry::decode(*op_id, &raw.value())))
     }
 
@@ -187,7 +190,7 @@ impl Index {
         let txn = self.db.begin_read().map_err(redb_error)?;
         let table = txn.open_table(BY_ORIGIN).map_err(redb_error)?;
         let found = table.get(origin_key(origin, seq)).map_err(redb_error)?;
-        Ok(found.map(|raw| OpId(raw.value())))
+        Ok(found.map(|raw| OpId(raw.value().to_be_bytes())))
     }
 
     /// Entries for `origin` with `from_seq <= seq <= to_seq`, in seq order, at most `limit`.
@@ -205,8 +208,8 @@ impl Index {
         let mut out = Vec::new();
         for item in by_origin.range(range).map_err(redb_error)?.take(limit) {
             let (_, id) = item.map_err(redb_error)?;
-            let op_id = OpId(id.value());
-            let raw = ops.get(op_id.0).map_err(redb_error)?.ok_or_else(|| {
+            let op_id = OpId(id.value().to_be_bytes());
+            let raw = ops.get(key(&op_id.0)).map_err(redb_error)?.ok_or_else(|| {
                 Error::IndexCorruption(format!("op {op_id} in ops_by_origin but not in ops"))
             })?;
             out.push(IndexEntry::decode(op_id, &raw.value()));
@@ -221,7 +224,7 @@ impl Index {
         let mut out = Vec::new();
         for item in table.iter().map_err(redb_error)? {
             let (k, v) = item.map_err(redb_error)?;
-            out.push((Origin(k.value()), v.value()));
+            out.push((Origin(k.value().to_be_bytes()), v.value()));
         }
         Ok(out)
     }
@@ -272,16 +275,16 @@ impl Index {
                 (wall, counter as u32)
             };
             for entry in entries {
-                ops.insert(entry.op_id.0, entry.encode())
+                ops.insert(key(&entry.op_id.0), entry.encode())
                     .map_err(redb_error)?;
                 by_origin
-                    .insert(origin_key(&entry.origin, entry.seq), entry.op_id.0)
+                    .insert(origin_key(&entry.origin, entry.seq), key(&entry.op_id.0))
                     .map_err(redb_error)?;
                 max_hlc = max_hlc.max((entry.hlc.wall_ms, entry.hlc.counter));
             }
             for origin in distinct_origins(entries) {
                 let mut head = heads
-                    .get(origin.0)
+                    .get(key(&origin.0))
                     .map_err(redb_error)?
                     .map_or(0, |v| v.value());
                 let start = head;
@@ -293,7 +296,7 @@ impl Index {
                     head += 1;
                 }
                 if head != start {
-                    heads.insert(origin.0, head).map_err(redb_error)?;
+                    heads.insert(key(&origin.0), head).map_err(redb_error)?;
                 }
             }
             meta.insert(META_INDEXED_LSN, last.lsn)
@@ -339,7 +342,10 @@ impl Index {
         let table = txn.open_table(OPS).map_err(redb_error)?;
         for item in table.iter().map_err(redb_error)? {
             let (k, v) = item.map_err(redb_error)?;
-            visit(IndexEntry::decode(OpId(k.value()), &v.value()))?;
+            visit(IndexEntry::decode(
+                OpId(k.value().to_be_bytes()),
+                &v.value(),
+            ))?;
         }
         Ok(())
     }
@@ -348,13 +354,13 @@ impl Index {
 /// A read snapshot for many lookups.
 #[derive(Debug)]
 pub struct IndexReader {
-    ops: redb::ReadOnlyTable<[u8; 16], [u8; ENTRY_BYTES]>,
+    ops: redb::ReadOnlyTable<u128, [u8; ENTRY_BYTES]>,
 }
 
 impl IndexReader {
     /// The entry for an op_id.
     pub fn get(&self, op_id: &OpId) -> Result<Option<IndexEntry>> {
-        let found = self.ops.get(op_id.0).map_err(redb_error)?;
+        let found = self.ops.get(key(&op_id.0)).map_err(redb_error)?;
         Ok(found.map(|raw| IndexEntry::decode(*op_id, &raw.value())))
     }
 }

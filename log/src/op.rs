@@ -32,6 +32,24 @@ fn parse_hex16(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Fast non-cryptographic randomness for id bits: SplitMix64 over a process-wide state seeded
+/// once from the operating system (a syscall per op id cost more than the rest of an append).
+pub fn fast_random() -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    static SEEDED: std::sync::Once = std::sync::Once::new();
+    SEEDED.call_once(|| {
+        let mut seed = [0u8; 8];
+        random_bytes(&mut seed);
+        STATE.store(u64::from_le_bytes(seed), Ordering::Relaxed);
+    });
+    let mut z = STATE
+        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Fills `buf` from the operating system's random source.
 pub fn random_bytes(buf: &mut [u8]) {
     if getrandom::fill(buf).is_err() {
@@ -68,7 +86,7 @@ impl OpId {
             })
             .map_or(wanted, |last| if wanted > last { wanted } else { last + 1 });
         let mut bytes = [0u8; 16];
-        random_bytes(&mut bytes[8..]);
+        bytes[8..].copy_from_slice(&fast_random().to_le_bytes());
         let ms = stamp >> 12;
         let counter = (stamp & 0xfff) as u16;
         bytes[0..6].copy_from_slice(&ms.to_be_bytes()[2..8]);
@@ -232,13 +250,22 @@ pub(crate) fn validate_fields(table: &str, row_id: &str, data: &[u8]) -> Result<
     Ok(())
 }
 
-/// 64-bit FNV-1a, stable across builds; used to compare op content under one op_id.
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+/// A 64-bit word-at-a-time multiply-rotate hash, stable across builds and platforms; used to
+/// compare op content under one op_id (not a defence against a hostile peer).
+fn mix(mut hash: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(word);
+        hash = (hash ^ u64::from_le_bytes(raw))
+            .wrapping_mul(K)
+            .rotate_left(29);
     }
-    hash
+    for byte in words.remainder() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(K).rotate_left(29);
+    }
+    hash ^ (hash >> 32)
 }
 
 /// Hash of the writer-supplied content (table, row, kind, data): equal for a retried op.
@@ -250,8 +277,8 @@ pub fn content_hash(table: &str, row_id: &str, kind: OpKind, data: &[u8]) -> u64
         kind.as_str().as_bytes(),
         data,
     ] {
-        hash = fnv1a(hash, &(part.len() as u64).to_le_bytes());
-        hash = fnv1a(hash, part);
+        hash = mix(hash, &(part.len() as u64).to_le_bytes());
+        hash = mix(hash, part);
     }
     hash
 }

@@ -117,6 +117,7 @@ pub struct Status {
 
 #[derive(Debug)]
 struct Pending {
+    content_hash: u64,
     op: Op,
     lsn: Lsn,
     payload: Vec<u8>,
@@ -461,18 +462,21 @@ impl Wal {
                     self.inner.payload_max
                 )));
             }
-            let id = op_id.unwrap_or_else(|| OpId::generate(now));
-            seen.insert(
-                id,
-                Inflight {
-                    content_hash: hash,
-                    lsn: 0,
-                    origin: Origin::default(),
-                    seq: 0,
-                    hlc: Hlc::default(),
-                },
-            );
-            plan.push(Err(item));
+            let id = match op_id {
+                Some(id) => {
+                    let marker = Inflight {
+                        content_hash: hash,
+                        lsn: 0,
+                        origin: Origin::default(),
+                        seq: 0,
+                        hlc: Hlc::default(),
+                    };
+                    seen.insert(id, marker);
+                    id
+                }
+                None => OpId::generate(now),
+            };
+            plan.push(Err((item, id, hash)));
         }
         drop(index_guard);
         let mut results = Vec::with_capacity(plan.len());
@@ -495,8 +499,8 @@ impl Wal {
                         duplicate: true,
                     });
                 }
-                Err(item) => {
-                    let appended = self.place(state, item, now);
+                Err((item, op_id, hash)) => {
+                    let appended = self.place(state, item, op_id, hash, now);
                     wait_lsn = wait_lsn.max(appended.lsn);
                     results.push(appended);
                 }
@@ -506,7 +510,7 @@ impl Wal {
     }
 
     /// Gives a checked item its LSN (and seq and HLC when local) and queues it.
-    fn place(&self, state: &mut State, item: Item, now: u64) -> Appended {
+    fn place(&self, state: &mut State, item: Item, op_id: OpId, hash: u64, now: u64) -> Appended {
         let lsn = state.next_lsn;
         state.next_lsn += 1;
         let (op, local) = match item {
@@ -514,7 +518,7 @@ impl Wal {
                 let seq = state.next_seq;
                 state.next_seq += 1;
                 let op = Op {
-                    op_id: draft.op_id.unwrap_or_else(|| OpId::generate(now)),
+                    op_id,
                     origin: self.inner.origin,
                     seq,
                     hlc: state.clock.now(now),
@@ -539,7 +543,7 @@ impl Wal {
         state.inflight.insert(
             op.op_id,
             Inflight {
-                content_hash: op.content_hash(),
+                content_hash: hash,
                 lsn,
                 origin: op.origin,
                 seq: op.seq,
@@ -553,6 +557,7 @@ impl Wal {
             lsn,
             payload,
             local,
+            content_hash: hash,
         });
         appended
     }
@@ -660,7 +665,7 @@ impl Wal {
                 lsn: p.lsn,
                 segment: active.header.base_lsn,
                 offset: active.write_offset + buf.len() as u64,
-                content_hash: p.op.content_hash(),
+                content_hash: p.content_hash,
             });
             record::encode_frame(&mut buf, active.header.salt, p.lsn, durable, &p.payload);
             buffered += 1;
