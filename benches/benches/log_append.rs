@@ -32,12 +32,7 @@ fn append(c: &mut Criterion) {
             b.iter(|| raw.append_group(n, frame).expect("raw append"))
         });
         group.bench_with_input(BenchmarkId::new("feral_append_batch", n), &n, |b, &n| {
-            b.iter(|| {
-                black_box(
-                    wal.append_batch((0..n).map(draft).collect())
-                        .expect("append"),
-                )
-            })
+            b.iter(|| black_box(wal.append_batch((0..n).map(draft).collect()).expect("append")))
         });
     }
     group.finish();

@@ -13,11 +13,7 @@ pub fn frame_bytes(data_bytes: usize) -> usize {
         op_id: feral_log::OpId([0xff; 16]),
         origin: feral_log::Origin([0xff; 16]),
         seq: 1 << 20,
-        hlc: feral_log::Hlc {
-            wall_ms: 1 << 41,
-            counter: 0,
-            node: feral_log::Origin([0xff; 16]),
-        },
+        hlc: feral_log::Hlc { wall_ms: 1 << 41, counter: 0, node: feral_log::Origin([0xff; 16]) },
         table: "bench".into(),
         row_id: "row-0000".into(),
         kind: feral_log::OpKind::Insert,
@@ -38,18 +34,9 @@ pub struct RawAppender {
 impl RawAppender {
     /// Creates `path`; the file is truncated and restarted every `wrap_bytes`.
     pub fn create(path: &Path, wrap_bytes: u64) -> io::Result<RawAppender> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(RawAppender {
-            file,
-            at: 0,
-            wrap_bytes,
-            buf: Vec::new(),
-        })
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        Ok(RawAppender { file, at: 0, wrap_bytes, buf: Vec::new() })
     }
 
     /// Appends `records` records of `record_bytes` each with one write, then fdatasync.

@@ -65,11 +65,7 @@ impl IntegrityReport {
             Err(Error::Corruption(at)) => (PartStatus::Corruption, Some(at), 0, 0),
             Err(other) => (
                 PartStatus::OpenFailed,
-                Some(Location {
-                    segment: String::new(),
-                    offset: 0,
-                    reason: other.to_string(),
-                }),
+                Some(Location { segment: String::new(), offset: 0, reason: other.to_string() }),
                 0,
                 0,
             ),
@@ -79,12 +75,7 @@ impl IntegrityReport {
             Err(Error::IndexCorruption(reason)) => {
                 (PartStatus::Corruption, Some(IndexDetail { reason }))
             }
-            Err(other) => (
-                PartStatus::OpenFailed,
-                Some(IndexDetail {
-                    reason: other.to_string(),
-                }),
-            ),
+            Err(other) => (PartStatus::OpenFailed, Some(IndexDetail { reason: other.to_string() })),
         };
         let error = match (wal_status, index_status) {
             (PartStatus::Corruption, _) => Some("wal_corruption"),
@@ -154,22 +145,11 @@ pub(crate) fn verify_log(
                 let op = crate::codec::decode_op(frame.payload).map_err(|r| {
                     Error::Corruption(location(path, offset, format!("undecodable op: {r}")))
                 })?;
-                seen(
-                    Seen {
-                        lsn: frame.lsn,
-                        segment: *base,
-                        offset,
-                    },
-                    op.op_id,
-                )
+                seen(Seen { lsn: frame.lsn, segment: *base, offset }, op.op_id)
             })
             .map_err(|f| scan_error(path, f))?;
         if let ScanStop::Bad { reason } = scanned.stop {
-            return Err(Error::Corruption(location(
-                path,
-                scanned.next_offset,
-                reason,
-            )));
+            return Err(Error::Corruption(location(path, scanned.next_offset, reason)));
         }
         let last = match footer {
             Some(f) if scanned.next_lsn != f.last_lsn + 1 => {
@@ -204,11 +184,7 @@ pub(crate) fn verify_log(
             let crc = segment::crc_prefix(&mut reader, header.data_limit())
                 .map_err(|e| Error::from_io(path, e))?;
             if crc != footer.segment_crc {
-                return Err(Error::Corruption(location(
-                    path,
-                    0,
-                    "segment checksum mismatch",
-                )));
+                return Err(Error::Corruption(location(path, 0, "segment checksum mismatch")));
             }
         }
         next = last + 1;
@@ -217,10 +193,7 @@ pub(crate) fn verify_log(
         return Err(Error::Corruption(Location {
             segment: String::new(),
             offset: 0,
-            reason: format!(
-                "log ends at LSN {}, acknowledged LSN is {durable}",
-                next - 1
-            ),
+            reason: format!("log ends at LSN {}, acknowledged LSN is {durable}", next - 1),
         }));
     }
     Ok((next - 1, count as u64))
@@ -261,28 +234,21 @@ pub(crate) fn verify_index(
     // indexed LSN may be missing, but everything it holds must match the log exactly.
     let indexed_lsn = index.meta()?.indexed_lsn;
     let mut records = 0u64;
-    verify_log(
-        storage,
-        wal_dir,
-        durable,
-        &mut |seen, op_id| match reader.get(&op_id)? {
-            Some(e)
-                if e.lsn == seen.lsn && e.segment == seen.segment && e.offset == seen.offset =>
-            {
-                records += 1;
-                Ok(())
-            }
-            None if seen.lsn > indexed_lsn => Ok(()),
-            Some(e) => Err(Error::IndexCorruption(format!(
-                "op {op_id} at LSN {} is indexed at LSN {}",
-                seen.lsn, e.lsn
-            ))),
-            None => Err(Error::IndexCorruption(format!(
-                "op {op_id} at LSN {} is missing from the index",
-                seen.lsn
-            ))),
-        },
-    )
+    verify_log(storage, wal_dir, durable, &mut |seen, op_id| match reader.get(&op_id)? {
+        Some(e) if e.lsn == seen.lsn && e.segment == seen.segment && e.offset == seen.offset => {
+            records += 1;
+            Ok(())
+        }
+        None if seen.lsn > indexed_lsn => Ok(()),
+        Some(e) => Err(Error::IndexCorruption(format!(
+            "op {op_id} at LSN {} is indexed at LSN {}",
+            seen.lsn, e.lsn
+        ))),
+        None => Err(Error::IndexCorruption(format!(
+            "op {op_id} at LSN {} is missing from the index",
+            seen.lsn
+        ))),
+    })
     .map_err(|e| match e {
         Error::Corruption(at) => {
             Error::IndexCorruption(format!("log unreadable while checking the index: {at}"))
@@ -291,9 +257,7 @@ pub(crate) fn verify_index(
     })?;
     let held = index.len()?;
     if held != records {
-        return Err(Error::IndexCorruption(format!(
-            "index holds {held} ops, the log {records}"
-        )));
+        return Err(Error::IndexCorruption(format!("index holds {held} ops, the log {records}")));
     }
     Ok(())
 }

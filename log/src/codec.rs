@@ -23,10 +23,7 @@ pub fn decode_op(bytes: &[u8]) -> Result<Op, String> {
     let (op, used): (Op, usize) =
         bincode::serde::decode_from_slice(bytes, config()).map_err(|e| e.to_string())?;
     if used != bytes.len() {
-        return Err(format!(
-            "{} trailing bytes after the op",
-            bytes.len() - used
-        ));
+        return Err(format!("{} trailing bytes after the op", bytes.len() - used));
     }
     Ok(op)
 }
@@ -42,11 +39,7 @@ mod tests {
             op_id: OpId([1; 16]),
             origin: Origin([2; 16]),
             seq: 3,
-            hlc: Hlc {
-                wall_ms: 4,
-                counter: 5,
-                node: Origin([2; 16]),
-            },
+            hlc: Hlc { wall_ms: 4, counter: 5, node: Origin([2; 16]) },
             table: "episodes".into(),
             row_id: "r1".into(),
             kind: OpKind::Insert,

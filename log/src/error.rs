@@ -17,11 +17,7 @@ pub struct Location {
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "segment {} offset {}: {}",
-            self.segment, self.offset, self.reason
-        )
+        write!(f, "segment {} offset {}: {}", self.segment, self.offset, self.reason)
     }
 }
 
@@ -109,10 +105,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::DiskFull { .. } => "disk_full",
-            Error::Paused {
-                kind: crate::wal::PauseKind::DiskFull,
-                ..
-            } => "disk_full",
+            Error::Paused { kind: crate::wal::PauseKind::DiskFull, .. } => "disk_full",
             Error::Paused { .. } => "io_paused",
             Error::Io { .. } => "io_error",
             Error::Corruption(_) => "wal_corruption",
@@ -140,10 +133,8 @@ impl Error {
 
 /// True for the errors that mean "no space": ENOSPC, EDQUOT, `StorageFull`.
 pub fn is_disk_full(error: &std::io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::ENOSPC) | Some(libc::EDQUOT)
-    ) || error.kind() == std::io::ErrorKind::StorageFull
+    matches!(error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || error.kind() == std::io::ErrorKind::StorageFull
         || error.kind() == std::io::ErrorKind::QuotaExceeded
 }
 

@@ -92,12 +92,7 @@ impl FaultStorage {
     /// Storage plus the handle that arms its faults.
     pub fn new() -> (FaultStorage, FaultHandle) {
         let handle = FaultHandle::default();
-        (
-            FaultStorage {
-                handle: handle.clone(),
-            },
-            handle,
-        )
+        (FaultStorage { handle: handle.clone() }, handle)
     }
 }
 
@@ -136,8 +131,7 @@ impl StorageFile for FaultFile {
             )
         };
         if let Some((_, keep)) = torn {
-            self.inner
-                .write_all_at(&buf[..keep.min(buf.len())], offset)?;
+            self.inner.write_all_at(&buf[..keep.min(buf.len())], offset)?;
             return Err(io::Error::other(format!(
                 "injected torn write to {}",
                 self.path.display()
@@ -170,12 +164,7 @@ impl StorageFile for FaultFile {
         if full {
             return Err(enospc());
         }
-        if self
-            .handle
-            .plan()
-            .torn_at_write
-            .is_some_and(|(at, _)| at == n)
-        {
+        if self.handle.plan().torn_at_write.is_some_and(|(at, _)| at == n) {
             return Err(io::Error::other("injected failed allocation"));
         }
         self.inner.allocate(len)
@@ -189,20 +178,12 @@ impl StorageFile for FaultFile {
 impl Storage for FaultStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let inner = FsStorage.create(path)?;
-        Ok(Box::new(FaultFile {
-            inner,
-            handle: self.handle.clone(),
-            path: path.to_path_buf(),
-        }))
+        Ok(Box::new(FaultFile { inner, handle: self.handle.clone(), path: path.to_path_buf() }))
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<Box<dyn StorageFile>> {
         let inner = FsStorage.open(path, writable)?;
-        Ok(Box::new(FaultFile {
-            inner,
-            handle: self.handle.clone(),
-            path: path.to_path_buf(),
-        }))
+        Ok(Box::new(FaultFile { inner, handle: self.handle.clone(), path: path.to_path_buf() }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

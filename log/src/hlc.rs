@@ -63,22 +63,12 @@ pub struct Clock {
 impl Clock {
     /// A clock for `node` that refuses remote stamps more than `drift_ms_max` ahead.
     pub fn new(node: Origin, drift_ms_max: u64) -> Clock {
-        Clock {
-            node,
-            wall_ms: 0,
-            counter: 0,
-            drift_ms_max,
-            drift_refusals: 0,
-        }
+        Clock { node, wall_ms: 0, counter: 0, drift_ms_max, drift_refusals: 0 }
     }
 
     /// The latest stamp this clock has reached (issued, received or observed).
     pub fn last(&self) -> Hlc {
-        Hlc {
-            wall_ms: self.wall_ms,
-            counter: self.counter,
-            node: self.node,
-        }
+        Hlc { wall_ms: self.wall_ms, counter: self.counter, node: self.node }
     }
 
     /// How many remote stamps were refused for drift.
@@ -154,53 +144,28 @@ mod tests {
     #[test]
     fn receive_moves_past_remote_and_refuses_drift() {
         let mut clock = Clock::new(NODE, 1000);
-        let remote = Hlc {
-            wall_ms: 600,
-            counter: 9,
-            node: Origin([1; 16]),
-        };
+        let remote = Hlc { wall_ms: 600, counter: 9, node: Origin([1; 16]) };
         clock.receive(&remote, 500).expect("within drift");
         let next = clock.now(500);
         assert!(next > remote);
-        let far = Hlc {
-            wall_ms: 5000,
-            ..remote
-        };
-        assert!(matches!(
-            clock.receive(&far, 500),
-            Err(Error::ClockDrift { .. })
-        ));
+        let far = Hlc { wall_ms: 5000, ..remote };
+        assert!(matches!(clock.receive(&far, 500), Err(Error::ClockDrift { .. })));
         assert_eq!(clock.drift_refusals(), 1);
-        assert!(
-            clock.now(500) < far,
-            "refused stamp must not move the clock"
-        );
+        assert!(clock.now(500) < far, "refused stamp must not move the clock");
     }
 
     #[test]
     fn counter_overflow_carries_into_wall() {
         let mut clock = Clock::new(NODE, 1000);
-        clock.observe(&Hlc {
-            wall_ms: 10,
-            counter: u32::MAX,
-            node: NODE,
-        });
+        clock.observe(&Hlc { wall_ms: 10, counter: u32::MAX, node: NODE });
         let next = clock.now(10);
         assert_eq!((next.wall_ms, next.counter), (11, 0));
     }
 
     #[test]
     fn order_is_numeric_not_textual() {
-        let small = Hlc {
-            wall_ms: 9,
-            counter: 0,
-            node: NODE,
-        };
-        let big = Hlc {
-            wall_ms: 10,
-            counter: 0,
-            node: NODE,
-        };
+        let small = Hlc { wall_ms: 9, counter: 0, node: NODE };
+        let big = Hlc { wall_ms: 10, counter: 0, node: NODE };
         assert!(small < big);
     }
 }

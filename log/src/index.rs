@@ -48,14 +48,8 @@ impl IndexEntry {
     fn encode(&self) -> [u8; ENTRY_BYTES] {
         let mut out = [0u8; ENTRY_BYTES];
         out[0..16].copy_from_slice(&self.origin.0);
-        let numbers = [
-            self.seq,
-            self.lsn,
-            self.segment,
-            self.offset,
-            self.content_hash,
-            self.hlc.wall_ms,
-        ];
+        let numbers =
+            [self.seq, self.lsn, self.segment, self.offset, self.content_hash, self.hlc.wall_ms];
         for (i, n) in numbers.iter().enumerate() {
             out[16 + i * 8..24 + i * 8].copy_from_slice(&n.to_le_bytes());
         }
@@ -81,11 +75,7 @@ impl IndexEntry {
             segment: n(2),
             offset: n(3),
             content_hash: n(4),
-            hlc: Hlc {
-                wall_ms: n(5),
-                counter: u32::from_le_bytes(counter),
-                node: Origin(origin),
-            },
+            hlc: Hlc { wall_ms: n(5), counter: u32::from_le_bytes(counter), node: Origin(origin) },
         }
     }
 }
@@ -128,10 +118,7 @@ impl Index {
     pub fn open(path: &Path) -> Result<Index> {
         let db = Database::create(path).map_err(redb_error)?;
         if Self::tables_exist(&db)? {
-            return Ok(Index {
-                db,
-                non_durable_ops: Default::default(),
-            });
+            return Ok(Index { db, non_durable_ops: Default::default() });
         }
         let txn = db.begin_write().map_err(redb_error)?;
         {
@@ -141,10 +128,7 @@ impl Index {
             txn.open_table(META).map_err(redb_error)?;
         }
         txn.commit().map_err(redb_error)?;
-        Ok(Index {
-            db,
-            non_durable_ops: Default::default(),
-        })
+        Ok(Index { db, non_durable_ops: Default::default() })
     }
 
     /// True when every table exists, so opening needs no write (a full disk can still open).
@@ -248,15 +232,12 @@ impl Index {
         let Some(last) = entries.last() else {
             return Ok(());
         };
-        let pending = self
-            .non_durable_ops
-            .fetch_add(entries.len() as u64, Ordering::Relaxed)
+        let pending = self.non_durable_ops.fetch_add(entries.len() as u64, Ordering::Relaxed)
             + entries.len() as u64;
         let durable = durable || pending >= crate::limits::INDEX_DURABLE_EVERY_OPS;
         let mut txn = self.db.begin_write().map_err(redb_error)?;
         if !durable {
-            txn.set_durability(Durability::None)
-                .map_err(|e| Error::Index(e.to_string()))?;
+            txn.set_durability(Durability::None).map_err(|e| Error::Index(e.to_string()))?;
         }
         {
             let mut ops = txn.open_table(OPS).map_err(redb_error)?;
@@ -264,46 +245,32 @@ impl Index {
             let mut heads = txn.open_table(HEADS).map_err(redb_error)?;
             let mut meta = txn.open_table(META).map_err(redb_error)?;
             let mut max_hlc = {
-                let wall = meta
-                    .get(META_HLC_WALL)
-                    .map_err(redb_error)?
-                    .map_or(0, |v| v.value());
-                let counter = meta
-                    .get(META_HLC_COUNTER)
-                    .map_err(redb_error)?
-                    .map_or(0, |v| v.value());
+                let wall = meta.get(META_HLC_WALL).map_err(redb_error)?.map_or(0, |v| v.value());
+                let counter =
+                    meta.get(META_HLC_COUNTER).map_err(redb_error)?.map_or(0, |v| v.value());
                 (wall, counter as u32)
             };
             for entry in entries {
-                ops.insert(key(&entry.op_id.0), entry.encode())
-                    .map_err(redb_error)?;
+                ops.insert(key(&entry.op_id.0), entry.encode()).map_err(redb_error)?;
                 by_origin
                     .insert(origin_key(&entry.origin, entry.seq), key(&entry.op_id.0))
                     .map_err(redb_error)?;
                 max_hlc = max_hlc.max((entry.hlc.wall_ms, entry.hlc.counter));
             }
             for origin in distinct_origins(entries) {
-                let mut head = heads
-                    .get(key(&origin.0))
-                    .map_err(redb_error)?
-                    .map_or(0, |v| v.value());
+                let mut head =
+                    heads.get(key(&origin.0)).map_err(redb_error)?.map_or(0, |v| v.value());
                 let start = head;
-                while by_origin
-                    .get(origin_key(&origin, head + 1))
-                    .map_err(redb_error)?
-                    .is_some()
-                {
+                while by_origin.get(origin_key(&origin, head + 1)).map_err(redb_error)?.is_some() {
                     head += 1;
                 }
                 if head != start {
                     heads.insert(key(&origin.0), head).map_err(redb_error)?;
                 }
             }
-            meta.insert(META_INDEXED_LSN, last.lsn)
-                .map_err(redb_error)?;
+            meta.insert(META_INDEXED_LSN, last.lsn).map_err(redb_error)?;
             meta.insert(META_HLC_WALL, max_hlc.0).map_err(redb_error)?;
-            meta.insert(META_HLC_COUNTER, u64::from(max_hlc.1))
-                .map_err(redb_error)?;
+            meta.insert(META_HLC_COUNTER, u64::from(max_hlc.1)).map_err(redb_error)?;
         }
         txn.commit().map_err(redb_error)?;
         if durable {
@@ -342,10 +309,7 @@ impl Index {
         let table = txn.open_table(OPS).map_err(redb_error)?;
         for item in table.iter().map_err(redb_error)? {
             let (k, v) = item.map_err(redb_error)?;
-            visit(IndexEntry::decode(
-                OpId(k.value().to_be_bytes()),
-                &v.value(),
-            ))?;
+            visit(IndexEntry::decode(OpId(k.value().to_be_bytes()), &v.value()))?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fault;
 pub mod hlc;
 pub mod index;
+mod indexer;
 pub mod limits;
 pub mod lock;
 mod maintenance;

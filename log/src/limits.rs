@@ -20,6 +20,8 @@ pub const GROUP_RECORDS_MAX: usize = 4096;
 pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Ops indexed with non-durable redb commits before a durable one bounds catch-up on open.
 pub const INDEX_DURABLE_EVERY_OPS: u64 = 8192;
+/// Durable ops waiting for the indexer before appenders are made to wait (backpressure).
+pub const INFLIGHT_OPS_MAX: usize = 256 * 1024;
 /// Ops replayed into the index per redb transaction during catch-up and rebuild.
 pub const INDEX_REPLAY_BATCH_OPS: usize = 4096;
 /// Default bound on how far a remote HLC may run ahead of local physical time.

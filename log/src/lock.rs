@@ -42,10 +42,7 @@ impl DirLock {
                 "" => String::new(),
                 pid => format!(" (pid {pid})"),
             };
-            return Err(Error::Locked {
-                path: dir.to_path_buf(),
-                holder,
-            });
+            return Err(Error::Locked { path: dir.to_path_buf(), holder });
         }
         // The pid is a courtesy for the error message; a full disk must not stop an open.
         let _ = file

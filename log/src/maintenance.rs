@@ -13,10 +13,7 @@ use crate::storage::Storage;
 use crate::wal::{INDEX_FILE, Lsn, Pause, PauseKind, State, Wal};
 
 fn pause(kind: PauseKind, error: &Error) -> Pause {
-    Pause {
-        kind,
-        detail: error.to_string(),
-    }
+    Pause { kind, detail: error.to_string() }
 }
 
 impl Wal {
@@ -31,26 +28,7 @@ impl Wal {
     /// Segment base LSNs and the durable LSN, read together.
     pub(crate) fn segments_snapshot(&self) -> (Vec<Lsn>, Lsn, Option<crate::error::Location>) {
         let state = self.state();
-        (
-            state.segments.clone(),
-            state.durable_lsn,
-            state.corruption.clone(),
-        )
-    }
-
-    /// Names the index file in place of redb's bare error, so messages point at the directory.
-    pub(crate) fn index_error(&self, error: Error) -> Error {
-        match error {
-            Error::DiskFull { path, source } if path.is_relative() => Error::DiskFull {
-                path: self.inner.dir.join(path),
-                source,
-            },
-            Error::Io { path, source } if path.is_relative() => Error::Io {
-                path: self.inner.dir.join(path),
-                source,
-            },
-            other => other,
-        }
+        (state.segments.clone(), state.durable_lsn, state.corruption.clone())
     }
 
     /// Runs `f` on the open index.
@@ -58,25 +36,23 @@ impl Wal {
         let guard = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(index) => f(index),
-            None => Err(Error::Paused {
-                kind: PauseKind::IndexFailed,
-                reason: "index not open".into(),
-            }),
+            None => {
+                Err(Error::Paused { kind: PauseKind::IndexFailed, reason: "index not open".into() })
+            }
         }
     }
 
     /// Waits until no group commit runs, then holds the leader role (blocking writers).
+    /// Also waits for the indexer to finish what is queued, so the index is complete.
     fn become_leader(&self) -> MutexGuard<'_, State> {
         let mut state = self.state();
         while state.leader {
-            state = self
-                .inner
-                .cond
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         state.leader = true;
-        state
+        drop(state);
+        self.inner.indexer.drain();
+        self.state()
     }
 
     fn release_leader(&self, mut state: MutexGuard<'_, State>) {
@@ -119,6 +95,7 @@ impl Wal {
         if let Some(at) = recovered.corruption {
             tracing::error!(%at, "log corruption found on open; writes paused");
             state.pause = Some(pause(PauseKind::Corruption, &Error::Corruption(at)));
+            self.inner.indexer.reset(meta.indexed_lsn, None);
             *index_slot = index;
             return Ok(());
         }
@@ -138,13 +115,9 @@ impl Wal {
                     node: self.origin(),
                 });
                 let segments = state.segments.clone();
-                if let Err(e) = self.replay(
-                    index,
-                    &segments,
-                    meta.indexed_lsn + 1,
-                    recovered.last_lsn,
-                    state,
-                ) {
+                if let Err(e) =
+                    self.replay(index, &segments, meta.indexed_lsn + 1, recovered.last_lsn, state)
+                {
                     if let Error::Corruption(at) = &e {
                         state.corruption = Some(at.clone());
                     }
@@ -155,7 +128,7 @@ impl Wal {
                     };
                     // A failed redb commit poisons the handle (PreviousIo) until reopened.
                     reopen = !matches!(e, Error::Corruption(_));
-                    found_pause = Some(pause(kind, &self.index_error(e)));
+                    found_pause = Some(pause(kind, &self.inner.index_error(e)));
                 }
             }
         }
@@ -166,15 +139,18 @@ impl Wal {
         let origin = self.origin();
         match index.as_ref().map(Index::heads) {
             Some(Ok(heads)) => {
-                let head = heads
-                    .into_iter()
-                    .find(|(o, _)| *o == origin)
-                    .map_or(0, |(_, s)| s);
+                let head = heads.into_iter().find(|(o, _)| *o == origin).map_or(0, |(_, s)| s);
                 state.next_seq = head + 1;
             }
             Some(Err(e)) => found_pause = found_pause.or(Some(pause(PauseKind::IndexFailed, &e))),
             None => {}
         }
+        let index_failed = found_pause
+            .as_ref()
+            .filter(|p| matches!(p.kind, PauseKind::IndexFailed | PauseKind::DiskFull))
+            .map(|p| p.detail.clone())
+            .or_else(|| index.is_none().then(|| "index not open".to_string()));
+        self.inner.indexer.reset(state.durable_lsn, index_failed);
         state.pause = found_pause;
         *index_slot = index;
         Ok(())
@@ -191,31 +167,24 @@ impl Wal {
         state: &mut State,
     ) -> Result<()> {
         let mut batch: Vec<IndexEntry> = Vec::with_capacity(INDEX_REPLAY_BATCH_OPS.min(1024));
-        for_each_record(
-            self.storage(),
-            self.wal_dir(),
-            segments,
-            from,
-            to,
-            &mut |record| {
-                state.clock.observe(&record.op.hlc);
-                batch.push(IndexEntry {
-                    op_id: record.op.op_id,
-                    origin: record.op.origin,
-                    seq: record.op.seq,
-                    hlc: record.op.hlc,
-                    lsn: record.lsn,
-                    segment: record.segment,
-                    offset: record.offset,
-                    content_hash: record.op.content_hash(),
-                });
-                if batch.len() >= INDEX_REPLAY_BATCH_OPS {
-                    index.commit(&batch, false)?;
-                    batch.clear();
-                }
-                Ok(true)
-            },
-        )?;
+        for_each_record(self.storage(), self.wal_dir(), segments, from, to, &mut |record| {
+            state.clock.observe(&record.op.hlc);
+            batch.push(IndexEntry {
+                op_id: record.op.op_id,
+                origin: record.op.origin,
+                seq: record.op.seq,
+                hlc: record.op.hlc,
+                lsn: record.lsn,
+                segment: record.segment,
+                offset: record.offset,
+                content_hash: record.op.content_hash(),
+            });
+            if batch.len() >= INDEX_REPLAY_BATCH_OPS {
+                index.commit(&batch, false)?;
+                batch.clear();
+            }
+            Ok(true)
+        })?;
         index.commit(&batch, true)?;
         index.flush()
     }
@@ -254,10 +223,7 @@ impl Wal {
         let mut state = self.become_leader();
         let known = state.durable_lsn;
         let outcome = self.load(&mut state, Some(known)).and_then(|()| {
-            let index_bad = state
-                .pause
-                .as_ref()
-                .is_some_and(|p| p.kind == PauseKind::IndexFailed)
+            let index_bad = state.pause.as_ref().is_some_and(|p| p.kind == PauseKind::IndexFailed)
                 || !self.check_locked(state.durable_lsn).ok && self.log_is_sound(state.durable_lsn);
             if index_bad {
                 tracing::warn!("index not trusted; rebuilding it from the log");
@@ -274,10 +240,7 @@ impl Wal {
                 tracing::info!("integrity check passed; writes resumed");
             }
         } else if state.pause.is_none()
-            || state
-                .pause
-                .as_ref()
-                .is_some_and(|p| p.kind != PauseKind::Corruption)
+            || state.pause.as_ref().is_some_and(|p| p.kind != PauseKind::Corruption)
         {
             state.pause = Some(Pause {
                 kind: PauseKind::Corruption,

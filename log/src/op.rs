@@ -258,9 +258,7 @@ fn mix(mut hash: u64, bytes: &[u8]) -> u64 {
     for word in &mut words {
         let mut raw = [0u8; 8];
         raw.copy_from_slice(word);
-        hash = (hash ^ u64::from_le_bytes(raw))
-            .wrapping_mul(K)
-            .rotate_left(29);
+        hash = (hash ^ u64::from_le_bytes(raw)).wrapping_mul(K).rotate_left(29);
     }
     for byte in words.remainder() {
         hash = (hash ^ u64::from(*byte)).wrapping_mul(K).rotate_left(29);
@@ -271,12 +269,7 @@ fn mix(mut hash: u64, bytes: &[u8]) -> u64 {
 /// Hash of the writer-supplied content (table, row, kind, data): equal for a retried op.
 pub fn content_hash(table: &str, row_id: &str, kind: OpKind, data: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325;
-    for part in [
-        table.as_bytes(),
-        row_id.as_bytes(),
-        kind.as_str().as_bytes(),
-        data,
-    ] {
+    for part in [table.as_bytes(), row_id.as_bytes(), kind.as_str().as_bytes(), data] {
         hash = mix(hash, &(part.len() as u64).to_le_bytes());
         hash = mix(hash, part);
     }

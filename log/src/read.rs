@@ -40,9 +40,7 @@ pub(crate) fn for_each_record(
     if from > to {
         return Ok(());
     }
-    let first = segments
-        .partition_point(|base| *base <= from)
-        .saturating_sub(1);
+    let first = segments.partition_point(|base| *base <= from).saturating_sub(1);
     let mut next = from;
     for (i, base) in segments.iter().enumerate().skip(first) {
         if next > to {
@@ -63,12 +61,7 @@ pub(crate) fn for_each_record(
                     return Ok(());
                 }
                 let op = decode(&path, offset, frame.payload)?;
-                keep_going = visit(Record {
-                    lsn: frame.lsn,
-                    segment: *base,
-                    offset,
-                    op,
-                })?;
+                keep_going = visit(Record { lsn: frame.lsn, segment: *base, offset, op })?;
                 Ok(())
             },
         )
@@ -96,18 +89,13 @@ pub(crate) fn for_each_record(
 }
 
 pub(crate) fn open_reader(storage: &Arc<dyn Storage>, path: &Path) -> Result<SegmentReader> {
-    let file = storage
-        .open(path, false)
-        .map_err(|e| Error::from_io(path, e))?;
+    let file = storage.open(path, false).map_err(|e| Error::from_io(path, e))?;
     Ok(SegmentReader::new(file))
 }
 
 pub(crate) fn location(path: &Path, offset: u64, reason: impl Into<String>) -> Location {
     Location {
-        segment: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        segment: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         offset,
         reason: reason.into(),
     }
@@ -155,6 +143,7 @@ impl Wal {
 
     /// The op with this id, if the log holds it.
     pub fn get(&self, op_id: &OpId) -> Result<Option<Record>> {
+        self.inner.indexer.wait_indexed(self.durable_lsn())?;
         match self.with_index(|index| index.lookup(op_id))? {
             Some(entry) => self.read_entry(&entry).map(Some),
             None => Ok(None),
@@ -169,6 +158,7 @@ impl Wal {
         to_seq: u64,
         limit: usize,
     ) -> Result<Vec<Record>> {
+        self.inner.indexer.wait_indexed(self.durable_lsn())?;
         let entries =
             self.with_index(|index| index.range_by_origin(origin, from_seq, to_seq, limit))?;
         entries.iter().map(|entry| self.read_entry(entry)).collect()
@@ -176,6 +166,7 @@ impl Wal {
 
     /// Highest contiguous seq held per origin.
     pub fn heads(&self) -> Result<Vec<(Origin, u64)>> {
+        self.inner.indexer.wait_indexed(self.durable_lsn())?;
         self.with_index(|index| index.heads())
     }
 
@@ -221,11 +212,6 @@ impl Wal {
                 "frame op_id differs from the index",
             )));
         }
-        Ok(Record {
-            lsn: entry.lsn,
-            segment: entry.segment,
-            offset: entry.offset,
-            op,
-        })
+        Ok(Record { lsn: entry.lsn, segment: entry.segment, offset: entry.offset, op })
     }
 }

@@ -38,13 +38,7 @@ pub fn encode_frame(out: &mut Vec<u8>, salt: u64, lsn: u64, synced_lsn: u64, pay
     out.extend_from_slice(&synced_lsn.to_le_bytes());
     out.extend_from_slice(payload);
     out.resize(start + frame_len(payload.len()), 0);
-    let crc = frame_crc(
-        salt,
-        len,
-        lsn,
-        synced_lsn,
-        &out[start + FRAME_HEADER_BYTES..],
-    );
+    let crc = frame_crc(salt, len, lsn, synced_lsn, &out[start + FRAME_HEADER_BYTES..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -119,12 +113,7 @@ pub fn decode_frame(bytes: &[u8], salt: u64, payload_max: u32) -> Decoded<'_> {
     if synced_lsn >= lsn {
         return Decoded::Bad("synced_lsn not below lsn");
     }
-    Decoded::Frame(Frame {
-        lsn,
-        synced_lsn,
-        payload,
-        frame_len: total,
-    })
+    Decoded::Frame(Frame { lsn, synced_lsn, payload, frame_len: total })
 }
 
 #[cfg(test)]
@@ -138,17 +127,11 @@ mod tests {
         assert_eq!(out.len(), 32);
         match decode_frame(&out, 9, 1024) {
             Decoded::Frame(frame) => {
-                assert_eq!(
-                    (frame.lsn, frame.synced_lsn, frame.payload),
-                    (5, 4, &b"hello"[..])
-                );
+                assert_eq!((frame.lsn, frame.synced_lsn, frame.payload), (5, 4, &b"hello"[..]));
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(
-            matches!(decode_frame(&out, 10, 1024), Decoded::Bad(_)),
-            "other salt"
-        );
+        assert!(matches!(decode_frame(&out, 10, 1024), Decoded::Bad(_)), "other salt");
     }
 
     #[test]

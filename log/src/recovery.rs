@@ -56,17 +56,11 @@ pub struct Recovered {
 }
 
 fn name_of(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> Location {
-    Location {
-        segment: name_of(path),
-        offset,
-        reason: reason.into(),
-    }
+    Location { segment: name_of(path), offset, reason: reason.into() }
 }
 
 /// Lists segment files in LSN order, removing leftovers of an interrupted creation.
@@ -92,25 +86,15 @@ pub fn list_segments(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Vec<(u64,
 /// Reads and checks the header of one segment (base LSN must match the name, size the capacity).
 pub fn read_header(reader: &SegmentReader, path: &Path, base: u64) -> Result<Header, Location> {
     let file = reader.file();
-    let len = file
-        .len()
-        .map_err(|e| corrupt(path, 0, format!("cannot stat: {e}")))?;
+    let len = file.len().map_err(|e| corrupt(path, 0, format!("cannot stat: {e}")))?;
     let mut raw = [0u8; HEADER_BYTES as usize];
     read_exact_at(file, &mut raw, 0).map_err(|e| corrupt(path, 0, format!("header: {e}")))?;
     let header = Header::decode(&raw).map_err(|reason| corrupt(path, 0, reason))?;
     if header.base_lsn != base {
-        return Err(corrupt(
-            path,
-            16,
-            "header base LSN differs from the file name",
-        ));
+        return Err(corrupt(path, 16, "header base LSN differs from the file name"));
     }
     if header.capacity != len {
-        return Err(corrupt(
-            path,
-            24,
-            "file size differs from the header capacity",
-        ));
+        return Err(corrupt(path, 24, "file size differs from the header capacity"));
     }
     Ok(header)
 }
@@ -138,13 +122,8 @@ pub fn recover(
     keep_through: Option<u64>,
 ) -> Result<Recovered> {
     let listed = list_segments(storage, dir)?;
-    let mut out = Recovered {
-        segments: Vec::new(),
-        active: None,
-        last_lsn: 0,
-        torn: None,
-        corruption: None,
-    };
+    let mut out =
+        Recovered { segments: Vec::new(), active: None, last_lsn: 0, torn: None, corruption: None };
     let count = listed.len();
     for (i, (base, path)) in listed.into_iter().enumerate() {
         let is_last = i + 1 == count;
@@ -159,9 +138,7 @@ pub fn recover(
             ));
             return Ok(out);
         }
-        let file = storage
-            .open(&path, is_last)
-            .map_err(|e| Error::from_io(&path, e))?;
+        let file = storage.open(&path, is_last).map_err(|e| Error::from_io(&path, e))?;
         let reader = SegmentReader::new(file);
         let mut torn_footer = None;
         let step = read_header(&reader, &path, base).and_then(|header| {
@@ -201,11 +178,8 @@ pub fn recover(
                     && footer.data_end >= HEADER_BYTES
                     && footer.data_end <= header.data_limit();
                 if !consistent {
-                    out.corruption = Some(corrupt(
-                        &path,
-                        header.data_limit(),
-                        "footer fields inconsistent",
-                    ));
+                    out.corruption =
+                        Some(corrupt(&path, header.data_limit(), "footer fields inconsistent"));
                     return Ok(out);
                 }
                 out.last_lsn = footer.last_lsn;
@@ -230,11 +204,7 @@ pub fn recover(
                 }
             },
         }
-        out.segments.push(SegmentInfo {
-            base_lsn: base,
-            path,
-            footer,
-        });
+        out.segments.push(SegmentInfo { base_lsn: base, path, footer });
     }
     if out.last_lsn < known_durable_lsn && out.corruption.is_none() {
         out.corruption = Some(Location {
@@ -337,10 +307,7 @@ fn find_after(
 ) -> std::io::Result<After> {
     let limit = header.data_limit();
     let payload_max = header.payload_max();
-    let mut out = After {
-        nonzero_end: start,
-        synced_frame_at: None,
-    };
+    let mut out = After { nonzero_end: start, synced_frame_at: None };
     let mut at = start;
     while at < limit {
         if at.is_multiple_of(PAGE_BYTES) && at + PAGE_BYTES <= limit {

@@ -179,11 +179,7 @@ pub struct SegmentReader {
 impl SegmentReader {
     /// Wraps an open file.
     pub fn new(file: Box<dyn StorageFile>) -> SegmentReader {
-        SegmentReader {
-            file,
-            buf: Vec::new(),
-            buf_start: 0,
-        }
+        SegmentReader { file, buf: Vec::new(), buf_start: 0 }
     }
 
     /// Bytes `[offset, min(offset + len, limit))`, read through a buffer of at least
@@ -261,9 +257,7 @@ pub fn scan_frames(
             Decoded::Zero => break ScanStop::Zero,
             Decoded::Bad(reason) => break ScanStop::Bad { reason },
             Decoded::Frame(frame) if frame.lsn != next_lsn => {
-                break ScanStop::Bad {
-                    reason: "frame LSN out of sequence",
-                };
+                break ScanStop::Bad { reason: "frame LSN out of sequence" };
             }
             Decoded::Frame(frame) => {
                 visit(at, &frame).map_err(ScanFailure::Visit)?;
@@ -273,12 +267,7 @@ pub fn scan_frames(
             }
         }
     };
-    Ok(ScanEnd {
-        next_offset: at,
-        next_lsn,
-        records,
-        stop,
-    })
+    Ok(ScanEnd { next_offset: at, next_lsn, records, stop })
 }
 
 /// Reads and checks the frame at `at`: the header first, then exactly the frame's bytes, so a
@@ -379,19 +368,10 @@ impl ActiveSegment {
             return Err(crate::Error::from_io(&temp, e));
         }
         storage.rename(&temp, &path).map_err(io)?;
-        storage
-            .sync_dir(dir)
-            .map_err(|e| crate::Error::from_io(dir, e))?;
+        storage.sync_dir(dir).map_err(|e| crate::Error::from_io(dir, e))?;
         let mut crc = crc32fast::Hasher::new();
         crc.update(&bytes);
-        Ok(ActiveSegment {
-            file,
-            path,
-            header,
-            write_offset: HEADER_BYTES,
-            records: 0,
-            crc,
-        })
+        Ok(ActiveSegment { file, path, header, write_offset: HEADER_BYTES, records: 0, crc })
     }
 
     /// Room left for frames.
@@ -419,8 +399,7 @@ impl ActiveSegment {
             data_end: self.write_offset,
             segment_crc: crc.finalize(),
         };
-        self.file
-            .write_all_at(&footer.encode(), self.header.data_limit())?;
+        self.file.write_all_at(&footer.encode(), self.header.data_limit())?;
         self.file.sync_data()
     }
 }
@@ -431,11 +410,7 @@ mod tests {
 
     #[test]
     fn header_and_footer_round_trip_and_catch_flips() {
-        let header = Header {
-            base_lsn: 7,
-            capacity: 4096,
-            salt: 99,
-        };
+        let header = Header { base_lsn: 7, capacity: 4096, salt: 99 };
         let bytes = header.encode();
         assert_eq!(Header::decode(&bytes), Ok(header));
         for bit in 0..HEADER_BYTES as usize * 8 {
@@ -443,12 +418,7 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(Header::decode(&bad).is_err(), "bit {bit}");
         }
-        let footer = Footer {
-            record_count: 3,
-            last_lsn: 9,
-            data_end: 200,
-            segment_crc: 5,
-        };
+        let footer = Footer { record_count: 3, last_lsn: 9, data_end: 200, segment_crc: 5 };
         let bytes = footer.encode();
         assert_eq!(Footer::decode(&bytes), Ok(Some(footer)));
         for bit in 0..bytes.len() * 8 {

@@ -74,11 +74,7 @@ impl StorageFile for FsFile {
         // SAFETY: the descriptor is owned by `self.0` and open for the duration of the call;
         // posix_fallocate takes no pointers.
         let rc = unsafe { libc::posix_fallocate(self.0.as_raw_fd(), 0, len) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(rc))
-        }
+        if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -88,11 +84,7 @@ impl StorageFile for FsFile {
 
 impl Storage for FsStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
         Ok(Box::new(FsFile(file)))
     }
 
@@ -131,11 +123,7 @@ pub fn read_exact_at(file: &dyn StorageFile, buf: &mut [u8], offset: u64) -> io:
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!(
-                    "file ends at {} of {}",
-                    offset + done as u64,
-                    offset + buf.len() as u64
-                ),
+                format!("file ends at {} of {}", offset + done as u64, offset + buf.len() as u64),
             ));
         }
         done += n;

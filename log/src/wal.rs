@@ -10,8 +10,10 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, Hlc, SystemTime, TimeSource};
 use crate::index::{Index, IndexEntry};
+use crate::indexer::IndexQueue;
 use crate::limits::{
-    HLC_DRIFT_MS_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    HLC_DRIFT_MS_MAX_DEFAULT, INFLIGHT_OPS_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
 };
 use crate::lock::DirLock;
 use crate::op::{self, Op, OpDraft, OpId, Origin};
@@ -160,6 +162,14 @@ impl State {
         self.inflight.clear();
         self.inflight_seqs.clear();
     }
+
+    /// Drops ops the indexer has committed from the in-flight set.
+    pub(crate) fn forget_indexed(&mut self, entries: &[IndexEntry]) {
+        for entry in entries {
+            self.inflight.remove(&entry.op_id);
+            self.inflight_seqs.remove(&(entry.origin, entry.seq));
+        }
+    }
 }
 
 /// The active segment; only the leader touches it.
@@ -169,23 +179,60 @@ pub(crate) struct Writer {
     capacity: u64,
 }
 
+/// Everything the appenders and the indexer thread share.
 #[derive(Debug)]
-pub(crate) struct Inner {
+pub(crate) struct Core {
     pub(crate) dir: PathBuf,
     pub(crate) wal_dir: PathBuf,
     pub(crate) config: Config,
-    origin: Origin,
+    pub(crate) origin: Origin,
     payload_max: u32,
-    state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
+    /// Signalled when the durable LSN, the leader role, or the in-flight set changes.
     pub(crate) cond: Condvar,
     pub(crate) index: RwLock<Option<Index>>,
     writer: Mutex<Writer>,
+    pub(crate) indexer: IndexQueue,
     _lock: DirLock,
+}
+
+/// The handle's owner: stops the indexer thread and flushes the index when the last clone goes.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    core: Arc<Core>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Core {
+    /// Names the index file in place of redb's bare error, so messages point at the directory.
+    pub(crate) fn index_error(&self, error: Error) -> Error {
+        match error {
+            Error::DiskFull { path, source } if path.is_relative() => {
+                Error::DiskFull { path: self.dir.join(path), source }
+            }
+            Error::Io { path, source } if path.is_relative() => {
+                Error::Io { path: self.dir.join(path), source }
+            }
+            other => other,
+        }
+    }
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let slot = self.index.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.core.indexer.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let slot = self.core.index.read().unwrap_or_else(|p| p.into_inner());
         if let Some(Err(error)) = slot.as_ref().map(Index::flush) {
             tracing::warn!(%error, "index flush on close failed; the next open replays the log");
         }
@@ -207,19 +254,14 @@ enum Item {
 
 /// Recovers from a poisoned mutex: every critical section leaves state consistent or paused.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn read_origin(dir: &Path, storage: &Arc<dyn Storage>) -> Result<Origin> {
     let path = dir.join(ORIGIN_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => Origin::parse(text.trim()).map_err(|_| {
-            Error::InvalidConfig(format!(
-                "{} does not hold 32 hex characters",
-                path.display()
-            ))
+            Error::InvalidConfig(format!("{} does not hold 32 hex characters", path.display()))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             write_origin(dir, storage, Origin::random())
@@ -235,8 +277,7 @@ pub fn write_origin(dir: &Path, storage: &Arc<dyn Storage>, origin: Origin) -> R
     let io = |e| Error::from_io(&path, e);
     let _ = storage.remove(&temp);
     let file = storage.create(&temp).map_err(io)?;
-    file.write_all_at(format!("{origin}\n").as_bytes(), 0)
-        .map_err(io)?;
+    file.write_all_at(format!("{origin}\n").as_bytes(), 0).map_err(io)?;
     file.sync_data().map_err(io)?;
     storage.rename(&temp, &path).map_err(io)?;
     storage.sync_dir(dir).map_err(io)?;
@@ -263,42 +304,40 @@ impl Wal {
         let origin = read_origin(&dir, &config.storage)?;
         let capacity =
             existing_capacity(&config.storage, &wal_dir)?.unwrap_or(config.segment_bytes);
-        let probe = Header {
-            base_lsn: 1,
-            capacity,
-            salt: 0,
-        };
-        let wal = Wal {
-            inner: Arc::new(Inner {
-                payload_max: probe.payload_max(),
-                state: Mutex::new(State {
-                    pause: None,
-                    next_lsn: 1,
-                    durable_lsn: 0,
-                    next_seq: 1,
-                    clock: Clock::new(origin, config.drift_ms_max),
-                    pending: Vec::new(),
-                    inflight: HashMap::new(),
-                    inflight_seqs: HashMap::new(),
-                    leader: true,
-                    failures: 0,
-                    segments: Vec::new(),
-                    torn: None,
-                    corruption: None,
-                }),
-                cond: Condvar::new(),
-                index: RwLock::new(None),
-                writer: Mutex::new(Writer {
-                    active: None,
-                    capacity,
-                }),
-                dir,
-                wal_dir,
-                config,
-                origin,
-                _lock: dir_lock,
+        let probe = Header { base_lsn: 1, capacity, salt: 0 };
+        let core = Arc::new(Core {
+            payload_max: probe.payload_max(),
+            state: Mutex::new(State {
+                pause: None,
+                next_lsn: 1,
+                durable_lsn: 0,
+                next_seq: 1,
+                clock: Clock::new(origin, config.drift_ms_max),
+                pending: Vec::new(),
+                inflight: HashMap::new(),
+                inflight_seqs: HashMap::new(),
+                leader: true,
+                failures: 0,
+                segments: Vec::new(),
+                torn: None,
+                corruption: None,
             }),
-        };
+            cond: Condvar::new(),
+            index: RwLock::new(None),
+            writer: Mutex::new(Writer { active: None, capacity }),
+            indexer: IndexQueue::default(),
+            dir,
+            wal_dir,
+            config,
+            origin,
+            _lock: dir_lock,
+        });
+        let indexer = core.clone();
+        let thread = std::thread::Builder::new()
+            .name("feral-indexer".into())
+            .spawn(move || crate::indexer::run(&indexer))
+            .map_err(|e| Error::from_io("feral-indexer thread", e))?;
+        let wal = Wal { inner: Arc::new(Inner { core, thread: Some(thread) }) };
         let mut state = lock(&wal.inner.state);
         wal.load(&mut state, None)?;
         state.leader = false;
@@ -362,8 +401,7 @@ impl Wal {
     /// Appends one local op; returns once it is durable (or was already present).
     pub fn append(&self, draft: OpDraft) -> Result<Appended> {
         let mut out = self.submit(vec![Item::Local(draft)])?;
-        out.pop()
-            .ok_or_else(|| Error::Index("append returned no result".into()))
+        out.pop().ok_or_else(|| Error::Index("append returned no result".into()))
     }
 
     /// Appends local ops; returns once all are durable. Ops already present are reported as
@@ -379,10 +417,7 @@ impl Wal {
     }
 
     fn paused_error(pause: &Pause) -> Error {
-        Error::Paused {
-            kind: pause.kind,
-            reason: pause.detail.clone(),
-        }
+        Error::Paused { kind: pause.kind, reason: pause.detail.clone() }
     }
 
     fn submit(&self, items: Vec<Item>) -> Result<Vec<Appended>> {
@@ -393,6 +428,9 @@ impl Wal {
             }
         }
         let mut state = lock(&self.inner.state);
+        while state.inflight.len() >= INFLIGHT_OPS_MAX && state.pause.is_none() {
+            state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
         if let Some(pause) = &state.pause {
             return Err(Self::paused_error(pause));
         }
@@ -410,11 +448,7 @@ impl Wal {
                 return Err(Self::paused_error(&pause));
             }
             if state.leader {
-                state = self
-                    .inner
-                    .cond
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
+                state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
             } else {
                 state = self.lead(state);
             }
@@ -436,10 +470,7 @@ impl Wal {
         let mut plan = Vec::with_capacity(items.len());
         for item in items {
             let (op_id, hash) = match &item {
-                Item::Local(d) => (
-                    d.op_id,
-                    op::content_hash(&d.table, &d.row_id, d.kind, &d.data),
-                ),
+                Item::Local(d) => (d.op_id, op::content_hash(&d.table, &d.row_id, d.kind, &d.data)),
                 Item::Remote(o) => (Some(o.op_id), o.content_hash()),
             };
             let existing = match op_id {
@@ -542,23 +573,11 @@ impl Wal {
         };
         state.inflight.insert(
             op.op_id,
-            Inflight {
-                content_hash: hash,
-                lsn,
-                origin: op.origin,
-                seq: op.seq,
-                hlc: op.hlc,
-            },
+            Inflight { content_hash: hash, lsn, origin: op.origin, seq: op.seq, hlc: op.hlc },
         );
         state.inflight_seqs.insert((op.origin, op.seq), op.op_id);
         let payload = codec::encode_op(&op);
-        state.pending.push(Pending {
-            op,
-            lsn,
-            payload,
-            local,
-            content_hash: hash,
-        });
+        state.pending.push(Pending { op, lsn, payload, local, content_hash: hash });
         appended
     }
 
@@ -570,21 +589,18 @@ impl Wal {
         let synced = state.durable_lsn;
         drop(state);
         let (durable, entries, failure) = self.write_batch(&batch, synced);
-        let index_failure = self.index_entries(&entries);
         let mut state = lock(&self.inner.state);
         state.durable_lsn = durable;
-        for p in &batch {
-            if p.lsn <= durable {
-                state.inflight.remove(&p.op.op_id);
-                state.inflight_seqs.remove(&(p.op.origin, p.op.seq));
-            }
-        }
         for base in entries.iter().map(|e| e.segment) {
             if state.segments.last().is_none_or(|last| *last < base) {
                 state.segments.push(base);
             }
         }
-        if let Some((kind, error)) = failure.or(index_failure) {
+        // Durable ops stay in the in-flight set (for duplicate checks and reads) until the
+        // indexer has them in redb; the queue is pushed under the state lock so it stays in
+        // LSN order.
+        self.inner.indexer.push(entries);
+        if let Some((kind, error)) = failure {
             self.fail(&mut state, &batch, durable, kind, error);
         }
         state.leader = false;
@@ -605,11 +621,7 @@ impl Wal {
         tracing::error!(%error, ?kind, "group commit failed; log paused");
         let queued = std::mem::take(&mut state.pending);
         let mut first_local_seq: Option<u64> = None;
-        for p in batch
-            .iter()
-            .filter(|p| p.lsn > durable)
-            .chain(queued.iter())
-        {
+        for p in batch.iter().filter(|p| p.lsn > durable).chain(queued.iter()) {
             state.inflight.remove(&p.op.op_id);
             state.inflight_seqs.remove(&(p.op.origin, p.op.seq));
             if p.local {
@@ -621,10 +633,7 @@ impl Wal {
         }
         state.next_lsn = durable + 1;
         state.failures += 1;
-        state.pause = Some(Pause {
-            kind,
-            detail: error.to_string(),
-        });
+        state.pause = Some(Pause { kind, detail: error.to_string() });
         lock(&self.inner.writer).active = None;
     }
 
@@ -689,9 +698,7 @@ impl Wal {
     ) -> Result<(), (PauseKind, Error)> {
         if let Some(mut active) = writer.active.take() {
             flush(&mut active, buf, *buffered)?;
-            active
-                .seal()
-                .map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))?;
+            active.seal().map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))?;
             buf.clear();
             *buffered = 0;
         }
@@ -714,49 +721,20 @@ impl Wal {
         writer.active = Some(active);
         Ok(())
     }
-
-    /// Indexes durable records (non-durable redb commit; the log replays them after a crash).
-    fn index_entries(&self, entries: &[IndexEntry]) -> Option<(PauseKind, Error)> {
-        if entries.is_empty() {
-            return None;
-        }
-        let guard = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
-        let result = match guard.as_ref() {
-            Some(index) => index.commit(entries, false),
-            None => Err(Error::Index("index not open".into())),
-        };
-        result.err().map(|e| self.index_error(e)).map(|e| {
-            let kind = if matches!(e, Error::DiskFull { .. }) {
-                PauseKind::DiskFull
-            } else {
-                PauseKind::IndexFailed
-            };
-            (kind, e)
-        })
-    }
 }
 
 /// Writes buffered frames and syncs them.
 fn flush(active: &mut ActiveSegment, buf: &[u8], count: u64) -> Result<(), (PauseKind, Error)> {
     if !buf.is_empty() {
-        active
-            .write(buf, count)
-            .map_err(|e| stage_error(&active.path, e, PauseKind::IoError))?;
+        active.write(buf, count).map_err(|e| stage_error(&active.path, e, PauseKind::IoError))?;
     }
-    active
-        .file
-        .sync_data()
-        .map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))
+    active.file.sync_data().map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))
 }
 
 /// Classifies an I/O failure of one write-path stage; out of space always wins.
 fn stage_error(path: &Path, error: std::io::Error, stage: PauseKind) -> (PauseKind, Error) {
     let error = Error::from_io(path, error);
-    let kind = if matches!(error, Error::DiskFull { .. }) {
-        PauseKind::DiskFull
-    } else {
-        stage
-    };
+    let kind = if matches!(error, Error::DiskFull { .. }) { PauseKind::DiskFull } else { stage };
     (kind, error)
 }
 
@@ -819,11 +797,7 @@ fn existing_capacity(storage: &Arc<dyn Storage>, wal_dir: &Path) -> Result<Optio
     let Some((base, path)) = listed.last() else {
         return Ok(None);
     };
-    let file = storage
-        .open(path, false)
-        .map_err(|e| Error::from_io(path, e))?;
+    let file = storage.open(path, false).map_err(|e| Error::from_io(path, e))?;
     let reader = crate::segment::SegmentReader::new(file);
-    Ok(recovery::read_header(&reader, path, *base)
-        .ok()
-        .map(|h| h.capacity))
+    Ok(recovery::read_header(&reader, path, *base).ok().map(|h| h.capacity))
 }

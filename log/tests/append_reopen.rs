@@ -17,11 +17,7 @@ fn ops_survive_reopen_across_many_sealed_segments() {
         assert_eq!(a.seq, i + 1);
         appended.push(a);
     }
-    assert!(
-        wal.status().segments > 5,
-        "expected many segments: {:?}",
-        wal.status()
-    );
+    assert!(wal.status().segments > 5, "expected many segments: {:?}", wal.status());
     let report = wal.check();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, 300);
@@ -35,23 +31,14 @@ fn ops_survive_reopen_across_many_sealed_segments() {
     for (a, r) in appended.iter().zip(&ops) {
         assert_eq!((a.op_id, a.lsn, a.hlc), (r.op.op_id, r.lsn, r.op.hlc));
     }
-    let got = wal
-        .get(&appended[150].op_id)
-        .expect("get")
-        .expect("present");
+    let got = wal.get(&appended[150].op_id).expect("get").expect("present");
     assert_eq!(got.op.row_id, "row-150");
     let range = wal.range_by_origin(&origin, 10, 19, 100).expect("range");
-    assert_eq!(
-        range.iter().map(|r| r.op.seq).collect::<Vec<_>>(),
-        (10..=19).collect::<Vec<_>>()
-    );
+    assert_eq!(range.iter().map(|r| r.op.seq).collect::<Vec<_>>(), (10..=19).collect::<Vec<_>>());
     assert_eq!(wal.heads().expect("heads"), vec![(origin, 300)]);
     let next = wal.append(draft(300, 10)).expect("append after reopen");
     assert_eq!((next.lsn, next.seq), (301, 301));
-    assert!(
-        next.hlc > appended[299].hlc,
-        "clock must not go back across restart"
-    );
+    assert!(next.hlc > appended[299].hlc, "clock must not go back across restart");
     assert!(wal.check().ok);
 }
 
@@ -62,8 +49,5 @@ fn second_opener_gets_a_clear_lock_error() {
     let err = feral_log::Wal::open(dir.path(), common::config(common::SMALL_SEGMENT_BYTES))
         .expect_err("locked");
     assert!(matches!(err, feral_log::Error::Locked { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&std::process::id().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
 }

@@ -36,35 +36,20 @@ fn layout(dir: &Path, wal: &Wal) -> Layout {
     }
     let path = |base: u64| dir.join("wal").join(feral_log::segment::segment_name(base));
     let last = ops.last().expect("ops").segment;
-    let sealed = ends
-        .iter()
-        .filter(|(b, _)| **b != last)
-        .map(|(b, e)| (path(*b), *e))
-        .collect();
-    Layout {
-        sealed,
-        active: (path(last), ends[&last]),
-    }
+    let sealed = ends.iter().filter(|(b, _)| **b != last).map(|(b, e)| (path(*b), *e)).collect();
+    Layout { sealed, active: (path(last), ends[&last]) }
 }
 
 fn pick(rng: &mut Rng, region: Region, layout: &Layout) -> (PathBuf, u64) {
     let sealed = &layout.sealed[rng.below(layout.sealed.len() as u64) as usize];
     let (path, range) = match region {
         Region::SealedFrames => (sealed.0.clone(), HEADER_BYTES..sealed.1),
-        Region::SealedGap => (
-            sealed.0.clone(),
-            sealed.1..SMALL_SEGMENT_BYTES - FOOTER_BYTES,
-        ),
-        Region::SealedFooter => (
-            sealed.0.clone(),
-            SMALL_SEGMENT_BYTES - FOOTER_BYTES..SMALL_SEGMENT_BYTES,
-        ),
+        Region::SealedGap => (sealed.0.clone(), sealed.1..SMALL_SEGMENT_BYTES - FOOTER_BYTES),
+        Region::SealedFooter => {
+            (sealed.0.clone(), SMALL_SEGMENT_BYTES - FOOTER_BYTES..SMALL_SEGMENT_BYTES)
+        }
         Region::Header => {
-            let path = if rng.below(2) == 0 {
-                sealed.0.clone()
-            } else {
-                layout.active.0.clone()
-            };
+            let path = if rng.below(2) == 0 { sealed.0.clone() } else { layout.active.0.clone() };
             (path, 0..HEADER_BYTES)
         }
         Region::ActiveFrames => (layout.active.0.clone(), HEADER_BYTES..layout.active.1),
@@ -109,41 +94,24 @@ fn every_flip_in_checksummed_bytes_is_reported() {
         let bit = rng.below(8);
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), dir.path());
-        let target = dir
-            .path()
-            .join(path.strip_prefix(base.path()).expect("inside"));
+        let target = dir.path().join(path.strip_prefix(base.path()).expect("inside"));
         let mut bytes = std::fs::read(&target).expect("read");
         bytes[offset as usize] ^= 1 << bit;
         std::fs::write(&target, &bytes).expect("write");
-        let what = format!(
-            "flip {n}: {region:?} {} offset {offset} bit {bit}",
-            target.display()
-        );
+        let what = format!("flip {n}: {region:?} {} offset {offset} bit {bit}", target.display());
 
         let wal = Wal::open(dir.path(), common::config(SMALL_SEGMENT_BYTES)).expect(&what);
         let report = wal.check();
         assert!(!report.ok, "{what}: not reported: {report:?}");
-        assert_eq!(
-            report.error.as_deref(),
-            Some("wal_corruption"),
-            "{what}: {report:?}"
-        );
+        assert_eq!(report.error.as_deref(), Some("wal_corruption"), "{what}: {report:?}");
         let mut read = Vec::new();
         let scanned = wal.scan(1, &mut |r| {
             read.push(r.op);
             Ok(true)
         });
-        assert_eq!(
-            read[..],
-            original[..read.len()],
-            "{what}: wrong data returned"
-        );
+        assert_eq!(read[..], original[..read.len()], "{what}: wrong data returned");
         if scanned.is_ok() {
-            assert_eq!(
-                read.len(),
-                original.len(),
-                "{what}: scan ended early without an error"
-            );
+            assert_eq!(read.len(), original.len(), "{what}: scan ended early without an error");
         }
     }
 }

@@ -69,22 +69,11 @@ fn verify(dir: &std::path::Path, acked: &HashSet<OpId>, iteration: usize) {
     let wal = Wal::open(dir, common::config(65536)).expect("reopen after kill");
     assert_eq!(wal.pause(), None, "iteration {iteration}");
     let records = all_ops(&wal);
-    assert_eq!(
-        records.len() as u64,
-        wal.durable_lsn(),
-        "iteration {iteration}"
-    );
+    assert_eq!(records.len() as u64, wal.durable_lsn(), "iteration {iteration}");
     let ids: HashSet<OpId> = records.iter().map(|r| r.op.op_id).collect();
-    assert_eq!(
-        ids.len(),
-        records.len(),
-        "iteration {iteration}: duplicate op_ids"
-    );
+    assert_eq!(ids.len(), records.len(), "iteration {iteration}: duplicate op_ids");
     let missing: Vec<_> = acked.difference(&ids).collect();
-    assert!(
-        missing.is_empty(),
-        "iteration {iteration}: acknowledged ops lost: {missing:?}"
-    );
+    assert!(missing.is_empty(), "iteration {iteration}: acknowledged ops lost: {missing:?}");
     for pair in records.windows(2) {
         assert!(
             pair[0].op.hlc < pair[1].op.hlc,

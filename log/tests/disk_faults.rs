@@ -37,11 +37,7 @@ fn workload(
             Err(error) => {
                 failures += 1;
                 let pause = wal.pause().expect("a failed append pauses the log");
-                assert!(
-                    expect.contains(&pause.kind),
-                    "op {i}: {:?} for {error}",
-                    pause.kind
-                );
+                assert!(expect.contains(&pause.kind), "op {i}: {:?} for {error}", pause.kind);
                 if expect == [PauseKind::DiskFull] {
                     assert_eq!(error.code(), "disk_full", "{error}");
                 }
@@ -57,11 +53,7 @@ fn workload(
                 let report = wal.resume();
                 assert!(report.ok, "op {i}: resume check failed: {report:?}");
                 assert!(!wal.io_paused());
-                acked.push(
-                    wal.append(draft(i, 100))
-                        .expect("append after resume")
-                        .op_id,
-                );
+                acked.push(wal.append(draft(i, 100)).expect("append after resume").op_id);
             }
         }
     }
@@ -74,16 +66,9 @@ fn assert_exactly(dir: &std::path::Path, acked: &[OpId], what: &str) {
     let report = wal.check();
     assert!(report.ok, "{what}: {report:?}");
     let found: Vec<OpId> = all_ops(&wal).into_iter().map(|r| r.op.op_id).collect();
-    assert_eq!(
-        found, acked,
-        "{what}: the log must hold exactly the acknowledged ops, in order"
-    );
+    assert_eq!(found, acked, "{what}: the log must hold exactly the acknowledged ops, in order");
     let seqs: Vec<u64> = all_ops(&wal).into_iter().map(|r| r.op.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=OPS).collect::<Vec<_>>(),
-        "{what}: seqs contiguous"
-    );
+    assert_eq!(seqs, (1..=OPS).collect::<Vec<_>>(), "{what}: seqs contiguous");
 }
 
 /// Space-consuming calls (writes + allocations) and syncs of the fault-free workload.
@@ -100,10 +85,7 @@ fn dry_run() -> (u64, u64) {
 #[test]
 fn enospc_at_every_nth_write() {
     let (writes, _) = dry_run();
-    assert!(
-        writes > OPS,
-        "the workload must roll segments: {writes} writes"
-    );
+    assert!(writes > OPS, "the workload must roll segments: {writes} writes");
     for n in 1..=writes {
         let dir = tempfile::tempdir().expect("tempdir");
         let (acked, failures) = workload(dir.path(), &|h| h.fill_after(n), &[PauseKind::DiskFull]);
@@ -117,11 +99,8 @@ fn fsync_eio_at_every_nth_sync() {
     let (_, syncs) = dry_run();
     for n in 1..=syncs {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (acked, failures) = workload(
-            dir.path(),
-            &|h| h.fail_sync(n),
-            &[PauseKind::SyncFailed, PauseKind::IoError],
-        );
+        let (acked, failures) =
+            workload(dir.path(), &|h| h.fail_sync(n), &[PauseKind::SyncFailed, PauseKind::IoError]);
         assert_eq!(failures, 1, "n {n}");
         assert_exactly(dir.path(), &acked, &format!("eio at sync {n}"));
     }
@@ -135,17 +114,10 @@ fn torn_writes_leave_no_partial_record() {
         let keep = rng.below(200) as usize;
         let dir = tempfile::tempdir().expect("tempdir");
         let arm = |h: &FaultHandle| h.tear_write(n, keep);
-        let (acked, failures) = workload(
-            dir.path(),
-            &arm,
-            &[PauseKind::IoError, PauseKind::SyncFailed],
-        );
+        let (acked, failures) =
+            workload(dir.path(), &arm, &[PauseKind::IoError, PauseKind::SyncFailed]);
         assert_eq!(failures, 1, "n {n} keep {keep}");
-        assert_exactly(
-            dir.path(),
-            &acked,
-            &format!("torn write {n} keeping {keep}"),
-        );
+        assert_exactly(dir.path(), &acked, &format!("torn write {n} keeping {keep}"));
     }
 }
 
@@ -171,9 +143,6 @@ fn silent_bit_flip_on_write_is_caught_by_check() {
         drop(wal);
         let reopened = Wal::open(dir.path(), common::config(SEGMENT_BYTES)).expect("reopen");
         let after = reopened.check();
-        assert!(
-            !report.ok || !after.ok,
-            "flip at write {n} bit {bit} went unnoticed: {report:?}"
-        );
+        assert!(!report.ok || !after.ok, "flip at write {n} bit {bit} went unnoticed: {report:?}");
     }
 }

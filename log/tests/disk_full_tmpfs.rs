@@ -72,31 +72,18 @@ fn real_disk_full_pauses_and_resumes_without_loss() {
         assert!(acked.len() < 10_000, "the tmpfs never filled");
     };
     assert_eq!(error.code(), "disk_full", "{error}");
-    assert!(
-        error
-            .to_string()
-            .contains(fs.path().to_str().expect("utf8")),
-        "{error}"
-    );
+    assert!(error.to_string().contains(fs.path().to_str().expect("utf8")), "{error}");
     assert!(wal.io_paused());
-    assert!(matches!(
-        wal.append(common::draft(0, 10)),
-        Err(Error::Paused { .. })
-    ));
+    assert!(matches!(wal.append(common::draft(0, 10)), Err(Error::Paused { .. })));
     std::fs::remove_file(spare).expect("free space");
     let report = wal.resume();
     assert!(report.ok, "{report:?}");
-    let more = wal
-        .append(common::draft(99_999, 1024))
-        .expect("append after resume");
+    let more = wal.append(common::draft(99_999, 1024)).expect("append after resume");
     acked.push(more.op_id);
     drop(wal);
 
     let wal = Wal::open(&data, common::config(SEGMENT_BYTES)).expect("reopen");
-    let found: Vec<OpId> = common::all_ops(&wal)
-        .into_iter()
-        .map(|r| r.op.op_id)
-        .collect();
+    let found: Vec<OpId> = common::all_ops(&wal).into_iter().map(|r| r.op.op_id).collect();
     assert_eq!(found, acked, "exactly the acknowledged ops");
     assert!(wal.check().ok);
 }
@@ -108,23 +95,11 @@ fn feral_wal_exits_75_on_a_full_disk_and_keeps_what_it_acknowledged() {
     };
     let data = fs.path().join("data");
     let out = Command::new(env!("CARGO_BIN_EXE_feral-wal"))
-        .args([
-            "append",
-            data.to_str().expect("utf8"),
-            "--count",
-            "100000",
-            "--bytes",
-            "1024",
-        ])
+        .args(["append", data.to_str().expect("utf8"), "--count", "100000", "--bytes", "1024"])
         .args(["--segment-bytes", &SEGMENT_BYTES.to_string()])
         .output()
         .expect("run feral-wal");
-    assert_eq!(
-        out.status.code(),
-        Some(75),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(75), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("disk full") && stderr.contains(data.to_str().expect("utf8")),

@@ -20,32 +20,19 @@ fn concurrent_appends_share_syncs() {
             let wal = wal.clone();
             std::thread::spawn(move || {
                 (0..200)
-                    .map(|i| {
-                        wal.append(common::draft(t * 1000 + i, 256))
-                            .expect("append")
-                            .op_id
-                    })
+                    .map(|i| wal.append(common::draft(t * 1000 + i, 256)).expect("append").op_id)
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let acked: Vec<_> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("thread"))
-        .collect();
+    let acked: Vec<_> = threads.into_iter().flat_map(|t| t.join().expect("thread")).collect();
     let syncs = handle.syncs() - before;
     assert_eq!(acked.len(), 1600);
-    assert!(
-        syncs < 1600,
-        "group commit must share syncs: {syncs} syncs for 1600 appends"
-    );
+    assert!(syncs < 1600, "group commit must share syncs: {syncs} syncs for 1600 appends");
     println!("1600 appends, {syncs} syncs");
     drop(wal);
     let wal = common::open(dir.path());
-    let ids: HashSet<_> = common::all_ops(&wal)
-        .into_iter()
-        .map(|r| r.op.op_id)
-        .collect();
+    let ids: HashSet<_> = common::all_ops(&wal).into_iter().map(|r| r.op.op_id).collect();
     assert_eq!(ids.len(), 1600);
     assert!(acked.iter().all(|id| ids.contains(id)));
 }

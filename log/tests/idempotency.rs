@@ -10,9 +10,7 @@ const OPS: u64 = 10_000;
 const BATCH: usize = 500;
 
 fn drafts() -> Vec<OpDraft> {
-    (0..OPS)
-        .map(|i| draft(i, 64).with_op_id(OpId::generate(1_700_000_000_000 + i)))
-        .collect()
+    (0..OPS).map(|i| draft(i, 64).with_op_id(OpId::generate(1_700_000_000_000 + i))).collect()
 }
 
 #[test]
@@ -29,18 +27,13 @@ fn ten_thousand_ops_appended_twice_leave_ten_thousand_records() {
         let again = wal.append_batch(chunk.to_vec()).expect("second pass");
         for (a, b) in again.iter().zip(&first[chunk_no * BATCH..]) {
             assert!(a.duplicate, "{a:?}");
-            assert_eq!(
-                (a.op_id, a.lsn, a.seq, a.hlc),
-                (b.op_id, b.lsn, b.seq, b.hlc)
-            );
+            assert_eq!((a.op_id, a.lsn, a.seq, a.hlc), (b.op_id, b.lsn, b.seq, b.hlc));
         }
     }
     assert_eq!(wal.durable_lsn(), OPS);
     drop(wal);
     let wal = open(dir.path());
-    let again = wal
-        .append_batch(all[..BATCH].to_vec())
-        .expect("after reopen");
+    let again = wal.append_batch(all[..BATCH].to_vec()).expect("after reopen");
     assert!(again.iter().all(|a| a.duplicate));
     assert_eq!(wal.durable_lsn(), OPS);
     assert_eq!(common::all_ops(&wal).len() as u64, OPS);
@@ -65,12 +58,8 @@ fn op_id_reused_with_other_content_is_refused_and_nothing_is_written() {
     let wal = open(dir.path());
     let id = OpId::generate(7);
     wal.append(draft(1, 10).with_op_id(id)).expect("first");
-    let err = wal
-        .append_batch(vec![draft(2, 10), draft(3, 10).with_op_id(id)])
-        .expect_err("conflict");
-    assert!(
-        matches!(err, Error::OpIdConflict(found) if found == id),
-        "{err}"
-    );
+    let err =
+        wal.append_batch(vec![draft(2, 10), draft(3, 10).with_op_id(id)]).expect_err("conflict");
+    assert!(matches!(err, Error::OpIdConflict(found) if found == id), "{err}");
     assert_eq!(wal.durable_lsn(), 1, "a refused batch writes nothing");
 }

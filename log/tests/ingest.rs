@@ -13,11 +13,7 @@ fn remote(seq: u64, wall_ms: u64) -> Op {
         op_id: OpId::generate(wall_ms),
         origin: REMOTE,
         seq,
-        hlc: Hlc {
-            wall_ms,
-            counter: 0,
-            node: REMOTE,
-        },
+        hlc: Hlc { wall_ms, counter: 0, node: REMOTE },
         table: "other".into(),
         row_id: format!("r{seq}"),
         kind: OpKind::Insert,
@@ -37,21 +33,16 @@ fn remote_ops_are_kept_whole_and_heads_follow_contiguity() {
     let wal = open(dir.path());
     let t = now_ms();
     let ops: Vec<Op> = (1..=5).map(|s| remote(s, t + s)).collect();
-    wal.ingest(vec![ops[0].clone(), ops[1].clone(), ops[3].clone()])
-        .expect("ingest with a gap");
+    wal.ingest(vec![ops[0].clone(), ops[1].clone(), ops[3].clone()]).expect("ingest with a gap");
     assert_eq!(wal.heads().expect("heads"), vec![(REMOTE, 2)]);
-    wal.ingest(vec![ops[2].clone(), ops[4].clone()])
-        .expect("fill the gap");
+    wal.ingest(vec![ops[2].clone(), ops[4].clone()]).expect("fill the gap");
     assert_eq!(wal.heads().expect("heads"), vec![(REMOTE, 5)]);
     let again = wal.ingest(ops.clone()).expect("re-ingest");
     assert!(again.iter().all(|a| a.duplicate));
     let stored = wal.range_by_origin(&REMOTE, 1, 5, 10).expect("range");
     assert_eq!(stored.into_iter().map(|r| r.op).collect::<Vec<_>>(), ops);
     let local = wal.append(common::draft(1, 10)).expect("local");
-    assert!(
-        local.hlc > ops[4].hlc,
-        "the clock moves past received stamps"
-    );
+    assert!(local.hlc > ops[4].hlc, "the clock moves past received stamps");
 }
 
 #[test]
@@ -61,9 +52,7 @@ fn split_brain_drift_and_malformed_ops_are_refused() {
     let t = now_ms();
     wal.ingest(vec![remote(1, t)]).expect("first");
     let twin = remote(1, t + 1); // same (origin, seq), another op_id: a copied data directory
-    let err = wal
-        .ingest(vec![remote(2, t), twin])
-        .expect_err("split brain");
+    let err = wal.ingest(vec![remote(2, t), twin]).expect_err("split brain");
     assert!(matches!(err, Error::SplitBrain { seq: 1, .. }), "{err}");
     let far = remote(2, t + 60 * 60 * 1000);
     let err = wal.ingest(vec![far]).expect_err("drift");

@@ -21,9 +21,7 @@ fn build(dir: &Path) -> (std::path::PathBuf, u64, u64) {
     let last = ops.last().expect("records");
     let previous = &ops[ops.len() - 2];
     let frame_len = last.offset - previous.offset; // equal sizes: same frame length
-    let path = dir
-        .join("wal")
-        .join(feral_log::segment::segment_name(last.segment));
+    let path = dir.join("wal").join(feral_log::segment::segment_name(last.segment));
     (path, last.offset, frame_len)
 }
 
@@ -43,10 +41,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn torn_tail_at_every_offset_of_the_last_record_is_truncated() {
     let base = tempfile::tempdir().expect("tempdir");
     let (segment, offset, frame_len) = build(base.path());
-    let rel = segment
-        .strip_prefix(base.path())
-        .expect("relative")
-        .to_path_buf();
+    let rel = segment.strip_prefix(base.path()).expect("relative").to_path_buf();
     for cut in 0..frame_len {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(base.path(), dir.path());
@@ -70,10 +65,7 @@ fn torn_tail_at_every_offset_of_the_last_record_is_truncated() {
         drop(wal);
         let wal = common::open(dir.path());
         assert_eq!(all_ops(&wal).len() as u64, RECORDS, "cut {cut}");
-        assert!(
-            wal.status().torn_tail.is_none(),
-            "cut {cut}: tail was zeroed, nothing torn now"
-        );
+        assert!(wal.status().torn_tail.is_none(), "cut {cut}: tail was zeroed, nothing torn now");
     }
 }
 
@@ -91,10 +83,7 @@ fn damaged_last_record_that_the_index_holds_is_corruption_not_a_torn_tail() {
     assert!(!report.ok);
     let detail = report.wal_detail.expect("detail");
     assert_eq!(detail.offset, offset, "{detail:?}");
-    assert!(
-        wal.append(draft(1, 10)).is_err(),
-        "paused log must refuse appends"
-    );
+    assert!(wal.append(draft(1, 10)).is_err(), "paused log must refuse appends");
 }
 
 #[test]
@@ -107,10 +96,7 @@ fn bad_record_followed_by_valid_synced_records_is_corruption() {
     bytes[victim as usize] ^= 0xff; // a flipped length field
     std::fs::write(&segment, &bytes).expect("write");
     let wal = common::open(dir.path());
-    assert_eq!(
-        wal.pause().map(|p| p.kind),
-        Some(feral_log::PauseKind::Corruption)
-    );
+    assert_eq!(wal.pause().map(|p| p.kind), Some(feral_log::PauseKind::Corruption));
     let report = wal.check();
     assert_eq!(report.wal_detail.map(|d| d.offset), Some(victim));
     assert_eq!(report.error.as_deref(), Some("wal_corruption"));

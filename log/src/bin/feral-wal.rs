@@ -15,11 +15,7 @@ const EXIT_CORRUPTION: u8 = 65;
 const EXIT_DISK_FULL: u8 = 75;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "feral-wal",
-    version,
-    about = "Operate on a feral-memory log directory"
-)]
+#[command(name = "feral-wal", version, about = "Operate on a feral-memory log directory")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,27 +61,15 @@ enum Command {
 fn exit_code(error: &Error) -> u8 {
     match error {
         Error::DiskFull { .. } => EXIT_DISK_FULL,
-        Error::Paused {
-            kind: PauseKind::DiskFull,
-            ..
-        } => EXIT_DISK_FULL,
+        Error::Paused { kind: PauseKind::DiskFull, .. } => EXIT_DISK_FULL,
         Error::Corruption(_) | Error::IndexCorruption(_) => EXIT_CORRUPTION,
-        Error::Paused {
-            kind: PauseKind::Corruption,
-            ..
-        } => EXIT_CORRUPTION,
+        Error::Paused { kind: PauseKind::Corruption, .. } => EXIT_CORRUPTION,
         _ => EXIT_OTHER,
     }
 }
 
 fn open(dir: &PathBuf, segment_bytes: u64) -> Result<Wal, Error> {
-    Wal::open(
-        dir,
-        Config {
-            segment_bytes,
-            ..Config::default()
-        },
-    )
+    Wal::open(dir, Config { segment_bytes, ..Config::default() })
 }
 
 fn append(
@@ -97,10 +81,7 @@ fn append(
 ) -> Result<(), Error> {
     let wal = open(dir, segment_bytes)?;
     if let Some(pause) = wal.pause() {
-        return Err(Error::Paused {
-            kind: pause.kind,
-            reason: pause.detail,
-        });
+        return Err(Error::Paused { kind: pause.kind, reason: pause.detail });
     }
     let threads = threads.clamp(1, 256);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -146,10 +127,7 @@ fn check(dir: &PathBuf, json: bool) -> Result<u8, Error> {
     if json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else if report.ok {
-        println!(
-            "ok: {} records in {} segments",
-            report.records, report.segments
-        );
+        println!("ok: {} records in {} segments", report.records, report.segments);
     } else {
         println!(
             "FAILED: {} (wal {:?}, index {:?})",
@@ -195,13 +173,9 @@ fn main() -> ExitCode {
     tracing_init();
     let cli = Cli::parse();
     let outcome = match &cli.command {
-        Command::Append {
-            dir,
-            count,
-            bytes,
-            segment_bytes,
-            threads,
-        } => append(dir, *count, *bytes, *segment_bytes, *threads).map(|()| 0),
+        Command::Append { dir, count, bytes, segment_bytes, threads } => {
+            append(dir, *count, *bytes, *segment_bytes, *threads).map(|()| 0)
+        }
         Command::Check { dir, json } => check(dir, *json),
         Command::Dump { dir, json } => dump(dir, *json).map(|()| 0),
     };
@@ -218,8 +192,6 @@ fn main() -> ExitCode {
 fn tracing_init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -10,18 +10,11 @@ use feral_log::{Config, OpDraft, Storage, Wal};
 pub const SMALL_SEGMENT_BYTES: u64 = 8 * 1024;
 
 pub fn config(segment_bytes: u64) -> Config {
-    Config {
-        segment_bytes,
-        ..Config::default()
-    }
+    Config { segment_bytes, ..Config::default() }
 }
 
 pub fn config_with(segment_bytes: u64, storage: Arc<dyn Storage>) -> Config {
-    Config {
-        segment_bytes,
-        storage,
-        ..Config::default()
-    }
+    Config { segment_bytes, storage, ..Config::default() }
 }
 
 pub fn open(dir: &Path) -> Wal {
