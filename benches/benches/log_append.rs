@@ -1,12 +1,13 @@
-//! Durable log append with group commit, beside the raw probe (one write + fdatasync of the same
-//! bytes per group) in the same criterion group, so the ratio holds on a noisy machine.
+//! Durable log append with group commit, beside two raw probes in the same criterion group, so
+//! the ratios hold on a noisy machine: one write + fdatasync of the same bytes per group (the
+//! disk's limit), and the same two redb inserts per op the index makes (the index's limit).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use feral_benches::{RawAppender, frame_bytes};
+use feral_benches::{RawAppender, RawIndex, frame_bytes};
 use feral_log::{Config, OpDraft, Wal};
 
 const DATA_BYTES: usize = 256;
@@ -20,6 +21,7 @@ fn append(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let wal = Wal::open(dir.path().join("log"), Config::default()).expect("open");
     let mut raw = RawAppender::create(&dir.path().join("raw"), 64 << 20).expect("raw file");
+    let mut raw_index = RawIndex::create(&dir.path().join("raw.redb")).expect("raw redb");
     let frame = frame_bytes(DATA_BYTES);
     let mut group = c.benchmark_group("log_append_256B");
     group
@@ -30,6 +32,9 @@ fn append(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("raw_write_fdatasync", n), &n, |b, &n| {
             b.iter(|| raw.append_group(n, frame).expect("raw append"))
+        });
+        group.bench_with_input(BenchmarkId::new("raw_redb_index", n), &n, |b, &n| {
+            b.iter(|| raw_index.insert_group(n).expect("raw redb"))
         });
         group.bench_with_input(BenchmarkId::new("feral_append_batch", n), &n, |b, &n| {
             b.iter(|| black_box(wal.append_batch((0..n).map(draft).collect()).expect("append")))

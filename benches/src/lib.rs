@@ -51,3 +51,39 @@ impl RawAppender {
         self.file.sync_data()
     }
 }
+
+/// The raw limit of the index: the same two redb inserts per op (op_id → 76-byte entry, and
+/// (origin, seq) → op_id) in one non-durable transaction per group, with time-ordered keys.
+#[derive(Debug)]
+pub struct RawIndex {
+    db: redb::Database,
+    next: u128,
+}
+
+const RAW_OPS: redb::TableDefinition<'_, u128, [u8; 76]> = redb::TableDefinition::new("ops");
+const RAW_BY_ORIGIN: redb::TableDefinition<'_, (u128, u64), u128> =
+    redb::TableDefinition::new("by_origin");
+
+impl RawIndex {
+    /// Creates the database file at `path`.
+    pub fn create(path: &Path) -> Result<RawIndex, redb::Error> {
+        Ok(RawIndex { db: redb::Database::create(path)?, next: 1 })
+    }
+
+    /// Inserts `records` entries in one transaction.
+    pub fn insert_group(&mut self, records: usize) -> Result<(), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        {
+            let mut ops = txn.open_table(RAW_OPS)?;
+            let mut by_origin = txn.open_table(RAW_BY_ORIGIN)?;
+            for _ in 0..records {
+                self.next += 1;
+                ops.insert(self.next, [7u8; 76])?;
+                by_origin.insert((5u128, self.next as u64), self.next)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}

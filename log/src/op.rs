@@ -188,6 +188,32 @@ pub struct Op {
     pub data: Vec<u8>,
 }
 
+/// A fast hasher for maps keyed by ids (random or time-ordered bytes, not attacker-chosen
+/// strings): folds 8-byte words with a multiply. SipHash cost more than the rest of the in-memory
+/// append work.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = mix(self.0, bytes);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+}
+
+/// Builds [`IdHasher`]s.
+pub type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
+
+/// A map keyed by ids, hashed with [`IdHasher`].
+pub type IdMap<K, V> = std::collections::HashMap<K, V, IdHashBuilder>;
+
 /// What a local writer supplies; the log assigns origin, seq and HLC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpDraft {

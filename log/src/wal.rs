@@ -1,7 +1,6 @@
 //! The `Wal`: segmented log + redb index + clock for one data directory, with group commit,
 //! idempotent appends, pause on disk faults, and resume after re-verification.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -16,7 +15,7 @@ use crate::limits::{
     SEGMENT_BYTES_MIN,
 };
 use crate::lock::DirLock;
-use crate::op::{self, Op, OpDraft, OpId, Origin};
+use crate::op::{self, IdMap, Op, OpDraft, OpId, Origin};
 use crate::record;
 use crate::recovery::{self, TornTail};
 use crate::segment::{ActiveSegment, Header};
@@ -144,8 +143,8 @@ pub(crate) struct State {
     pub(crate) next_seq: u64,
     pub(crate) clock: Clock,
     pending: Vec<Pending>,
-    inflight: HashMap<OpId, Inflight>,
-    inflight_seqs: HashMap<(Origin, u64), OpId>,
+    inflight: IdMap<OpId, Inflight>,
+    inflight_seqs: IdMap<(Origin, u64), OpId>,
     /// True while one thread writes a batch, checks or resumes; others wait on the condvar.
     pub(crate) leader: bool,
     failures: u64,
@@ -314,8 +313,8 @@ impl Wal {
                 next_seq: 1,
                 clock: Clock::new(origin, config.drift_ms_max),
                 pending: Vec::new(),
-                inflight: HashMap::new(),
-                inflight_seqs: HashMap::new(),
+                inflight: IdMap::default(),
+                inflight_seqs: IdMap::default(),
                 leader: true,
                 failures: 0,
                 segments: Vec::new(),
@@ -466,7 +465,7 @@ impl Wal {
             });
         };
         let now = self.inner.config.time.now_ms();
-        let mut seen: HashMap<OpId, Inflight> = HashMap::new();
+        let mut seen: IdMap<OpId, Inflight> = IdMap::default();
         let mut plan = Vec::with_capacity(items.len());
         for item in items {
             let (op_id, hash) = match &item {
@@ -742,7 +741,7 @@ fn stage_error(path: &Path, error: std::io::Error, stage: PauseKind) -> (PauseKi
 fn find_existing(
     state: &State,
     index: &Index,
-    seen: &HashMap<OpId, Inflight>,
+    seen: &IdMap<OpId, Inflight>,
     id: &OpId,
 ) -> Result<Option<Inflight>> {
     if let Some(found) = seen.get(id).or_else(|| state.inflight.get(id)) {
