@@ -53,7 +53,7 @@ fn concurrent(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_secs(1));
-    for threads in [16usize] {
+    for threads in [4usize, 16] {
         let per_thread = 32;
         group.throughput(Throughput::Elements((threads * per_thread) as u64));
         group.bench_with_input(
