@@ -57,18 +57,6 @@ fn pick(rng: &mut Rng, region: Region, layout: &Layout) -> (PathBuf, u64) {
     (path, range.start + rng.below(range.end - range.start))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for sub in ["", "wal"] {
-        std::fs::create_dir_all(to.join(sub)).expect("mkdir");
-        for entry in std::fs::read_dir(from.join(sub)).expect("read_dir") {
-            let entry = entry.expect("entry");
-            if entry.file_type().expect("type").is_file() {
-                std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).expect("copy");
-            }
-        }
-    }
-}
-
 #[test]
 fn every_flip_in_checksummed_bytes_is_reported() {
     let mut rng = Rng::from_env("bit_flips");
@@ -93,7 +81,7 @@ fn every_flip_in_checksummed_bytes_is_reported() {
         let (path, offset) = pick(&mut rng, region, &layout);
         let bit = rng.below(8);
         let dir = tempfile::tempdir().expect("tempdir");
-        copy_dir(base.path(), dir.path());
+        common::copy_dir(base.path(), dir.path());
         let target = dir.path().join(path.strip_prefix(base.path()).expect("inside"));
         let mut bytes = std::fs::read(&target).expect("read");
         bytes[offset as usize] ^= 1 << bit;

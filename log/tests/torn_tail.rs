@@ -25,18 +25,6 @@ fn build(dir: &Path) -> (std::path::PathBuf, u64, u64) {
     (path, last.offset, frame_len)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("wal")).expect("mkdir");
-    for sub in ["", "wal"] {
-        for entry in std::fs::read_dir(from.join(sub)).expect("read_dir") {
-            let entry = entry.expect("entry");
-            if entry.file_type().expect("type").is_file() {
-                std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).expect("copy");
-            }
-        }
-    }
-}
-
 #[test]
 fn torn_tail_at_every_offset_of_the_last_record_is_truncated() {
     let base = tempfile::tempdir().expect("tempdir");
@@ -44,7 +32,7 @@ fn torn_tail_at_every_offset_of_the_last_record_is_truncated() {
     let rel = segment.strip_prefix(base.path()).expect("relative").to_path_buf();
     for cut in 0..frame_len {
         let dir = tempfile::tempdir().expect("tempdir");
-        copy_dir(base.path(), dir.path());
+        common::copy_dir(base.path(), dir.path());
         // A crash: the index lags the log (its non-durable commits vanished) ...
         std::fs::remove_file(dir.path().join("index.redb")).expect("rm index");
         // ... and the last frame reached the disk only up to `cut` bytes.

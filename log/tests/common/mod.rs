@@ -69,3 +69,16 @@ pub fn all_ops(wal: &Wal) -> Vec<feral_log::Record> {
     .expect("scan");
     out
 }
+
+/// Copies a data directory (top-level files and `wal/`), as a backup or a crash image would.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for sub in ["", "wal"] {
+        std::fs::create_dir_all(to.join(sub)).expect("mkdir");
+        for entry in std::fs::read_dir(from.join(sub)).expect("read_dir") {
+            let entry = entry.expect("entry");
+            if entry.file_type().expect("type").is_file() {
+                std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).expect("copy");
+            }
+        }
+    }
+}
