@@ -95,7 +95,9 @@ impl Wal {
         if let Some(at) = recovered.corruption {
             tracing::error!(%at, "log corruption found on open; writes paused");
             state.pause = Some(pause(PauseKind::Corruption, &Error::Corruption(at)));
-            self.inner.indexer.reset(meta.indexed_lsn, None);
+            // The index is not caught up past the damage: index reads fail instead of waiting.
+            let reason = "log corruption: the index is not caught up".to_string();
+            self.inner.indexer.reset(meta.indexed_lsn, Some(reason));
             *index_slot = index;
             return Ok(());
         }
