@@ -22,6 +22,10 @@ pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const INDEX_DURABLE_EVERY_OPS: u64 = 8192;
 /// Durable ops waiting for the indexer before appenders are made to wait (backpressure).
 pub const INFLIGHT_OPS_MAX: usize = 256 * 1024;
+/// Fewest consecutive ops stored as one run entry in the index (fewer get an entry each).
+pub const INDEX_RUN_OPS_MIN: usize = 4;
+/// Most ops in one run entry (bounds the entry at about 176 KiB).
+pub const INDEX_RUN_OPS_MAX: usize = 4096;
 /// Ops replayed into the index per redb transaction during catch-up and rebuild.
 pub const INDEX_REPLAY_BATCH_OPS: usize = 4096;
 /// Default bound on how far a remote HLC may run ahead of local physical time.
