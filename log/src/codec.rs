@@ -18,6 +18,12 @@ pub fn encode_op(op: &Op) -> Vec<u8> {
     bincode::serde::encode_to_vec(op, config()).unwrap_or_default()
 }
 
+/// Appends the encoding of an op to `out` (no allocation when `out` has room).
+pub fn encode_op_into(op: &Op, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail; see `encode_op`.
+    let _ = bincode::serde::encode_into_std_write(op, out, config());
+}
+
 /// Decodes a record payload; trailing bytes or any allocation past the limit are refused.
 pub fn decode_op(bytes: &[u8]) -> Result<Op, String> {
     let (op, used): (Op, usize) =

@@ -121,7 +121,6 @@ struct Pending {
     content_hash: u64,
     op: Op,
     lsn: Lsn,
-    payload: Vec<u8>,
     local: bool,
 }
 
@@ -510,6 +509,9 @@ impl Wal {
         }
         drop(index_guard);
         let mut results = Vec::with_capacity(plan.len());
+        state.pending.reserve(plan.len());
+        state.inflight.reserve(plan.len());
+        state.inflight_seqs.reserve(plan.len());
         let mut wait_lsn = 0;
         for step in plan {
             match step {
@@ -575,8 +577,7 @@ impl Wal {
             Inflight { content_hash: hash, lsn, origin: op.origin, seq: op.seq, hlc: op.hlc },
         );
         state.inflight_seqs.insert((op.origin, op.seq), op.op_id);
-        let payload = codec::encode_op(&op);
-        state.pending.push(Pending { op, lsn, payload, local, content_hash: hash });
+        state.pending.push(Pending { op, lsn, local, content_hash: hash });
         appended
     }
 
@@ -647,10 +648,14 @@ impl Wal {
         let mut writer = lock(&self.inner.writer);
         let mut entries = Vec::with_capacity(batch.len());
         let mut durable = synced;
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(batch.len() * 512);
+        let mut payload = Vec::with_capacity(512);
         let mut buffered = 0u64;
         for p in batch {
-            let need = (buf.len() + record::frame_len(p.payload.len())) as u64;
+            // Encoded here, by the leader, outside the state lock, into one reused buffer.
+            payload.clear();
+            codec::encode_op_into(&p.op, &mut payload);
+            let need = (buf.len() + record::frame_len(payload.len())) as u64;
             if writer.active.as_ref().is_none_or(|a| a.room() < need) {
                 if let Err(failure) = self.roll(&mut writer, &mut buf, &mut buffered, p.lsn) {
                     entries.retain(|e: &IndexEntry| e.lsn <= durable);
@@ -675,7 +680,7 @@ impl Wal {
                 offset: active.write_offset + buf.len() as u64,
                 content_hash: p.content_hash,
             });
-            record::encode_frame(&mut buf, active.header.salt, p.lsn, durable, &p.payload);
+            record::encode_frame(&mut buf, active.header.salt, p.lsn, durable, &payload);
             buffered += 1;
         }
         if let Some(Err(failure)) = writer.active.as_mut().map(|a| flush(a, &buf, buffered)) {
