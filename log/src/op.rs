@@ -184,7 +184,9 @@ pub struct Op {
     pub row_id: String,
     /// Insert or delete.
     pub kind: OpKind,
-    /// Row document (JSON for `episodes`); empty for deletes.
+    /// Row document (JSON for `episodes`); empty for deletes. Encoded as one byte string
+    /// (the same bytes as a sequence of u8, written with one copy instead of one call a byte).
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
