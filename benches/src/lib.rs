@@ -22,6 +22,13 @@ pub fn frame_bytes(data_bytes: usize) -> usize {
     feral_log::record::frame_len(feral_log::codec::encode_op(&op).len())
 }
 
+/// Flushes every dirty page of the system, so one benchmark's leftover writeback does not land
+/// on the next one's fdatasync.
+pub fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 /// The raw limit of a durable log: positional appends to one file, one fdatasync per group.
 #[derive(Debug)]
 pub struct RawAppender {
@@ -52,12 +59,14 @@ impl RawAppender {
     }
 }
 
-/// The raw limit of the index: the same two redb inserts per op (op_id → 76-byte entry, and
-/// (origin, seq) → op_id) in one non-durable transaction per group, with time-ordered keys.
+/// The raw limit of a per-op index: two redb inserts per op (op_id → 76-byte entry, and
+/// (origin, seq) → op_id) in one transaction per group, time-ordered keys, durable every
+/// 8192 ops like the log's index (non-durable otherwise).
 #[derive(Debug)]
 pub struct RawIndex {
     db: redb::Database,
     next: u128,
+    since_durable: usize,
 }
 
 const RAW_OPS: redb::TableDefinition<'_, u128, [u8; 76]> = redb::TableDefinition::new("ops");
@@ -67,13 +76,18 @@ const RAW_BY_ORIGIN: redb::TableDefinition<'_, (u128, u64), u128> =
 impl RawIndex {
     /// Creates the database file at `path`.
     pub fn create(path: &Path) -> Result<RawIndex, redb::Error> {
-        Ok(RawIndex { db: redb::Database::create(path)?, next: 1 })
+        Ok(RawIndex { db: redb::Database::create(path)?, next: 1, since_durable: 0 })
     }
 
     /// Inserts `records` entries in one transaction.
     pub fn insert_group(&mut self, records: usize) -> Result<(), redb::Error> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::None)?;
+        self.since_durable += records;
+        if self.since_durable < feral_log::limits::INDEX_DURABLE_EVERY_OPS as usize {
+            txn.set_durability(redb::Durability::None)?;
+        } else {
+            self.since_durable = 0;
+        }
         {
             let mut ops = txn.open_table(RAW_OPS)?;
             let mut by_origin = txn.open_table(RAW_BY_ORIGIN)?;
