@@ -18,6 +18,8 @@ pub(crate) struct IndexQueue {
 #[derive(Debug, Default)]
 struct QueueState {
     entries: Vec<IndexEntry>,
+    /// The last batch's vector, emptied, reused for the next pushes.
+    spare: Vec<IndexEntry>,
     busy: bool,
     shutdown: bool,
     indexed_lsn: Lsn,
@@ -92,7 +94,8 @@ pub(crate) fn run(core: &Core) {
                 return;
             }
             queue.busy = true;
-            std::mem::take(&mut queue.entries)
+            let spare = std::mem::take(&mut queue.spare);
+            std::mem::replace(&mut queue.entries, spare)
         };
         let result = {
             let slot = core.index.read().unwrap_or_else(|p| p.into_inner());
@@ -116,8 +119,12 @@ pub(crate) fn run(core: &Core) {
         }
         let mut queue = core.indexer.lock();
         queue.busy = false;
+        let last_lsn = batch.last().map(|e| e.lsn);
+        let mut batch = batch;
+        batch.clear();
+        queue.spare = batch;
         match result {
-            Ok(()) => queue.indexed_lsn = batch.last().map_or(queue.indexed_lsn, |e| e.lsn),
+            Ok(()) => queue.indexed_lsn = last_lsn.unwrap_or(queue.indexed_lsn),
             Err(error) => queue.failed = Some(error.to_string()),
         }
         core.indexer.cond.notify_all();

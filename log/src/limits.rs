@@ -14,10 +14,10 @@ pub const OP_DATA_BYTES_MAX: usize = 1024 * 1024;
 pub const OP_NAME_BYTES_MAX: usize = 1024;
 /// Decode limit handed to bincode: no decoded op may allocate more than this.
 pub const DECODE_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX as usize;
-/// Most records one group commit writes before syncing.
-pub const GROUP_RECORDS_MAX: usize = 4096;
-/// Most bytes one group commit writes before syncing.
-pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Largest queue of records a group-commit leader keeps allocated for the next batch.
+pub const GROUP_RECORDS_MAX: usize = 64 * 1024;
+/// Largest frame buffer the writer keeps allocated between batches.
+pub const BUFFER_BYTES_KEPT: usize = 16 * 1024 * 1024;
 /// Ops indexed with non-durable redb commits before a durable one bounds catch-up on open.
 pub const INDEX_DURABLE_EVERY_OPS: u64 = 8192;
 /// Durable ops waiting for the indexer before appenders are made to wait (backpressure).

@@ -11,8 +11,8 @@ use crate::hlc::{Clock, Hlc, SystemTime, TimeSource};
 use crate::index::{Index, IndexEntry};
 use crate::indexer::IndexQueue;
 use crate::limits::{
-    HLC_DRIFT_MS_MAX_DEFAULT, INFLIGHT_OPS_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN,
+    BUFFER_BYTES_KEPT, GROUP_RECORDS_MAX, HLC_DRIFT_MS_MAX_DEFAULT, INFLIGHT_OPS_MAX,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 use crate::lock::DirLock;
 use crate::op::{self, IdMap, Op, OpDraft, OpId, Origin};
@@ -142,6 +142,8 @@ pub(crate) struct State {
     pub(crate) next_seq: u64,
     pub(crate) clock: Clock,
     pending: Vec<Pending>,
+    /// An empty queue with capacity, swapped in when a leader takes `pending`.
+    spare: Vec<Pending>,
     inflight: IdMap<OpId, Inflight>,
     inflight_seqs: IdMap<(Origin, u64), OpId>,
     /// True while one thread writes a batch, checks or resumes; others wait on the condvar.
@@ -175,6 +177,10 @@ impl State {
 pub(crate) struct Writer {
     pub(crate) active: Option<ActiveSegment>,
     capacity: u64,
+    /// Frame and payload buffers kept between batches: a fresh large buffer per batch costs an
+    /// mmap, page faults and zeroing, more than the copy into it.
+    frames: Vec<u8>,
+    payload: Vec<u8>,
 }
 
 /// Everything the appenders and the indexer thread share.
@@ -312,6 +318,7 @@ impl Wal {
                 next_seq: 1,
                 clock: Clock::new(origin, config.drift_ms_max),
                 pending: Vec::new(),
+                spare: Vec::new(),
                 inflight: IdMap::default(),
                 inflight_seqs: IdMap::default(),
                 leader: true,
@@ -322,7 +329,12 @@ impl Wal {
             }),
             cond: Condvar::new(),
             index: RwLock::new(None),
-            writer: Mutex::new(Writer { active: None, capacity }),
+            writer: Mutex::new(Writer {
+                active: None,
+                capacity,
+                frames: Vec::new(),
+                payload: Vec::new(),
+            }),
             indexer: IndexQueue::default(),
             dir,
             wal_dir,
@@ -585,7 +597,8 @@ impl Wal {
     /// indexes them, and wakes the waiters.
     fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         state.leader = true;
-        let batch = std::mem::take(&mut state.pending);
+        let spare = std::mem::take(&mut state.spare);
+        let mut batch = std::mem::replace(&mut state.pending, spare);
         let synced = state.durable_lsn;
         drop(state);
         let (durable, entries, failure) = self.write_batch(&batch, synced);
@@ -602,6 +615,10 @@ impl Wal {
         self.inner.indexer.push(entries);
         if let Some((kind, error)) = failure {
             self.fail(&mut state, &batch, durable, kind, error);
+        }
+        batch.clear();
+        if batch.capacity() <= GROUP_RECORDS_MAX {
+            state.spare = batch; // reused by the next leader: no fresh allocation per batch
         }
         state.leader = false;
         self.inner.cond.notify_all();
@@ -646,29 +663,44 @@ impl Wal {
         synced: Lsn,
     ) -> (Lsn, Vec<IndexEntry>, Option<(PauseKind, Error)>) {
         let mut writer = lock(&self.inner.writer);
+        let mut frames = std::mem::take(&mut writer.frames);
+        let mut payload = std::mem::take(&mut writer.payload);
+        frames.clear();
+        let outcome = self.write_frames(&mut writer, &mut frames, &mut payload, batch, synced);
+        if frames.capacity() <= BUFFER_BYTES_KEPT {
+            writer.frames = frames;
+        }
+        writer.payload = payload;
+        outcome
+    }
+
+    /// The body of [`Wal::write_batch`], with the writer's buffers lent to it.
+    fn write_frames(
+        &self,
+        writer: &mut Writer,
+        buf: &mut Vec<u8>,
+        payload: &mut Vec<u8>,
+        batch: &[Pending],
+        synced: Lsn,
+    ) -> (Lsn, Vec<IndexEntry>, Option<(PauseKind, Error)>) {
         let mut entries = Vec::with_capacity(batch.len());
         let mut durable = synced;
-        let mut buf = Vec::with_capacity(batch.len() * 512);
-        let mut payload = Vec::with_capacity(512);
         let mut buffered = 0u64;
         for p in batch {
-            // Encoded here, by the leader, outside the state lock, into one reused buffer.
+            // Encoded here, by the leader, outside the state lock, into a reused buffer.
             payload.clear();
-            codec::encode_op_into(&p.op, &mut payload);
+            codec::encode_op_into(&p.op, payload);
             let need = (buf.len() + record::frame_len(payload.len())) as u64;
             if writer.active.as_ref().is_none_or(|a| a.room() < need) {
-                if let Err(failure) = self.roll(&mut writer, &mut buf, &mut buffered, p.lsn) {
+                if let Err(failure) = self.roll(writer, buf, &mut buffered, p.lsn) {
                     entries.retain(|e: &IndexEntry| e.lsn <= durable);
                     return (durable, entries, Some(failure));
                 }
                 durable = p.lsn - 1;
             }
             let Some(active) = writer.active.as_ref() else {
-                return (
-                    durable,
-                    entries,
-                    Some((PauseKind::IoError, Error::Index("no active segment".into()))),
-                );
+                let missing = Error::Index("no active segment".into());
+                return (durable, entries, Some((PauseKind::IoError, missing)));
             };
             entries.push(IndexEntry {
                 op_id: p.op.op_id,
@@ -680,10 +712,10 @@ impl Wal {
                 offset: active.write_offset + buf.len() as u64,
                 content_hash: p.content_hash,
             });
-            record::encode_frame(&mut buf, active.header.salt, p.lsn, durable, &payload);
+            record::encode_frame(buf, active.header.salt, p.lsn, durable, payload);
             buffered += 1;
         }
-        if let Some(Err(failure)) = writer.active.as_mut().map(|a| flush(a, &buf, buffered)) {
+        if let Some(Err(failure)) = writer.active.as_mut().map(|a| flush(a, buf, buffered)) {
             entries.retain(|e| e.lsn <= durable);
             return (durable, entries, Some(failure));
         }
