@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use feral_benches::{RawAppender, RawIndex, frame_bytes};
+use feral_benches::{RawAppender, RawIndex, frame_bytes, settle};
 use feral_log::{Config, OpDraft, Wal};
 
 const DATA_BYTES: usize = 256;
