@@ -1,8 +1,10 @@
 //! feral-log: the durable, segmented, append-only op log of feral-memory, with its redb op_id
 //! index, hybrid logical clock, recovery and integrity check. See docs/format.md.
 
+mod admit;
 pub mod check;
 pub mod codec;
+mod commit;
 pub mod error;
 pub mod fault;
 pub mod hlc;

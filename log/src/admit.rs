@@ -1,0 +1,231 @@
+//! Taking ops in: validation, duplicate and split-brain checks, LSN, seq and HLC assignment,
+//! and the wait for durability (which may make the caller the group-commit leader).
+
+use crate::error::{Error, Result};
+use crate::hlc::Hlc;
+use crate::index::Index;
+use crate::limits::INFLIGHT_OPS_MAX;
+use crate::op::{self, IdMap, Op, OpId, Origin};
+use crate::wal::{Appended, Inflight, Item, Lsn, Pause, PauseKind, Pending, State, Wal, lock};
+
+impl Wal {
+    fn paused_error(pause: &Pause) -> Error {
+        Error::Paused { kind: pause.kind, reason: pause.detail.clone() }
+    }
+
+    pub(crate) fn submit(&self, items: Vec<Item>) -> Result<Vec<Appended>> {
+        for item in &items {
+            match item {
+                Item::Local(draft) => draft.validate()?,
+                Item::Remote(op) => op::validate_fields(&op.table, &op.row_id, &op.data)?,
+            }
+        }
+        let mut state = lock(&self.inner.state);
+        while state.inflight.len() >= INFLIGHT_OPS_MAX && state.pause.is_none() {
+            state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(pause) = &state.pause {
+            return Err(Self::paused_error(pause));
+        }
+        let (results, wait_lsn) = self.enqueue(&mut state, items)?;
+        let generation = state.failures;
+        loop {
+            if state.durable_lsn >= wait_lsn {
+                return Ok(results);
+            }
+            if state.failures != generation {
+                let pause = state.pause.clone().unwrap_or(Pause {
+                    kind: PauseKind::IoError,
+                    detail: "group commit failed".into(),
+                });
+                return Err(Self::paused_error(&pause));
+            }
+            if state.leader {
+                state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
+            } else {
+                state = self.lead(state);
+            }
+        }
+    }
+
+    /// Checks every item against the index and in-flight ops, then assigns LSNs (and, for local
+    /// ops, seq and HLC) and queues the records. Nothing is queued if any item is refused.
+    fn enqueue(&self, state: &mut State, items: Vec<Item>) -> Result<(Vec<Appended>, Lsn)> {
+        let index_guard = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
+        let Some(index) = index_guard.as_ref() else {
+            return Err(Error::Paused {
+                kind: PauseKind::IndexFailed,
+                reason: "index not open".into(),
+            });
+        };
+        let now = self.inner.config.time.now_ms();
+        let mut seen: IdMap<OpId, Inflight> = IdMap::default();
+        let mut plan = Vec::with_capacity(items.len());
+        for item in items {
+            let (op_id, hash) = match &item {
+                Item::Local(d) => (d.op_id, op::content_hash(&d.table, &d.row_id, d.kind, &d.data)),
+                Item::Remote(o) => (Some(o.op_id), o.content_hash()),
+            };
+            let existing = match op_id {
+                Some(id) => find_existing(state, index, &seen, &id)?,
+                None => None,
+            };
+            if let (Some(found), Some(id)) = (existing, op_id) {
+                if found.content_hash != hash {
+                    return Err(Error::OpIdConflict(id));
+                }
+                plan.push(Ok((id, found)));
+                continue;
+            }
+            if let Item::Remote(op) = &item {
+                check_remote(state, index, op, now)?;
+            }
+            if estimate_payload(&item) > self.inner.payload_max as usize {
+                return Err(Error::InvalidOp(format!(
+                    "op larger than the {}-byte record limit",
+                    self.inner.payload_max
+                )));
+            }
+            let id = match op_id {
+                Some(id) => {
+                    let marker = Inflight {
+                        content_hash: hash,
+                        lsn: 0,
+                        origin: Origin::default(),
+                        seq: 0,
+                        hlc: Hlc::default(),
+                    };
+                    seen.insert(id, marker);
+                    id
+                }
+                None => OpId::generate(now),
+            };
+            plan.push(Err((item, id, hash)));
+        }
+        drop(index_guard);
+        let mut results = Vec::with_capacity(plan.len());
+        state.pending.reserve(plan.len());
+        state.inflight.reserve(plan.len());
+        state.inflight_seqs.reserve(plan.len());
+        let mut wait_lsn = 0;
+        for step in plan {
+            match step {
+                Ok((op_id, found)) => {
+                    let found = if found.lsn == 0 {
+                        *state.inflight.get(&op_id).unwrap_or(&found)
+                    } else {
+                        found
+                    };
+                    wait_lsn = wait_lsn.max(found.lsn);
+                    results.push(Appended {
+                        op_id,
+                        origin: found.origin,
+                        seq: found.seq,
+                        hlc: found.hlc,
+                        lsn: found.lsn,
+                        duplicate: true,
+                    });
+                }
+                Err((item, op_id, hash)) => {
+                    let appended = self.place(state, item, op_id, hash, now);
+                    wait_lsn = wait_lsn.max(appended.lsn);
+                    results.push(appended);
+                }
+            }
+        }
+        Ok((results, wait_lsn))
+    }
+
+    /// Gives a checked item its LSN (and seq and HLC when local) and queues it.
+    fn place(&self, state: &mut State, item: Item, op_id: OpId, hash: u64, now: u64) -> Appended {
+        let lsn = state.next_lsn;
+        state.next_lsn += 1;
+        let (op, local) = match item {
+            Item::Local(draft) => {
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                let op = Op {
+                    op_id,
+                    origin: self.inner.origin,
+                    seq,
+                    hlc: state.clock.now(now),
+                    table: draft.table,
+                    row_id: draft.row_id,
+                    kind: draft.kind,
+                    data: draft.data,
+                };
+                (op, true)
+            }
+            // `check_remote` already checked drift and raised the clock.
+            Item::Remote(op) => (op, false),
+        };
+        let appended = Appended {
+            op_id: op.op_id,
+            origin: op.origin,
+            seq: op.seq,
+            hlc: op.hlc,
+            lsn,
+            duplicate: false,
+        };
+        state.inflight.insert(
+            op.op_id,
+            Inflight { content_hash: hash, lsn, origin: op.origin, seq: op.seq, hlc: op.hlc },
+        );
+        state.inflight_seqs.insert((op.origin, op.seq), op.op_id);
+        state.pending.push(Pending { op, lsn, local, content_hash: hash });
+        appended
+    }
+}
+
+/// The entry for `id` among this call's items, in-flight ops, or the index.
+fn find_existing(
+    state: &State,
+    index: &Index,
+    seen: &IdMap<OpId, Inflight>,
+    id: &OpId,
+) -> Result<Option<Inflight>> {
+    if let Some(found) = seen.get(id).or_else(|| state.inflight.get(id)) {
+        return Ok(Some(*found));
+    }
+    Ok(index.lookup(id)?.map(|e| Inflight {
+        content_hash: e.content_hash,
+        lsn: e.lsn,
+        origin: e.origin,
+        seq: e.seq,
+        hlc: e.hlc,
+    }))
+}
+
+/// Refuses a remote op that would break an invariant: bad seq or HLC node, split brain, drift.
+fn check_remote(state: &mut State, index: &Index, op: &Op, now: u64) -> Result<()> {
+    if op.seq == 0 || op.hlc.node != op.origin {
+        return Err(Error::InvalidOp(format!(
+            "op {}: seq must be >= 1 and the HLC node must be the origin",
+            op.op_id
+        )));
+    }
+    let holder = match state.inflight_seqs.get(&(op.origin, op.seq)) {
+        Some(id) => Some(*id),
+        None => index.lookup_seq(&op.origin, op.seq)?,
+    };
+    if let Some(existing) = holder.filter(|id| *id != op.op_id) {
+        return Err(Error::SplitBrain {
+            origin: op.origin,
+            seq: op.seq,
+            existing,
+            refused: op.op_id,
+        });
+    }
+    // Counts a refusal; an accepted stamp raises the clock, which is harmless even if the
+    // batch is refused later (the clock only has to move forward).
+    state.clock.receive(&op.hlc, now)
+}
+
+/// An upper bound on the encoded size of an item (bincode varints are at most 10 bytes).
+fn estimate_payload(item: &Item) -> usize {
+    let (table, row, data) = match item {
+        Item::Local(d) => (d.table.len(), d.row_id.len(), d.data.len()),
+        Item::Remote(o) => (o.table.len(), o.row_id.len(), o.data.len()),
+    };
+    16 + 16 + 10 + 10 + 5 + 16 + 10 + table + 10 + row + 5 + 10 + data
+}

@@ -1,0 +1,196 @@
+//! The group commit: one leader writes every queued record, rolling segments as they fill,
+//! syncs once, wakes the waiters and hands the durable records to the indexer.
+
+use std::path::Path;
+use std::sync::MutexGuard;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::index::IndexEntry;
+use crate::limits::{BUFFER_BYTES_KEPT, GROUP_RECORDS_MAX};
+use crate::op;
+use crate::record;
+use crate::segment::{ActiveSegment, Header};
+use crate::wal::{Lsn, Pause, PauseKind, Pending, State, Wal, Writer, lock};
+
+impl Wal {
+    /// Runs one group commit as leader: takes every queued record, writes and syncs them,
+    /// indexes them, and wakes the waiters.
+    pub(crate) fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.leader = true;
+        let spare = std::mem::take(&mut state.spare);
+        let mut batch = std::mem::replace(&mut state.pending, spare);
+        let synced = state.durable_lsn;
+        drop(state);
+        let (durable, entries, failure) = self.write_batch(&batch, synced);
+        let mut state = lock(&self.inner.state);
+        state.durable_lsn = durable;
+        for base in entries.iter().map(|e| e.segment) {
+            if state.segments.last().is_none_or(|last| *last < base) {
+                state.segments.push(base);
+            }
+        }
+        // Durable ops stay in the in-flight set (for duplicate checks and reads) until the
+        // indexer has them in redb; the queue is pushed under the state lock so it stays in
+        // LSN order.
+        self.inner.indexer.push(entries);
+        if let Some((kind, error)) = failure {
+            self.fail(&mut state, &batch, durable, kind, error);
+        }
+        batch.clear();
+        if batch.capacity() <= GROUP_RECORDS_MAX {
+            state.spare = batch; // reused by the next leader: no fresh allocation per batch
+        }
+        state.leader = false;
+        self.inner.cond.notify_all();
+        state
+    }
+
+    /// After a failed group commit: pause, forget every op not durable, and rewind LSN and seq
+    /// counters so nothing that failed is visible.
+    fn fail(
+        &self,
+        state: &mut State,
+        batch: &[Pending],
+        durable: Lsn,
+        kind: PauseKind,
+        error: Error,
+    ) {
+        tracing::error!(%error, ?kind, "group commit failed; log paused");
+        let queued = std::mem::take(&mut state.pending);
+        let mut first_local_seq: Option<u64> = None;
+        for p in batch.iter().filter(|p| p.lsn > durable).chain(queued.iter()) {
+            state.inflight.remove(&p.op.op_id);
+            state.inflight_seqs.remove(&(p.op.origin, p.op.seq));
+            if p.local {
+                first_local_seq = Some(first_local_seq.map_or(p.op.seq, |s| s.min(p.op.seq)));
+            }
+        }
+        if let Some(seq) = first_local_seq {
+            state.next_seq = seq;
+        }
+        state.next_lsn = durable + 1;
+        state.failures += 1;
+        state.pause = Some(Pause { kind, detail: error.to_string() });
+        lock(&self.inner.writer).active = None;
+    }
+
+    /// Writes a batch into the active segment (sealing and creating segments as they fill) and
+    /// syncs it. Returns the highest durable LSN, index entries for the durable records, and
+    /// the failure that stopped it, if any.
+    fn write_batch(
+        &self,
+        batch: &[Pending],
+        synced: Lsn,
+    ) -> (Lsn, Vec<IndexEntry>, Option<(PauseKind, Error)>) {
+        let mut writer = lock(&self.inner.writer);
+        let mut frames = std::mem::take(&mut writer.frames);
+        let mut payload = std::mem::take(&mut writer.payload);
+        frames.clear();
+        let outcome = self.write_frames(&mut writer, &mut frames, &mut payload, batch, synced);
+        if frames.capacity() <= BUFFER_BYTES_KEPT {
+            writer.frames = frames;
+        }
+        writer.payload = payload;
+        outcome
+    }
+
+    /// The body of [`Wal::write_batch`], with the writer's buffers lent to it.
+    fn write_frames(
+        &self,
+        writer: &mut Writer,
+        buf: &mut Vec<u8>,
+        payload: &mut Vec<u8>,
+        batch: &[Pending],
+        synced: Lsn,
+    ) -> (Lsn, Vec<IndexEntry>, Option<(PauseKind, Error)>) {
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut durable = synced;
+        let mut buffered = 0u64;
+        for p in batch {
+            // Encoded here, by the leader, outside the state lock, into a reused buffer.
+            payload.clear();
+            codec::encode_op_into(&p.op, payload);
+            let need = (buf.len() + record::frame_len(payload.len())) as u64;
+            if writer.active.as_ref().is_none_or(|a| a.room() < need) {
+                if let Err(failure) = self.roll(writer, buf, &mut buffered, p.lsn) {
+                    entries.retain(|e: &IndexEntry| e.lsn <= durable);
+                    return (durable, entries, Some(failure));
+                }
+                durable = p.lsn - 1;
+            }
+            let Some(active) = writer.active.as_ref() else {
+                let missing = Error::Index("no active segment".into());
+                return (durable, entries, Some((PauseKind::IoError, missing)));
+            };
+            entries.push(IndexEntry {
+                op_id: p.op.op_id,
+                origin: p.op.origin,
+                seq: p.op.seq,
+                hlc: p.op.hlc,
+                lsn: p.lsn,
+                segment: active.header.base_lsn,
+                offset: active.write_offset + buf.len() as u64,
+                content_hash: p.content_hash,
+            });
+            record::encode_frame(buf, active.header.salt, p.lsn, durable, payload);
+            buffered += 1;
+        }
+        if let Some(Err(failure)) = writer.active.as_mut().map(|a| flush(a, buf, buffered)) {
+            entries.retain(|e| e.lsn <= durable);
+            return (durable, entries, Some(failure));
+        }
+        durable = batch.last().map_or(durable, |p| p.lsn);
+        (durable, entries, None)
+    }
+
+    /// Seals the full active segment (writing what is buffered first) and creates the next one,
+    /// whose first record will be `next_lsn`.
+    fn roll(
+        &self,
+        writer: &mut Writer,
+        buf: &mut Vec<u8>,
+        buffered: &mut u64,
+        next_lsn: Lsn,
+    ) -> Result<(), (PauseKind, Error)> {
+        if let Some(mut active) = writer.active.take() {
+            flush(&mut active, buf, *buffered)?;
+            active.seal().map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))?;
+            buf.clear();
+            *buffered = 0;
+        }
+        let mut salt = [0u8; 8];
+        op::random_bytes(&mut salt);
+        let header = Header {
+            base_lsn: next_lsn,
+            capacity: writer.capacity,
+            salt: u64::from_le_bytes(salt),
+        };
+        let active = ActiveSegment::create(&self.inner.config.storage, &self.inner.wal_dir, header)
+            .map_err(|e| {
+                let kind = if matches!(e, Error::DiskFull { .. }) {
+                    PauseKind::DiskFull
+                } else {
+                    PauseKind::IoError
+                };
+                (kind, e)
+            })?;
+        writer.active = Some(active);
+        Ok(())
+    }
+}
+
+/// Writes buffered frames and syncs them.
+fn flush(active: &mut ActiveSegment, buf: &[u8], count: u64) -> Result<(), (PauseKind, Error)> {
+    if !buf.is_empty() {
+        active.write(buf, count).map_err(|e| stage_error(&active.path, e, PauseKind::IoError))?;
+    }
+    active.file.sync_data().map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))
+}
+
+/// Classifies an I/O failure of one write-path stage; out of space always wins.
+fn stage_error(path: &Path, error: std::io::Error, stage: PauseKind) -> (PauseKind, Error) {
+    let error = Error::from_io(path, error);
+    let kind = if matches!(error, Error::DiskFull { .. }) { PauseKind::DiskFull } else { stage };
+    (kind, error)
+}
