@@ -78,7 +78,7 @@ impl Wal {
                 continue;
             }
             if let Item::Remote(op) = &item {
-                check_remote(state, index, op, now)?;
+                check_remote(state, index, self.inner.origin, op, now)?;
             }
             if estimate_payload(&item) > self.inner.payload_max as usize {
                 return Err(Error::InvalidOp(format!(
@@ -171,7 +171,9 @@ impl Wal {
             op.op_id,
             Inflight { content_hash: hash, lsn, origin: op.origin, seq: op.seq, hlc: op.hlc },
         );
-        state.inflight_seqs.insert((op.origin, op.seq), op.op_id);
+        if !local {
+            state.inflight_seqs.insert((op.origin, op.seq), op.op_id);
+        }
         state.pending.push(Pending { op, lsn, local, content_hash: hash });
         appended
     }
@@ -197,7 +199,11 @@ fn find_existing(
 }
 
 /// Refuses a remote op that would break an invariant: bad seq or HLC node, split brain, drift.
-fn check_remote(state: &mut State, index: &Index, op: &Op, now: u64) -> Result<()> {
+///
+/// A received op that claims this log's own origin and is not already here is always split
+/// brain: this directory is the only writer of its origin (local ops are therefore never in the
+/// in-flight seq map, which holds received ops only).
+fn check_remote(state: &mut State, index: &Index, own: Origin, op: &Op, now: u64) -> Result<()> {
     if op.seq == 0 || op.hlc.node != op.origin {
         return Err(Error::InvalidOp(format!(
             "op {}: seq must be >= 1 and the HLC node must be the origin",
@@ -208,11 +214,19 @@ fn check_remote(state: &mut State, index: &Index, op: &Op, now: u64) -> Result<(
         Some(id) => Some(*id),
         None => index.lookup_seq(&op.origin, op.seq)?,
     };
+    if op.origin == own && holder != Some(op.op_id) {
+        return Err(Error::SplitBrain {
+            origin: op.origin,
+            seq: op.seq,
+            existing: holder,
+            refused: op.op_id,
+        });
+    }
     if let Some(existing) = holder.filter(|id| *id != op.op_id) {
         return Err(Error::SplitBrain {
             origin: op.origin,
             seq: op.seq,
-            existing,
+            existing: Some(existing),
             refused: op.op_id,
         });
     }

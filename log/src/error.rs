@@ -69,14 +69,18 @@ pub enum Error {
     #[error("op {0} already exists with different content")]
     OpIdConflict(OpId),
     /// Two different ops claim the same (origin, seq): two writers share one origin.
-    #[error("split brain: origin {origin} seq {seq} is op {existing}, refused op {refused}")]
+    #[error(
+        "split brain: origin {origin} seq {seq} is claimed by op {refused}, held: {existing:?}"
+    )]
     SplitBrain {
         /// The shared origin.
         origin: Origin,
         /// The contested sequence number.
         seq: u64,
-        /// The op already held.
-        existing: OpId,
+        /// The op already held at that seq, when the index has it (a received op claiming this
+        /// node's own origin is refused even when nothing is held there yet, and a local op
+        /// still on its way to the index is not named).
+        existing: Option<OpId>,
         /// The op refused.
         refused: OpId,
     },

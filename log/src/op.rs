@@ -70,7 +70,7 @@ pub fn random_bytes(buf: &mut [u8]) {
 
 /// The unique id of an op: 16 bytes in UUIDv7 layout so generated ids sort by time.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct OpId(pub [u8; 16]);
+pub struct OpId(#[serde(with = "serde_bytes")] pub [u8; 16]);
 
 /// Last (unix_ms << 12 | counter) handed out, so ids from one process strictly increase.
 static OP_ID_CLOCK: AtomicU64 = AtomicU64::new(0);
@@ -118,7 +118,7 @@ impl fmt::Debug for OpId {
 
 /// A writer incarnation: random, created with a data directory and anew on restore.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-pub struct Origin(pub [u8; 16]);
+pub struct Origin(#[serde(with = "serde_bytes")] pub [u8; 16]);
 
 impl Origin {
     /// A fresh random origin.

@@ -63,3 +63,25 @@ fn split_brain_drift_and_malformed_ops_are_refused() {
     assert!(matches!(wal.ingest(vec![forged]), Err(Error::InvalidOp(_))));
     assert_eq!(wal.durable_lsn(), 1, "refused batches write nothing");
 }
+
+#[test]
+fn a_received_op_claiming_this_nodes_own_origin_is_split_brain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = open(dir.path());
+    let mine = wal.append(common::draft(1, 10)).expect("local");
+    wal.heads().expect("wait until the local op is indexed, so the error can name it");
+    let own = wal.origin();
+    let t = now_ms();
+    let mut impostor = remote(1, t);
+    impostor.origin = own;
+    impostor.hlc.node = own;
+    let err = wal.ingest(vec![impostor.clone()]).expect_err("same seq, other op");
+    assert!(
+        matches!(err, Error::SplitBrain { existing: Some(id), .. } if id == mine.op_id),
+        "{err}"
+    );
+    impostor.seq = 2; // nothing held at seq 2 yet: still another writer of this origin
+    let err = wal.ingest(vec![impostor]).expect_err("unseen seq of the own origin");
+    assert!(matches!(err, Error::SplitBrain { existing: None, .. }), "{err}");
+    assert_eq!(wal.durable_lsn(), 1);
+}
