@@ -85,13 +85,11 @@ impl Wal {
     ) -> (Lsn, Vec<IndexEntry>, Option<(PauseKind, Error)>) {
         let mut writer = lock(&self.inner.writer);
         let mut frames = std::mem::take(&mut writer.frames);
-        let mut payload = std::mem::take(&mut writer.payload);
         frames.clear();
-        let outcome = self.write_frames(&mut writer, &mut frames, &mut payload, batch, synced);
+        let outcome = self.write_frames(&mut writer, &mut frames, batch, synced);
         if frames.capacity() <= BUFFER_BYTES_KEPT {
             writer.frames = frames;
         }
-        writer.payload = payload;
         outcome
     }
 
@@ -100,7 +98,6 @@ impl Wal {
         &self,
         writer: &mut Writer,
         buf: &mut Vec<u8>,
-        payload: &mut Vec<u8>,
         batch: &[Pending],
         synced: Lsn,
     ) -> (Lsn, Vec<IndexEntry>, Option<(PauseKind, Error)>) {
@@ -108,16 +105,20 @@ impl Wal {
         let mut durable = synced;
         let mut buffered = 0u64;
         for p in batch {
-            // Encoded here, by the leader, outside the state lock, into a reused buffer.
-            payload.clear();
-            codec::encode_op_into(&p.op, payload);
-            let need = (buf.len() + record::frame_len(payload.len())) as u64;
-            if writer.active.as_ref().is_none_or(|a| a.room() < need) {
+            // Encoded by the leader, outside the state lock, straight into the frame buffer.
+            let mut start = record::begin_frame(buf);
+            codec::encode_op_into(&p.op, buf);
+            let end = start + record::frame_len(buf.len() - start - record::FRAME_HEADER_BYTES);
+            if writer.active.as_ref().is_none_or(|a| a.room() < end as u64) {
+                // The frame belongs to the next segment: set it aside while this one is sealed.
+                let frame = buf.split_off(start);
                 if let Err(failure) = self.roll(writer, buf, &mut buffered, p.lsn) {
                     entries.retain(|e: &IndexEntry| e.lsn <= durable);
                     return (durable, entries, Some(failure));
                 }
                 durable = p.lsn - 1;
+                buf.extend_from_slice(&frame);
+                start = 0;
             }
             let Some(active) = writer.active.as_ref() else {
                 let missing = Error::Index("no active segment".into());
@@ -130,10 +131,10 @@ impl Wal {
                 hlc: p.op.hlc,
                 lsn: p.lsn,
                 segment: active.header.base_lsn,
-                offset: active.write_offset + buf.len() as u64,
+                offset: active.write_offset + start as u64,
                 content_hash: p.content_hash,
             });
-            record::encode_frame(buf, active.header.salt, p.lsn, durable, payload);
+            record::finish_frame(buf, start, active.header.salt, p.lsn, durable);
             buffered += 1;
         }
         if let Some(Err(failure)) = writer.active.as_mut().map(|a| flush(a, buf, buffered)) {

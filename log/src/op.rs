@@ -278,18 +278,36 @@ pub(crate) fn validate_fields(table: &str, row_id: &str, data: &[u8]) -> Result<
     Ok(())
 }
 
-/// A 64-bit word-at-a-time multiply-rotate hash, stable across builds and platforms; used to
-/// compare op content under one op_id (not a defence against a hostile peer).
-fn mix(mut hash: u64, bytes: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut words = bytes.chunks_exact(8);
+const MIX_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn mix_word(hash: u64, word: u64) -> u64 {
+    (hash ^ word).wrapping_mul(MIX_K).rotate_left(29)
+}
+
+fn word_at(bytes: &[u8]) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(raw)
+}
+
+/// A 64-bit multiply-rotate hash over four independent lanes of 8-byte words (so the CPU runs
+/// them in parallel), stable across builds and platforms; used to compare op content under one
+/// op_id (not a defence against a hostile peer).
+fn mix(hash: u64, bytes: &[u8]) -> u64 {
+    let mut lanes = [hash, hash ^ 1, hash ^ 2, hash ^ 3];
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            *lane = mix_word(*lane, word_at(&block[i * 8..]));
+        }
+    }
+    let mut hash = lanes.iter().fold(0, |acc, lane| mix_word(acc, *lane));
+    let mut words = blocks.remainder().chunks_exact(8);
     for word in &mut words {
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(word);
-        hash = (hash ^ u64::from_le_bytes(raw)).wrapping_mul(K).rotate_left(29);
+        hash = mix_word(hash, word_at(word));
     }
     for byte in words.remainder() {
-        hash = (hash ^ u64::from(*byte)).wrapping_mul(K).rotate_left(29);
+        hash = mix_word(hash, u64::from(*byte));
     }
     hash ^ (hash >> 32)
 }

@@ -29,15 +29,29 @@ fn frame_crc(salt: u64, len: u32, lsn: u64, synced_lsn: u64, body: &[u8]) -> u32
 /// Appends one frame to `out`. `synced_lsn` is the highest LSN already durable when this frame
 /// is written; recovery uses it to tell a torn unsynced batch from damage to synced data.
 pub fn encode_frame(out: &mut Vec<u8>, salt: u64, lsn: u64, synced_lsn: u64, payload: &[u8]) {
-    debug_assert!(!payload.is_empty() && synced_lsn < lsn);
-    let len = payload.len() as u32;
-    let start = out.len();
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&synced_lsn.to_le_bytes());
+    let start = begin_frame(out);
     out.extend_from_slice(payload);
-    out.resize(start + frame_len(payload.len()), 0);
+    finish_frame(out, start, salt, lsn, synced_lsn);
+}
+
+/// Reserves a frame header at the end of `out` and returns where the frame starts; the caller
+/// then appends the payload in place and calls [`finish_frame`].
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    start
+}
+
+/// Completes the frame that starts at `start` and runs to the end of `out`: pads it, and fills
+/// in the header (length, LSNs, CRC with this segment's salt).
+pub fn finish_frame(out: &mut Vec<u8>, start: usize, salt: u64, lsn: u64, synced_lsn: u64) {
+    let payload_len = out.len() - start - FRAME_HEADER_BYTES;
+    debug_assert!(payload_len > 0 && synced_lsn < lsn);
+    let len = payload_len as u32;
+    out.resize(start + frame_len(payload_len), 0);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 8..start + 16].copy_from_slice(&lsn.to_le_bytes());
+    out[start + 16..start + 24].copy_from_slice(&synced_lsn.to_le_bytes());
     let crc = frame_crc(salt, len, lsn, synced_lsn, &out[start + FRAME_HEADER_BYTES..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }

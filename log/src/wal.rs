@@ -174,10 +174,9 @@ impl State {
 pub(crate) struct Writer {
     pub(crate) active: Option<ActiveSegment>,
     pub(crate) capacity: u64,
-    /// Frame and payload buffers kept between batches: a fresh large buffer per batch costs an
+    /// The frame buffer, kept between batches: a fresh large buffer per batch costs an
     /// mmap, page faults and zeroing, more than the copy into it.
     pub(crate) frames: Vec<u8>,
-    pub(crate) payload: Vec<u8>,
 }
 
 /// Everything the appenders and the indexer thread share.
@@ -326,12 +325,7 @@ impl Wal {
             }),
             cond: Condvar::new(),
             index: RwLock::new(None),
-            writer: Mutex::new(Writer {
-                active: None,
-                capacity,
-                frames: Vec::new(),
-                payload: Vec::new(),
-            }),
+            writer: Mutex::new(Writer { active: None, capacity, frames: Vec::new() }),
             indexer: IndexQueue::default(),
             dir,
             wal_dir,

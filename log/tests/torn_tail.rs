@@ -30,7 +30,13 @@ fn torn_tail_at_every_offset_of_the_last_record_is_truncated() {
     let base = tempfile::tempdir().expect("tempdir");
     let (segment, offset, frame_len) = build(base.path());
     let rel = segment.strip_prefix(base.path()).expect("relative").to_path_buf();
-    for cut in 0..frame_len {
+    // Cut inside the written bytes (header and payload); the zero padding after them is
+    // already zero, so "cutting" there changes nothing.
+    let bytes = std::fs::read(base.path().join(&rel)).expect("read");
+    let at = offset as usize;
+    let payload_len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as u64;
+    let written = (feral_log::record::FRAME_HEADER_BYTES as u64 + payload_len).min(frame_len);
+    for cut in 0..written {
         let dir = tempfile::tempdir().expect("tempdir");
         common::copy_dir(base.path(), dir.path());
         // A crash: the index lags the log (its non-durable commits vanished) ...
