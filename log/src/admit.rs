@@ -8,6 +8,15 @@ use crate::limits::INFLIGHT_OPS_MAX;
 use crate::op::{self, IdMap, Op, OpId, Origin};
 use crate::wal::{Appended, Inflight, Item, Lsn, Pause, PauseKind, Pending, State, Wal, lock};
 
+/// What the checks decided for one item.
+#[derive(Debug)]
+enum Verdict {
+    /// Already in the log or in flight (or earlier in this call): nothing to write.
+    Duplicate(OpId, Inflight),
+    /// To be written under this op_id, with this content hash.
+    New(OpId, u64),
+}
+
 impl Wal {
     fn paused_error(pause: &Pause) -> Error {
         Error::Paused { kind: pause.kind, reason: pause.detail.clone() }
@@ -51,6 +60,40 @@ impl Wal {
     /// Checks every item against the index and in-flight ops, then assigns LSNs (and, for local
     /// ops, seq and HLC) and queues the records. Nothing is queued if any item is refused.
     fn enqueue(&self, state: &mut State, items: Vec<Item>) -> Result<(Vec<Appended>, Lsn)> {
+        let now = self.inner.config.time.now_ms();
+        let verdicts = self.check_all(state, &items, now)?;
+        let mut results = Vec::with_capacity(items.len());
+        state.pending.reserve(items.len());
+        state.inflight.reserve(items.len());
+        let mut wait_lsn = 0;
+        for (item, verdict) in items.into_iter().zip(verdicts) {
+            let appended = match verdict {
+                Verdict::Duplicate(op_id, found) => {
+                    // A duplicate of an earlier op of this same call is in flight by now.
+                    let found = match found.lsn {
+                        0 => *state.inflight.get(&op_id).unwrap_or(&found),
+                        _ => found,
+                    };
+                    Appended {
+                        op_id,
+                        origin: found.origin,
+                        seq: found.seq,
+                        hlc: found.hlc,
+                        lsn: found.lsn,
+                        duplicate: true,
+                    }
+                }
+                Verdict::New(op_id, hash) => self.place(state, item, op_id, hash, now),
+            };
+            wait_lsn = wait_lsn.max(appended.lsn);
+            results.push(appended);
+        }
+        Ok((results, wait_lsn))
+    }
+
+    /// Checks every item (borrowed, so nothing large moves) against this call's other items,
+    /// the in-flight ops and the index. Any refusal refuses the whole call.
+    fn check_all(&self, state: &mut State, items: &[Item], now: u64) -> Result<Vec<Verdict>> {
         let index_guard = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
         let Some(index) = index_guard.as_ref() else {
             return Err(Error::Paused {
@@ -58,11 +101,10 @@ impl Wal {
                 reason: "index not open".into(),
             });
         };
-        let now = self.inner.config.time.now_ms();
         let mut seen: IdMap<OpId, Inflight> = IdMap::default();
-        let mut plan = Vec::with_capacity(items.len());
+        let mut verdicts = Vec::with_capacity(items.len());
         for item in items {
-            let (op_id, hash) = match &item {
+            let (op_id, hash) = match item {
                 Item::Local(d) => (d.op_id, op::content_hash(&d.table, &d.row_id, d.kind, &d.data)),
                 Item::Remote(o) => (Some(o.op_id), o.content_hash()),
             };
@@ -74,13 +116,13 @@ impl Wal {
                 if found.content_hash != hash {
                     return Err(Error::OpIdConflict(id));
                 }
-                plan.push(Ok((id, found)));
+                verdicts.push(Verdict::Duplicate(id, found));
                 continue;
             }
-            if let Item::Remote(op) = &item {
+            if let Item::Remote(op) = item {
                 check_remote(state, index, self.inner.origin, op, now)?;
             }
-            if estimate_payload(&item) > self.inner.payload_max as usize {
+            if estimate_payload(item) > self.inner.payload_max as usize {
                 return Err(Error::InvalidOp(format!(
                     "op larger than the {}-byte record limit",
                     self.inner.payload_max
@@ -100,40 +142,9 @@ impl Wal {
                 }
                 None => OpId::generate(now),
             };
-            plan.push(Err((item, id, hash)));
+            verdicts.push(Verdict::New(id, hash));
         }
-        drop(index_guard);
-        let mut results = Vec::with_capacity(plan.len());
-        state.pending.reserve(plan.len());
-        state.inflight.reserve(plan.len());
-        state.inflight_seqs.reserve(plan.len());
-        let mut wait_lsn = 0;
-        for step in plan {
-            match step {
-                Ok((op_id, found)) => {
-                    let found = if found.lsn == 0 {
-                        *state.inflight.get(&op_id).unwrap_or(&found)
-                    } else {
-                        found
-                    };
-                    wait_lsn = wait_lsn.max(found.lsn);
-                    results.push(Appended {
-                        op_id,
-                        origin: found.origin,
-                        seq: found.seq,
-                        hlc: found.hlc,
-                        lsn: found.lsn,
-                        duplicate: true,
-                    });
-                }
-                Err((item, op_id, hash)) => {
-                    let appended = self.place(state, item, op_id, hash, now);
-                    wait_lsn = wait_lsn.max(appended.lsn);
-                    results.push(appended);
-                }
-            }
-        }
-        Ok((results, wait_lsn))
+        Ok(verdicts)
     }
 
     /// Gives a checked item its LSN (and seq and HLC when local) and queues it.

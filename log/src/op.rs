@@ -198,7 +198,7 @@ pub struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
+        self.0 ^ (self.0 >> 32)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -294,14 +294,18 @@ fn word_at(bytes: &[u8]) -> u64 {
 /// them in parallel), stable across builds and platforms; used to compare op content under one
 /// op_id (not a defence against a hostile peer).
 fn mix(hash: u64, bytes: &[u8]) -> u64 {
-    let mut lanes = [hash, hash ^ 1, hash ^ 2, hash ^ 3];
     let mut blocks = bytes.chunks_exact(32);
-    for block in &mut blocks {
-        for (i, lane) in lanes.iter_mut().enumerate() {
-            *lane = mix_word(*lane, word_at(&block[i * 8..]));
+    let mut hash = if bytes.len() >= 32 {
+        let mut lanes = [hash, hash ^ 1, hash ^ 2, hash ^ 3];
+        for block in &mut blocks {
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                *lane = mix_word(*lane, word_at(&block[i * 8..]));
+            }
         }
-    }
-    let mut hash = lanes.iter().fold(0, |acc, lane| mix_word(acc, *lane));
+        lanes.iter().fold(0, |acc, lane| mix_word(acc, *lane))
+    } else {
+        hash
+    };
     let mut words = blocks.remainder().chunks_exact(8);
     for word in &mut words {
         hash = mix_word(hash, word_at(word));
@@ -309,17 +313,16 @@ fn mix(hash: u64, bytes: &[u8]) -> u64 {
     for byte in words.remainder() {
         hash = mix_word(hash, u64::from(*byte));
     }
-    hash ^ (hash >> 32)
+    hash
 }
 
 /// Hash of the writer-supplied content (table, row, kind, data): equal for a retried op.
 pub fn content_hash(table: &str, row_id: &str, kind: OpKind, data: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325;
     for part in [table.as_bytes(), row_id.as_bytes(), kind.as_str().as_bytes(), data] {
-        hash = mix(hash, &(part.len() as u64).to_le_bytes());
-        hash = mix(hash, part);
+        hash = mix(mix_word(hash, part.len() as u64), part);
     }
-    hash
+    hash ^ (hash >> 32)
 }
 
 impl Op {
