@@ -9,8 +9,9 @@
 
 mod entry;
 
+use std::mem::ManuallyDrop;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -43,6 +44,32 @@ fn key(bytes: &[u8; 16]) -> u128 {
 
 fn origin_key(origin: &Origin, seq: u64) -> (u128, u64) {
     (key(&origin.0), seq)
+}
+
+/// Runs an index operation, turning a panic inside redb (it can panic on a damaged file instead
+/// of returning `Corrupted`) into [`Error::IndexCorruption`]: input from disk never panics the
+/// engine. The handle is not trusted afterwards: the caller pauses and `resume()` rebuilds it.
+fn guarded<T>(suspect: &AtomicBool, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let outcome = catch_panic(f);
+    if matches!(outcome, Err(Error::IndexCorruption(_))) {
+        suspect.store(true, Ordering::Relaxed);
+    }
+    outcome
+}
+
+/// `f`, with a panic turned into [`Error::IndexCorruption`].
+fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::IndexCorruption(format!("redb panicked reading the index: {what}")))
+        }
+    }
 }
 
 /// Maps a redb failure to the crate error, keeping corruption distinct.
@@ -99,8 +126,31 @@ fn find_seq(
 /// The index database.
 #[derive(Debug)]
 pub struct Index {
-    db: Database,
+    /// Dropped by hand: redb's drop writes, and can panic on a damaged file.
+    db: ManuallyDrop<Database>,
     non_durable_ops: AtomicU64,
+    /// Set once redb reported corruption or panicked: the handle is leaked, not dropped.
+    suspect: AtomicBool,
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        // SAFETY: `db` is taken exactly once, here, and never used after.
+        let db = unsafe { ManuallyDrop::take(&mut self.db) };
+        if self.suspect.load(Ordering::Relaxed) {
+            // Dropping a handle on a damaged file can panic inside redb; leaking it cannot.
+            std::mem::forget(db);
+            return;
+        }
+        if catch_panic(|| {
+            drop(db);
+            Ok(())
+        })
+        .is_err()
+        {
+            tracing::error!("closing the index panicked inside redb; it is rebuilt on next open");
+        }
+    }
 }
 
 /// What the index says about its own progress.
@@ -132,9 +182,24 @@ fn read_meta(table: &impl ReadableTable<&'static str, u64>) -> Result<IndexMeta>
 impl Index {
     /// Opens (creating if needed) the index file and its tables.
     pub fn open(path: &Path) -> Result<Index> {
-        let db = Database::create(path).map_err(redb_error)?;
-        if !Self::tables_exist(&db)? {
-            let txn = db.begin_write().map_err(redb_error)?;
+        let db = catch_panic(|| Database::create(path).map_err(redb_error))?;
+        // From here the handle is owned by an `Index`, so a failure below leaks it rather than
+        // running redb's drop on a damaged file.
+        let index = Index {
+            db: ManuallyDrop::new(db),
+            non_durable_ops: AtomicU64::new(0),
+            suspect: AtomicBool::new(false),
+        };
+        index.create_tables()?;
+        Ok(index)
+    }
+
+    fn create_tables(&self) -> Result<()> {
+        guarded(&self.suspect, || {
+            if Self::tables_exist(&self.db)? {
+                return Ok(());
+            }
+            let txn = self.db.begin_write().map_err(redb_error)?;
             {
                 txn.open_table(OPS).map_err(redb_error)?;
                 txn.open_table(BY_ORIGIN).map_err(redb_error)?;
@@ -143,9 +208,8 @@ impl Index {
                 txn.open_table(HEADS).map_err(redb_error)?;
                 txn.open_table(META).map_err(redb_error)?;
             }
-            txn.commit().map_err(redb_error)?;
-        }
-        Ok(Index { db, non_durable_ops: AtomicU64::new(0) })
+            txn.commit().map_err(redb_error)
+        })
     }
 
     /// True when every table exists, so opening needs no write (a full disk can still open).
@@ -166,8 +230,10 @@ impl Index {
 
     /// Progress markers.
     pub fn meta(&self) -> Result<IndexMeta> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        read_meta(&txn.open_table(META).map_err(redb_error)?)
+        guarded(&self.suspect, || {
+            let txn = self.db.begin_read().map_err(redb_error)?;
+            read_meta(&txn.open_table(META).map_err(redb_error)?)
+        })
     }
 
     /// The entry for an op_id.
@@ -177,11 +243,13 @@ impl Index {
 
     /// The op_id held for `(origin, seq)`.
     pub fn lookup_seq(&self, origin: &Origin, seq: u64) -> Result<Option<OpId>> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let by_origin = txn.open_table(BY_ORIGIN).map_err(redb_error)?;
-        let seq_runs = txn.open_table(SEQ_RUNS).map_err(redb_error)?;
-        let runs = txn.open_table(RUNS).map_err(redb_error)?;
-        Ok(find_seq(&by_origin, &seq_runs, &runs, origin, seq)?.map(|(id, _)| id))
+        guarded(&self.suspect, || {
+            let txn = self.db.begin_read().map_err(redb_error)?;
+            let by_origin = txn.open_table(BY_ORIGIN).map_err(redb_error)?;
+            let seq_runs = txn.open_table(SEQ_RUNS).map_err(redb_error)?;
+            let runs = txn.open_table(RUNS).map_err(redb_error)?;
+            Ok(find_seq(&by_origin, &seq_runs, &runs, origin, seq)?.map(|(id, _)| id))
+        })
     }
 
     /// Entries for `origin` with `from_seq <= seq <= to_seq`, in seq order, at most `limit`.
@@ -192,46 +260,52 @@ impl Index {
         to_seq: u64,
         limit: usize,
     ) -> Result<Vec<IndexEntry>> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let ops = txn.open_table(OPS).map_err(redb_error)?;
-        let by_origin = txn.open_table(BY_ORIGIN).map_err(redb_error)?;
-        let seq_runs = txn.open_table(SEQ_RUNS).map_err(redb_error)?;
-        let runs = txn.open_table(RUNS).map_err(redb_error)?;
-        let mut out = Vec::new();
-        let mut seq = from_seq;
-        // Singles and runs are merged by walking seq upwards: each step finds the next seq
-        // held either way, so gaps cost one lookup each, not one per missing seq.
-        while seq <= to_seq && out.len() < limit {
-            if let Some((op_id, last)) = find_seq(&by_origin, &seq_runs, &runs, origin, seq)? {
-                let entry = find_op(&ops, &runs, &op_id)?.ok_or_else(|| {
-                    Error::IndexCorruption(format!("op {op_id} indexed by origin but not by id"))
-                })?;
-                out.push(entry);
-                if last > seq {
-                    let more = range_in_run(&runs, &op_id, seq + 1, last.min(to_seq))?;
-                    out.extend(more.into_iter().take(limit - out.len()));
+        guarded(&self.suspect, || {
+            let txn = self.db.begin_read().map_err(redb_error)?;
+            let ops = txn.open_table(OPS).map_err(redb_error)?;
+            let by_origin = txn.open_table(BY_ORIGIN).map_err(redb_error)?;
+            let seq_runs = txn.open_table(SEQ_RUNS).map_err(redb_error)?;
+            let runs = txn.open_table(RUNS).map_err(redb_error)?;
+            let mut out = Vec::new();
+            let mut seq = from_seq;
+            // Singles and runs are merged by walking seq upwards: each step finds the next seq
+            // held either way, so gaps cost one lookup each, not one per missing seq.
+            while seq <= to_seq && out.len() < limit {
+                if let Some((op_id, last)) = find_seq(&by_origin, &seq_runs, &runs, origin, seq)? {
+                    let entry = find_op(&ops, &runs, &op_id)?.ok_or_else(|| {
+                        Error::IndexCorruption(format!(
+                            "op {op_id} indexed by origin but not by id"
+                        ))
+                    })?;
+                    out.push(entry);
+                    if last > seq {
+                        let more = range_in_run(&runs, &op_id, seq + 1, last.min(to_seq))?;
+                        out.extend(more.into_iter().take(limit - out.len()));
+                    }
+                    seq = last + 1;
+                    continue;
                 }
-                seq = last + 1;
-                continue;
+                match next_seq(&by_origin, &seq_runs, origin, seq, to_seq)? {
+                    Some(next) => seq = next,
+                    None => break,
+                }
             }
-            match next_seq(&by_origin, &seq_runs, origin, seq, to_seq)? {
-                Some(next) => seq = next,
-                None => break,
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Highest contiguous seq held per origin.
     pub fn heads(&self) -> Result<Vec<(Origin, u64)>> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        let table = txn.open_table(HEADS).map_err(redb_error)?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(redb_error)? {
-            let (k, v) = item.map_err(redb_error)?;
-            out.push((Origin(k.value().to_be_bytes()), v.value()));
-        }
-        Ok(out)
+        guarded(&self.suspect, || {
+            let txn = self.db.begin_read().map_err(redb_error)?;
+            let table = txn.open_table(HEADS).map_err(redb_error)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(redb_error)? {
+                let (k, v) = item.map_err(redb_error)?;
+                out.push((Origin(k.value().to_be_bytes()), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Number of indexed ops.
@@ -247,63 +321,70 @@ impl Index {
     /// Indexes a batch of durable ops (in LSN order) in one transaction. Commits durably when
     /// `durable` or when enough non-durable commits piled up; otherwise the log replays them.
     pub fn commit(&self, entries: &[IndexEntry], durable: bool) -> Result<()> {
-        let Some(last) = entries.last() else {
-            return Ok(());
-        };
-        let n = entries.len() as u64;
-        let pending = self.non_durable_ops.fetch_add(n, Ordering::Relaxed) + n;
-        let durable = durable || pending >= INDEX_DURABLE_EVERY_OPS;
-        let mut txn = self.db.begin_write().map_err(redb_error)?;
-        if !durable {
-            txn.set_durability(Durability::None).map_err(|e| Error::Index(e.to_string()))?;
-        }
-        {
-            let mut w = Writer {
-                ops: txn.open_table(OPS).map_err(redb_error)?,
-                by_origin: txn.open_table(BY_ORIGIN).map_err(redb_error)?,
-                runs: txn.open_table(RUNS).map_err(redb_error)?,
-                seq_runs: txn.open_table(SEQ_RUNS).map_err(redb_error)?,
+        guarded(&self.suspect, || {
+            let Some(last) = entries.last() else {
+                return Ok(());
             };
-            let mut meta_table = txn.open_table(META).map_err(redb_error)?;
-            let mut meta = read_meta(&meta_table)?;
-            w.insert_all(entries, &mut meta)?;
-            let mut heads = txn.open_table(HEADS).map_err(redb_error)?;
-            for origin in distinct_origins(entries) {
-                w.advance_head(&mut heads, &origin)?;
+            let n = entries.len() as u64;
+            let pending = self.non_durable_ops.fetch_add(n, Ordering::Relaxed) + n;
+            let durable = durable || pending >= INDEX_DURABLE_EVERY_OPS;
+            let mut txn = self.db.begin_write().map_err(redb_error)?;
+            if !durable {
+                txn.set_durability(Durability::None).map_err(|e| Error::Index(e.to_string()))?;
             }
-            meta.indexed_lsn = last.lsn;
-            write_meta(&mut meta_table, &meta)?;
-        }
-        txn.commit().map_err(redb_error)?;
-        if durable {
-            self.non_durable_ops.store(0, Ordering::Relaxed);
-        }
-        Ok(())
+            {
+                let mut w = Writer {
+                    ops: txn.open_table(OPS).map_err(redb_error)?,
+                    by_origin: txn.open_table(BY_ORIGIN).map_err(redb_error)?,
+                    runs: txn.open_table(RUNS).map_err(redb_error)?,
+                    seq_runs: txn.open_table(SEQ_RUNS).map_err(redb_error)?,
+                };
+                let mut meta_table = txn.open_table(META).map_err(redb_error)?;
+                let mut meta = read_meta(&meta_table)?;
+                w.insert_all(entries, &mut meta)?;
+                let mut heads = txn.open_table(HEADS).map_err(redb_error)?;
+                for origin in distinct_origins(entries) {
+                    w.advance_head(&mut heads, &origin)?;
+                }
+                meta.indexed_lsn = last.lsn;
+                write_meta(&mut meta_table, &meta)?;
+            }
+            txn.commit().map_err(redb_error)?;
+            if durable {
+                self.non_durable_ops.store(0, Ordering::Relaxed);
+            }
+            Ok(())
+        })
     }
 
     /// Makes every earlier non-durable commit durable.
     pub fn flush(&self) -> Result<()> {
-        if self.non_durable_ops.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        let txn = self.db.begin_write().map_err(redb_error)?;
-        txn.commit().map_err(redb_error)?;
-        self.non_durable_ops.store(0, Ordering::Relaxed);
-        Ok(())
+        guarded(&self.suspect, || {
+            if self.non_durable_ops.load(Ordering::Relaxed) == 0 {
+                return Ok(());
+            }
+            let txn = self.db.begin_write().map_err(redb_error)?;
+            txn.commit().map_err(redb_error)?;
+            self.non_durable_ops.store(0, Ordering::Relaxed);
+            Ok(())
+        })
     }
 
     /// A read snapshot for many lookups in a row.
     pub fn reader(&self) -> Result<IndexReader> {
-        let txn = self.db.begin_read().map_err(redb_error)?;
-        Ok(IndexReader {
-            ops: txn.open_table(OPS).map_err(redb_error)?,
-            runs: txn.open_table(RUNS).map_err(redb_error)?,
+        guarded(&self.suspect, || {
+            let txn = self.db.begin_read().map_err(redb_error)?;
+            Ok(IndexReader {
+                ops: txn.open_table(OPS).map_err(redb_error)?,
+                runs: txn.open_table(RUNS).map_err(redb_error)?,
+            })
         })
     }
 
     /// redb's own structural check (page checksums, tree shape).
     pub fn check_structure(&mut self) -> Result<bool> {
-        self.db.check_integrity().map_err(redb_error)
+        let (suspect, db) = (&self.suspect, &mut self.db);
+        guarded(suspect, || db.check_integrity().map_err(redb_error))
     }
 }
 
@@ -452,7 +533,7 @@ pub struct IndexReader {
 impl IndexReader {
     /// The entry for an op_id.
     pub fn get(&self, op_id: &OpId) -> Result<Option<IndexEntry>> {
-        find_op(&self.ops, &self.runs, op_id)
+        catch_panic(|| find_op(&self.ops, &self.runs, op_id))
     }
 }
 
