@@ -23,10 +23,7 @@ fn append(c: &mut Criterion) {
     let mut raw = RawAppender::create(&dir.path().join("raw"), 64 << 20).expect("raw file");
     let frame = frame_bytes(DATA_BYTES);
     let mut group = c.benchmark_group("log_append_256B");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1));
+    timing(&mut group, 20);
     for &n in &GROUPS {
         group.throughput(Throughput::Elements(n as u64));
         settle();
@@ -54,10 +51,7 @@ fn index_limit(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let mut raw_index = RawIndex::create(&dir.path().join("raw.redb")).expect("raw redb");
     let mut group = c.benchmark_group("index_insert_256B");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1));
+    timing(&mut group, 20);
     for &n in &GROUPS {
         group.throughput(Throughput::Elements(n as u64));
         settle();
@@ -74,10 +68,7 @@ fn concurrent(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let wal = Arc::new(Wal::open(dir.path().join("log"), Config::default()).expect("open"));
     let mut group = c.benchmark_group("log_append_concurrent_256B");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1));
+    timing(&mut group, 10);
     for threads in [4usize, 16] {
         let per_thread = 32;
         group.throughput(Throughput::Elements((threads * per_thread) as u64));
@@ -105,6 +96,17 @@ fn concurrent(c: &mut Criterion) {
         );
     }
     group.finish();
+}
+
+/// The timing every group here uses: 1 s warm-up, 4 s of measurement, `samples` samples.
+fn timing(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    samples: usize,
+) {
+    group
+        .sample_size(samples)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
 }
 
 /// Where benchmark files go: `FERAL_BENCH_DIR`, else the system temp directory.

@@ -4,6 +4,8 @@
 //! padding, so every byte of a frame is checked and a frame from another segment (or op data
 //! that happens to look like a frame) never validates.
 
+use crate::le::{u32_at, u64_at};
+
 /// Bytes before the payload: len u32, crc u32, lsn u64, synced_lsn u64 (all little endian).
 pub const FRAME_HEADER_BYTES: usize = 24;
 /// Frames start on multiples of this, so recovery can look for later frames.
@@ -78,18 +80,6 @@ pub enum Decoded<'a> {
     Zero,
     /// Anything else: cut short, forged length, bad checksum.
     Bad(&'static str),
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut raw = [0u8; 4];
-    raw.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(raw)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut raw = [0u8; 8];
-    raw.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(raw)
 }
 
 /// Decodes the frame at the start of `bytes`, which runs to the end of the segment's data

@@ -1,6 +1,7 @@
 //! One segment file: a 64-byte header, 8-byte aligned frames, and (once sealed) a 40-byte footer
 //! in the last bytes of the preallocated file. See docs/format.md for the byte tables.
 
+use crate::le::{u32_at, u64_at};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,18 +38,6 @@ fn crc_without(bytes: &[u8], skip: std::ops::Range<usize>) -> u32 {
     hasher.update(&bytes[..skip.start]);
     hasher.update(&bytes[skip.end..]);
     hasher.finalize()
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut raw = [0u8; 8];
-    raw.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(raw)
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut raw = [0u8; 4];
-    raw.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(raw)
 }
 
 impl Header {

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
+use crate::le::{u32_at, u64_at};
 use crate::op::{OpId, Origin};
 
 /// Bytes of one op's entry in the `ops` table.
@@ -34,24 +35,6 @@ pub struct IndexEntry {
     pub content_hash: u64,
 }
 
-fn u64_at(raw: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&raw[at..at + 8]);
-    u64::from_le_bytes(b)
-}
-
-fn u32_at(raw: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&raw[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn id_at(raw: &[u8], at: usize) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&raw[at..at + 16]);
-    b
-}
-
 impl IndexEntry {
     /// origin 16 | seq | lsn | segment | offset | content hash | wall ms (u64 each) | counter u32.
     pub fn encode(&self) -> [u8; ENTRY_BYTES] {
@@ -68,7 +51,7 @@ impl IndexEntry {
 
     /// The inverse of [`IndexEntry::encode`].
     pub fn decode(op_id: OpId, raw: &[u8; ENTRY_BYTES]) -> IndexEntry {
-        let origin = Origin(id_at(raw, 0));
+        let origin = Origin(crate::le::array_at(raw, 0));
         IndexEntry {
             op_id,
             origin,
@@ -138,7 +121,7 @@ impl<'a> Run<'a> {
 
     /// The origin of every op in the run.
     pub fn origin(&self) -> Origin {
-        Origin(id_at(self.raw, 0))
+        Origin(crate::le::array_at(self.raw, 0))
     }
 
     /// Seq of the first op.
@@ -147,7 +130,7 @@ impl<'a> Run<'a> {
     }
 
     fn op_id(&self, i: usize) -> OpId {
-        OpId(id_at(self.raw, RUN_HEADER_BYTES + i * RUN_OP_BYTES))
+        OpId(crate::le::array_at(self.raw, RUN_HEADER_BYTES + i * RUN_OP_BYTES))
     }
 
     /// The i-th op's entry.
