@@ -18,8 +18,11 @@ pub const DECODE_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX as usize;
 pub const GROUP_RECORDS_MAX: usize = 64 * 1024;
 /// Largest frame buffer the writer keeps allocated between batches.
 pub const BUFFER_BYTES_KEPT: usize = 16 * 1024 * 1024;
-/// Ops indexed with non-durable redb commits before a durable one bounds catch-up on open.
-pub const INDEX_DURABLE_EVERY_OPS: u64 = 8192;
+/// Ops indexed with non-durable redb commits before a durable one: bounds the catch-up on open
+/// after a crash (262,144 records replay in about 0.5 s). A durable redb commit also rewrites
+/// allocator state that grows with the file, so doing it every 8192 ops cost the append up to
+/// 40 % at 1024 ops per sync once the index had grown.
+pub const INDEX_DURABLE_EVERY_OPS: u64 = 262_144;
 /// Durable ops waiting for the indexer before appenders are made to wait (backpressure).
 pub const INFLIGHT_OPS_MAX: usize = 256 * 1024;
 /// Fewest consecutive ops stored as one run entry in the index (fewer get an entry each).
