@@ -23,6 +23,8 @@ pub const BUFFER_BYTES_KEPT: usize = 16 * 1024 * 1024;
 /// allocator state that grows with the file, so doing it every 8192 ops cost the append up to
 /// 40 % at 1024 ops per sync once the index had grown.
 pub const INDEX_DURABLE_EVERY_OPS: u64 = 262_144;
+/// Capacity the in-flight maps keep once drained.
+pub const INFLIGHT_OPS_KEPT: usize = 16 * 1024;
 /// Durable ops waiting for the indexer before appenders are made to wait (backpressure).
 pub const INFLIGHT_OPS_MAX: usize = 256 * 1024;
 /// Fewest consecutive ops stored as one run entry in the index (fewer get an entry each).

@@ -10,7 +10,8 @@ use crate::hlc::{Clock, Hlc, SystemTime, TimeSource};
 use crate::index::{Index, IndexEntry};
 use crate::indexer::IndexQueue;
 use crate::limits::{
-    HLC_DRIFT_MS_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    HLC_DRIFT_MS_MAX_DEFAULT, INFLIGHT_OPS_KEPT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
 };
 use crate::lock::DirLock;
 use crate::op::{IdMap, Op, OpDraft, OpId, Origin};
@@ -161,11 +162,22 @@ impl State {
     }
 
     /// Drops ops the indexer has committed from the in-flight set.
+    /// Shrinks the maps once they drain: after a backlog they would otherwise stay large and
+    /// sparse, and every later insert would miss the cache.
     pub(crate) fn forget_indexed(&mut self, entries: &[IndexEntry]) {
         for entry in entries {
             self.inflight.remove(&entry.op_id);
             self.inflight_seqs.remove(&(entry.origin, entry.seq));
         }
+        shrink_sparse(&mut self.inflight);
+        shrink_sparse(&mut self.inflight_seqs);
+    }
+}
+
+/// Gives memory back once a map is mostly empty (amortized: only when under 1/16 full).
+fn shrink_sparse<K: std::hash::Hash + Eq, V>(map: &mut IdMap<K, V>) {
+    if map.capacity() > INFLIGHT_OPS_KEPT && map.len() * 16 < map.capacity() {
+        map.shrink_to((map.len() * 2).max(INFLIGHT_OPS_KEPT));
     }
 }
 
