@@ -85,7 +85,7 @@ impl Wal {
             keep_through.unwrap_or(0).max(meta.indexed_lsn),
             keep_through,
         )?;
-        state.segments = recovered.segments.iter().map(|s| s.base_lsn).collect();
+        state.segments = recovered.segments;
         state.torn = recovered.torn;
         state.corruption = recovered.corruption.clone();
         state.durable_lsn = recovered.last_lsn;

@@ -16,17 +16,6 @@ use crate::segment::{
 };
 use crate::storage::{Storage, read_exact_at};
 
-/// A segment found on disk.
-#[derive(Debug, Clone)]
-pub struct SegmentInfo {
-    /// LSN of its first record.
-    pub base_lsn: u64,
-    /// Its path.
-    pub path: PathBuf,
-    /// Its footer when sealed.
-    pub footer: Option<Footer>,
-}
-
 /// A torn tail that recovery cut off.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TornTail {
@@ -43,8 +32,8 @@ pub struct TornTail {
 /// What recovery found.
 #[derive(Debug)]
 pub struct Recovered {
-    /// Every segment, in LSN order.
-    pub segments: Vec<SegmentInfo>,
+    /// Every segment's base LSN, in order.
+    pub segments: Vec<u64>,
     /// The unsealed last segment, positioned after its last valid frame.
     pub active: Option<ActiveSegment>,
     /// LSN of the last record (0 for an empty log).
@@ -204,7 +193,7 @@ pub fn recover(
                 }
             },
         }
-        out.segments.push(SegmentInfo { base_lsn: base, path, footer });
+        out.segments.push(base);
     }
     if out.last_lsn < known_durable_lsn && out.corruption.is_none() {
         out.corruption = Some(Location {

@@ -405,12 +405,6 @@ impl Wal {
         }
     }
 
-    /// A new HLC stamp from this log's clock.
-    pub fn now(&self) -> Hlc {
-        let physical = self.inner.config.time.now_ms();
-        lock(&self.inner.state).clock.now(physical)
-    }
-
     /// Appends one local op; returns once it is durable (or was already present).
     pub fn append(&self, draft: OpDraft) -> Result<Appended> {
         let mut out = self.submit(vec![Item::Local(draft)])?;
