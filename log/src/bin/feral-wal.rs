@@ -129,8 +129,16 @@ fn append(
     first_error.map_or(Ok(()), Err)
 }
 
+/// Opens an existing log for reading commands; they never create one.
+fn open_existing(dir: &PathBuf) -> Result<Wal, Error> {
+    if !dir.join(feral_log::wal::WAL_DIR).is_dir() {
+        return Err(Error::InvalidConfig(format!("no log at {}", dir.display())));
+    }
+    open(dir, SEGMENT_BYTES_DEFAULT)
+}
+
 fn check(dir: &PathBuf, json: bool) -> Result<u8, Error> {
-    let wal = open(dir, SEGMENT_BYTES_DEFAULT)?;
+    let wal = open_existing(dir)?;
     let report = wal.check();
     if json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -148,7 +156,7 @@ fn check(dir: &PathBuf, json: bool) -> Result<u8, Error> {
 }
 
 fn dump(dir: &PathBuf, json: bool) -> Result<(), Error> {
-    let wal = open(dir, SEGMENT_BYTES_DEFAULT)?;
+    let wal = open_existing(dir)?;
     wal.scan(1, &mut |record| {
         let op = &record.op;
         if json {
