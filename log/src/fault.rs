@@ -173,6 +173,10 @@ impl StorageFile for FaultFile {
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }
+
+    fn drop_cache(&self) {
+        self.inner.drop_cache();
+    }
 }
 
 impl Storage for FaultStorage {

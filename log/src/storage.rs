@@ -21,6 +21,9 @@ pub trait StorageFile: Send + Sync + Debug {
     fn allocate(&self, len: u64) -> io::Result<()>;
     /// The file's current length.
     fn len(&self) -> io::Result<u64>;
+    /// Tells the kernel the file's cached pages will not be needed soon (they are clean once
+    /// synced). Only a hint: errors are ignored.
+    fn drop_cache(&self) {}
     /// True when the file is empty.
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
@@ -79,6 +82,11 @@ impl StorageFile for FsFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+
+    fn drop_cache(&self) {
+        // SAFETY: the descriptor is owned by `self.0` and open for the duration of the call.
+        let _ = unsafe { libc::posix_fadvise(self.0.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
 }
 
