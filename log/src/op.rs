@@ -298,8 +298,8 @@ fn mix(hash: u64, bytes: &[u8]) -> u64 {
     let mut hash = if bytes.len() >= 32 {
         let mut lanes = [hash, hash ^ 1, hash ^ 2, hash ^ 3];
         for block in &mut blocks {
-            for (i, lane) in lanes.iter_mut().enumerate() {
-                *lane = mix_word(*lane, word_at(&block[i * 8..]));
+            for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+                *lane = mix_word(*lane, word_at(word));
             }
         }
         lanes.iter().fold(0, |acc, lane| mix_word(acc, *lane))
@@ -310,8 +310,12 @@ fn mix(hash: u64, bytes: &[u8]) -> u64 {
     for word in &mut words {
         hash = mix_word(hash, word_at(word));
     }
-    for byte in words.remainder() {
-        hash = mix_word(hash, u64::from(*byte));
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        // The last 1–7 bytes as one zero-padded word (callers mix in each part's length).
+        let mut raw = [0u8; 8];
+        raw[..rest.len()].copy_from_slice(rest);
+        hash = mix_word(hash, u64::from_le_bytes(raw));
     }
     hash
 }
