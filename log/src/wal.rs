@@ -167,7 +167,12 @@ impl State {
     pub(crate) fn forget_indexed(&mut self, entries: &[IndexEntry]) {
         for entry in entries {
             self.inflight.remove(&entry.op_id);
-            self.inflight_seqs.remove(&(entry.origin, entry.seq));
+        }
+        // Only received ops are in the seq map; local appends leave it empty.
+        if !self.inflight_seqs.is_empty() {
+            for entry in entries {
+                self.inflight_seqs.remove(&(entry.origin, entry.seq));
+            }
         }
         shrink_sparse(&mut self.inflight);
         shrink_sparse(&mut self.inflight_seqs);
