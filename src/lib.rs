@@ -1,2 +1,15 @@
-//! feral-memory: the library facade (the `Node` lands with the [store] issue).
+//! feral-memory: an event-sourced, replicated long-term memory store. The `Node` facade owns
+//! one data directory's log, index and episodes projection; `feral-node` is its command line.
+
+pub mod backup;
+pub mod error;
+pub mod identity;
+pub mod node;
+pub mod report;
+
+pub use error::{Error, Result};
 pub use feral_log as log;
+pub use feral_materializer as materializer;
+pub use identity::NodeId;
+pub use node::{EpisodeView, Node};
+pub use report::{CheckReport, NodeStatus};

@@ -2,6 +2,9 @@
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::limits::DECODE_BYTES_MAX;
 use crate::op::Op;
 
@@ -32,6 +35,22 @@ pub fn decode_op(bytes: &[u8]) -> Result<Op, String> {
         return Err(format!("{} trailing bytes after the op", bytes.len() - used));
     }
     Ok(op)
+}
+
+/// Encodes any other stored value (the materializer's rows) with the same configuration.
+pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
+    // As for ops: plain types into a Vec cannot fail.
+    bincode::serde::encode_to_vec(value, config()).unwrap_or_default()
+}
+
+/// Decodes a stored value under the same size limit; trailing bytes are refused.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, used): (T, usize) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!("{} trailing bytes after the value", bytes.len() - used));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -145,6 +145,19 @@ impl Wal {
         (durable, entries, None)
     }
 
+    /// Creates the first segment of an empty log at open, so the segment size chosen when the
+    /// store is created holds for its life (later opens take it from the newest segment). A
+    /// failure is left to the first append, which retries and reports it.
+    pub(crate) fn start_first_segment(&self, state: &State) {
+        let mut writer = lock(&self.inner.writer);
+        if writer.active.is_some() || !state.segments.is_empty() || state.pause.is_some() {
+            return;
+        }
+        if let Err((_, error)) = self.roll(&mut writer, &mut Vec::new(), &mut 0, state.next_lsn) {
+            tracing::warn!(%error, "could not create the first segment; the first append retries");
+        }
+    }
+
     /// Seals the full active segment (writing what is buffered first) and creates the next one,
     /// whose first record will be `next_lsn`.
     fn roll(

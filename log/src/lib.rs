@@ -19,6 +19,7 @@ pub mod read;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod snapshot;
 pub mod storage;
 pub mod wal;
 
@@ -27,5 +28,6 @@ pub use error::{Error, Location, Result};
 pub use hlc::{Clock, Hlc, SystemTime, TimeSource};
 pub use op::{Op, OpDraft, OpId, OpKind, Origin};
 pub use read::Record;
+pub use snapshot::{Snapshot, SnapshotFile};
 pub use storage::{FsStorage, Storage, StorageFile};
 pub use wal::{Appended, Config, Lsn, Pause, PauseKind, Status, Wal};

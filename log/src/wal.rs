@@ -358,6 +358,7 @@ impl Wal {
         let wal = Wal { inner: Arc::new(Inner { core, thread: Some(thread) }) };
         let mut state = lock(&wal.inner.state);
         wal.load(&mut state, None)?;
+        wal.start_first_segment(&state);
         state.leader = false;
         drop(state);
         Ok(wal)

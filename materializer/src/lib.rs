@@ -1,1 +1,13 @@
-//! feral-materializer: projects the `episodes` table from the log (lands with the [store] issue).
+//! feral-materializer: projects the `episodes` table from the log into redb, exactly once and
+//! last-writer-wins, and computes the canonical dump and digest of a store.
+
+pub mod digest;
+pub mod episode;
+pub mod error;
+pub mod limits;
+pub mod projection;
+
+pub use digest::{Digest, digest, dump};
+pub use episode::{Episode, FieldError, TABLE};
+pub use error::{Error, Result};
+pub use projection::{Materializer, PROJECTION_FILE, ProjectionStats, Row};

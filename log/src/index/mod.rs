@@ -59,6 +59,17 @@ fn guarded<T>(suspect: &AtomicBool, f: impl FnOnce() -> Result<T>) -> Result<T> 
 
 /// `f`, with a panic turned into [`Error::IndexCorruption`].
 fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_redb_panic(f, |what| {
+        Error::IndexCorruption(format!("redb panicked reading the index: {what}"))
+    })
+}
+
+/// Runs `f`, turning a panic (redb can panic on a damaged file) into the error `on_panic`
+/// makes from the panic's message. Shared with the materializer's redb file.
+pub fn catch_redb_panic<T, E>(
+    f: impl FnOnce() -> std::result::Result<T, E>,
+    on_panic: impl FnOnce(String) -> E,
+) -> std::result::Result<T, E> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => {
@@ -67,7 +78,7 @@ fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::IndexCorruption(format!("redb panicked reading the index: {what}")))
+            Err(on_panic(what))
         }
     }
 }
@@ -221,11 +232,6 @@ impl Index {
             && txn.open_table(SEQ_RUNS).is_ok()
             && txn.open_table(HEADS).is_ok()
             && txn.open_table(META).is_ok())
-    }
-
-    /// The shared redb handle (the materializer keeps its tables in the same file).
-    pub fn database(&self) -> &Database {
-        &self.db
     }
 
     /// Progress markers.

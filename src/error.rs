@@ -1,0 +1,99 @@
+//! Failures of the node facade, with the stable codes the CLI and the API report.
+
+use std::path::{Path, PathBuf};
+
+pub use feral_materializer::FieldError;
+
+/// Every failure the `Node` reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] feral_log::Error),
+    /// The episodes projection failed.
+    #[error(transparent)]
+    Projection(feral_materializer::Error),
+    /// An episode document failed validation.
+    #[error("invalid episode: {0}")]
+    Invalid(#[from] FieldError),
+    /// The node is paused after a fault; free space or repair, then resume.
+    #[error("node is paused ({reason}); free space or repair, then resume")]
+    Paused {
+        /// Code of the fault behind the pause (`disk_full`, `io_error`, `corruption`…).
+        code: &'static str,
+        /// What happened.
+        reason: String,
+    },
+    /// The node key could not be read or created.
+    #[error("node identity: {0}")]
+    Identity(String),
+    /// A backup could not be taken or restored (the message says why and where).
+    #[error("backup: {0}")]
+    Backup(String),
+    /// The device is full.
+    #[error("disk full under {path}: {source}")]
+    DiskFull {
+        /// The file or directory the failing call touched.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another I/O failure.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The file or directory the failing call touched.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl From<feral_materializer::Error> for Error {
+    fn from(e: feral_materializer::Error) -> Error {
+        match e {
+            feral_materializer::Error::Log(e) => Error::Log(e),
+            feral_materializer::Error::Invalid(e) => Error::Invalid(e),
+            other => Error::Projection(other),
+        }
+    }
+}
+
+impl Error {
+    /// Classifies an I/O error (ENOSPC and EDQUOT become `DiskFull`).
+    pub fn io(path: &Path, source: std::io::Error) -> Error {
+        if feral_log::error::is_disk_full(&source) {
+            Error::DiskFull { path: path.to_path_buf(), source }
+        } else {
+            Error::Io { path: path.to_path_buf(), source }
+        }
+    }
+
+    /// The stable code: `disk_full`, `wal_corruption`, `index_corruption`,
+    /// `episodes_corruption`, `invalid_episode`, `locked`, …
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Log(e) => e.code(),
+            Error::Projection(e) => e.code(),
+            Error::Invalid(_) => "invalid_episode",
+            Error::Paused { code, .. } => code,
+            Error::Identity(_) => "identity_error",
+            Error::Backup(_) => "backup_error",
+            Error::DiskFull { .. } => "disk_full",
+            Error::Io { .. } => "io_error",
+        }
+    }
+
+    /// True when the cause is a full device.
+    pub fn is_disk_full(&self) -> bool {
+        self.code() == "disk_full"
+    }
+
+    /// True when the cause is damaged data.
+    pub fn is_corruption(&self) -> bool {
+        self.code().ends_with("corruption")
+            || matches!(self, Error::Paused { code: "corruption", .. })
+    }
+}
+
+/// Result with the node's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,373 @@
+//! `feral-node`: the command line of one feral-memory store (init, append, read, check,
+//! resume, rebuild, digest, backup, restore). Exit codes: 0 ok, 1 other failure, 2 usage,
+//! 65 data corruption, 75 disk full. Every error is one line on stderr.
+
+mod cli_append;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use feral_log::Config;
+use feral_memory::{CheckReport, Error, Node, backup};
+use serde::Serialize;
+
+/// Exit status for damaged data (EX_DATAERR).
+const EXIT_CORRUPTION: u8 = 65;
+/// Exit status for a full disk (EX_TEMPFAIL: free space and retry).
+const EXIT_DISK_FULL: u8 = 75;
+
+#[derive(Debug, Parser)]
+#[command(name = "feral-node", version, about = "An assistant's long-term memory store")]
+struct Cli {
+    /// Data directory (default: $FERAL_DATA_DIR, else the platform data directory).
+    #[arg(long, global = true, env = "FERAL_DATA_DIR")]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the store (log, index, projection, node key); harmless when it exists.
+    Init {
+        /// Segment size in bytes (a multiple of 4096), fixed when the store is created.
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+    },
+    /// Append episodes: one JSON object per line on stdin (or --file); an optional "op_id" of
+    /// 32 hex characters makes a retry idempotent. Prints one line per op: op_id and hlc.
+    Append {
+        /// Read from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Append nothing if any line is refused.
+        #[arg(long)]
+        strict: bool,
+        /// One JSON object per op instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List episodes, newest first.
+    Episodes {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one episode.
+    Get {
+        /// Episode id.
+        id: String,
+        /// JSON output (one line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an episode (a tombstone that also wins over older inserts arriving later).
+    Delete {
+        /// Episode id.
+        id: String,
+        /// A caller-chosen op_id (32 hex characters) so a retry is idempotent.
+        #[arg(long)]
+        op_id: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the node's state.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify every record, footer, the index and the projection (exit 65 when damaged).
+    Check {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-verify after a fault (disk full, failed sync, restore) and clear the pause.
+    Resume {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recreate the index and the projection from the log alone.
+    Rebuild {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The canonical SHA-256 digest of ops and episodes (equal on stores holding equal ops).
+    Digest {
+        /// JSON object with both halves and counts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The canonical dump: one JSON line per op, by (origin, seq), then per episode row.
+    Dump,
+    /// Back the store up into an empty directory while it stays usable.
+    Backup {
+        /// Target directory (absent or empty).
+        #[arg(long)]
+        to: PathBuf,
+        /// JSON output (the manifest).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into --data (absent or empty; --force moves an existing one aside).
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Move an existing store aside instead of refusing.
+        #[arg(long)]
+        force: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure with its exit status.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let status = if e.is_disk_full() {
+            EXIT_DISK_FULL
+        } else if e.is_corruption() {
+            EXIT_CORRUPTION
+        } else {
+            1
+        };
+        Failure { status, message: e.to_string() }
+    }
+}
+
+fn fail(status: u8, message: impl Into<String>) -> Failure {
+    Failure { status, message: message.into() }
+}
+
+type Outcome = Result<u8, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data = match cli.data.clone().or_else(default_data_dir) {
+        Some(dir) => dir,
+        None => {
+            eprintln!("feral-node: error: no data directory: pass --data or set FERAL_DATA_DIR");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command, &data) {
+        Ok(status) => ExitCode::from(status),
+        Err(f) => {
+            eprintln!("feral-node: error: {}: {}", data.display(), f.message);
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/feral-memory`, else `~/.local/share/feral-memory`
+/// (`~/Library/Application Support/feral-memory` on macOS).
+fn default_data_dir() -> Option<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(xdg).join("feral-memory"));
+    }
+    let home = PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?);
+    if cfg!(target_os = "macos") {
+        return Some(home.join("Library/Application Support/feral-memory"));
+    }
+    Some(home.join(".local/share/feral-memory"))
+}
+
+fn open(data: &Path) -> Result<Node, Failure> {
+    if !data.join(feral_log::wal::ORIGIN_FILE).exists() {
+        return Err(fail(1, "no store here; run `feral-node init` first"));
+    }
+    Ok(Node::open(data, Config::default())?)
+}
+
+fn print_json(value: &impl Serialize, pretty: bool) -> Outcome {
+    let text =
+        if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
+    println!("{}", text.map_err(|e| fail(1, e.to_string()))?);
+    Ok(0)
+}
+
+fn run(command: Command, data: &Path) -> Outcome {
+    match command {
+        Command::Init { segment_bytes } => init(data, segment_bytes),
+        Command::Append { file, strict, json } => {
+            let node = open(data)?;
+            let status = cli_append::run(&node, file.as_deref(), strict, json)?;
+            node.close()?;
+            Ok(status)
+        }
+        Command::Episodes { limit, session, json } => {
+            let node = open(data)?;
+            let list = node.episodes(limit, session.as_deref())?;
+            if json {
+                return print_json(&list, false);
+            }
+            for e in &list {
+                let e = &e.episode;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    e.id, e.session_id, e.created_at, e.event_type, e.summary
+                );
+            }
+            Ok(0)
+        }
+        Command::Get { id, json } => {
+            let node = open(data)?;
+            match node.episode(&id)? {
+                Some(view) => print_json(&view, !json),
+                None => Err(fail(1, format!("episode {id:?} not found"))),
+            }
+        }
+        Command::Delete { id, op_id, json } => {
+            let node = open(data)?;
+            let op_id =
+                op_id.map(|t| feral_log::OpId::parse(&t)).transpose().map_err(Error::from)?;
+            let done = node.delete_episode(&id, op_id)?;
+            node.close()?;
+            let line = cli_append::AppendedLine::new(None, &done);
+            if json {
+                return print_json(&line, false);
+            }
+            println!("{}", line.text());
+            Ok(0)
+        }
+        Command::Status { json } => {
+            let node = open(data)?;
+            print_json(&node.status(), !json)
+        }
+        Command::Check { json } => {
+            let node = open(data)?;
+            report(&node.check(), json)
+        }
+        Command::Resume { json } => {
+            let node = open(data)?;
+            let outcome = report(&node.resume(), json);
+            node.close()?;
+            outcome
+        }
+        Command::Rebuild { json } => {
+            let node = open(data)?;
+            let (indexed, projected) = node.rebuild()?;
+            node.close()?;
+            #[derive(Serialize)]
+            struct Rebuilt {
+                ops_indexed_through_lsn: u64,
+                ops_projected: usize,
+            }
+            let out = Rebuilt { ops_indexed_through_lsn: indexed, ops_projected: projected };
+            if json {
+                return print_json(&out, false);
+            }
+            println!("index rebuilt through LSN {indexed}; {projected} ops projected");
+            Ok(0)
+        }
+        Command::Digest { json } => {
+            let node = open(data)?;
+            let digest = node.digest()?;
+            if json {
+                return print_json(&digest, false);
+            }
+            println!("{}", digest.digest);
+            Ok(0)
+        }
+        Command::Dump => {
+            let node = open(data)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            node.dump(&mut out)?;
+            std::io::Write::flush(&mut out).map_err(|e| fail(1, e.to_string()))?;
+            Ok(0)
+        }
+        Command::Backup { to, json } => {
+            let node = open(data)?;
+            let manifest = node.backup(&to)?;
+            if json {
+                return print_json(&manifest, false);
+            }
+            let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+            println!(
+                "backed up {} files ({bytes} bytes, through LSN {}) to {}",
+                manifest.files.len(),
+                manifest.durable_lsn,
+                to.display()
+            );
+            Ok(0)
+        }
+        Command::Restore { from, force, json } => {
+            let restored = backup::restore(&from, data, force, Config::default())?;
+            if json {
+                return print_json(&restored, false);
+            }
+            println!(
+                "restored {} into {} with new origin {}",
+                from.display(),
+                data.display(),
+                restored.origin
+            );
+            if let Some(aside) = &restored.moved_aside {
+                println!("the previous directory was moved to {}", aside.display());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn init(data: &Path, segment_bytes: Option<u64>) -> Outcome {
+    let existed = data.join(feral_log::wal::ORIGIN_FILE).exists();
+    let mut config = Config::default();
+    if let Some(bytes) = segment_bytes {
+        config.segment_bytes = bytes;
+    }
+    let node = Node::open(data, config)?;
+    let (id, origin) = (node.node_id(), node.wal().origin());
+    node.close()?;
+    let verb = if existed { "already initialised" } else { "initialised" };
+    println!("{verb} {} (node id {id}, origin {origin})", data.display());
+    if existed && segment_bytes.is_some() {
+        eprintln!("feral-node: note: --segment-bytes only applies when a store is created");
+    }
+    Ok(0)
+}
+
+/// Prints a check report; exit 0 when ok, 65 when damaged, 1 when a part could not be read.
+fn report(report: &CheckReport, json: bool) -> Outcome {
+    if json {
+        print_json(report, false)?;
+    } else if report.ok {
+        println!(
+            "ok: {} records in {} segments verified; index and episodes ok",
+            report.records, report.segments
+        );
+    } else {
+        print_json(report, true)?;
+    }
+    Ok(match report.error.as_deref() {
+        None => 0,
+        Some(code) if code.ends_with("corruption") => EXIT_CORRUPTION,
+        Some(_) => 1,
+    })
+}

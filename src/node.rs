@@ -1,0 +1,386 @@
+//! `Node`: the log, its index and the episodes projection of one data directory, behind one
+//! facade. Appends go to the log first (durable), then to the projection; the projection never
+//! runs ahead of the log and catches up from it after any fault.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use feral_log::{Appended, Config, Lsn, Op, OpDraft, OpId, OpKind, TimeSource, Wal};
+use feral_materializer::{Episode, Materializer, PROJECTION_FILE, Row, TABLE};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::identity::{self, NodeId};
+use crate::report::{CheckReport, NodeStatus};
+
+/// What stopped the projection; writes are refused until `resume()`.
+#[derive(Debug, Clone)]
+pub(crate) struct Fault {
+    pub(crate) code: &'static str,
+    pub(crate) reason: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct ProjectionSlot {
+    pub(crate) mat: Option<Materializer>,
+    pub(crate) fault: Option<Fault>,
+}
+
+/// An episode as read back: the document, and the op that wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpisodeView {
+    /// The document.
+    #[serde(flatten)]
+    pub episode: Episode,
+    /// HLC of the op that wrote it.
+    pub hlc: String,
+    /// That op's id.
+    pub op_id: String,
+}
+
+impl EpisodeView {
+    fn from_row(row: Row) -> Option<EpisodeView> {
+        let episode = row.episode?;
+        Some(EpisodeView { episode, hlc: row.hlc.to_string(), op_id: row.op_id.to_string() })
+    }
+}
+
+/// One data directory, open.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) dir: PathBuf,
+    pub(crate) wal: Wal,
+    pub(crate) projection: Mutex<ProjectionSlot>,
+    pub(crate) node_id: NodeId,
+    pub(crate) key: rcgen::KeyPair,
+    pub(crate) time: Arc<dyn TimeSource>,
+}
+
+impl Node {
+    /// Opens (creating if needed) the store in `dir`: takes the directory lock, recovers the
+    /// log, loads or creates the node key, and catches the projection up. Damage does not fail
+    /// the open: the node opens paused and [`Node::check`] says where.
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Node> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let time = config.time.clone();
+        let wal = Wal::open(&dir, config)?;
+        let (key, node_id) = identity::load_or_create(&dir)?;
+        let slot = attach(&wal, &dir.join(PROJECTION_FILE), false);
+        Ok(Node { dir, wal, projection: Mutex::new(slot), node_id, key, time })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The node id (hash of the node key's public key).
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The node key (the transport's certificates are issued for it).
+    pub fn key(&self) -> &rcgen::KeyPair {
+        &self.key
+    }
+
+    /// The log, for readers that need it directly (sync, tools).
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    pub(crate) fn slot(&self) -> MutexGuard<'_, ProjectionSlot> {
+        self.projection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_s(&self) -> f64 {
+        self.time.now_ms() as f64 / 1000.0
+    }
+
+    /// Refuses writes while the projection is stopped (the log refuses by itself when paused).
+    fn writable(&self) -> Result<()> {
+        match &self.slot().fault {
+            Some(fault) => Err(Error::Paused { code: fault.code, reason: fault.reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Validates an episode document (`created_at` defaults to now) and appends it.
+    pub fn append_episode(&self, doc: &Value, op_id: Option<OpId>) -> Result<Appended> {
+        let episode = Episode::from_input(doc, self.now_s())?;
+        let mut out = self.append_episodes(vec![(episode, op_id)])?;
+        out.pop().ok_or_else(|| Error::Backup("append returned no result".into()))
+    }
+
+    /// Appends validated episodes in one group commit (all or nothing).
+    pub fn append_episodes(&self, episodes: Vec<(Episode, Option<OpId>)>) -> Result<Vec<Appended>> {
+        let drafts = episodes
+            .into_iter()
+            .map(|(e, op_id)| OpDraft {
+                op_id,
+                table: TABLE.to_string(),
+                row_id: e.id.clone(),
+                kind: OpKind::Insert,
+                data: e.to_data(),
+            })
+            .collect();
+        self.append_ops(drafts)
+    }
+
+    /// Deletes an episode: a tombstone that also blocks older inserts arriving later.
+    pub fn delete_episode(&self, id: &str, op_id: Option<OpId>) -> Result<Appended> {
+        let draft = OpDraft {
+            op_id,
+            table: TABLE.into(),
+            row_id: id.into(),
+            kind: OpKind::Delete,
+            data: vec![],
+        };
+        let mut out = self.append_ops(vec![draft])?;
+        out.pop().ok_or_else(|| Error::Backup("delete returned no result".into()))
+    }
+
+    /// Appends generic ops (any table; `episodes` inserts must hold a valid episode), durably,
+    /// in one group commit, then projects them.
+    pub fn append_ops(&self, drafts: Vec<OpDraft>) -> Result<Vec<Appended>> {
+        for d in &drafts {
+            if d.table == TABLE && d.kind == OpKind::Insert {
+                let episode = Episode::from_data(&d.data)?;
+                if episode.id != d.row_id {
+                    return Err(Error::Invalid(feral_materializer::FieldError {
+                        field: "id".into(),
+                        reason: format!("differs from the row id {:?}", d.row_id),
+                    }));
+                }
+            }
+        }
+        self.writable()?;
+        let kept: Vec<(String, String, OpKind, Vec<u8>)> = drafts
+            .iter()
+            .map(|d| (d.table.clone(), d.row_id.clone(), d.kind, d.data.clone()))
+            .collect();
+        let appended = self.wal.append_batch(drafts)?;
+        let new: Vec<(Lsn, Op)> = appended
+            .iter()
+            .zip(kept)
+            .filter(|(a, _)| !a.duplicate)
+            .map(|(a, (table, row_id, kind, data))| {
+                let op = Op {
+                    op_id: a.op_id,
+                    origin: a.origin,
+                    seq: a.seq,
+                    hlc: a.hlc,
+                    table,
+                    row_id,
+                    kind,
+                    data,
+                };
+                (a.lsn, op)
+            })
+            .collect();
+        self.project(new, appended.iter().map(|a| a.lsn).max().unwrap_or(0));
+        Ok(appended)
+    }
+
+    /// Takes ops received from a peer (their origin, seq and HLC kept). Returns how many were
+    /// new; ops already held are not written again.
+    pub fn ingest(&self, ops: Vec<Op>) -> Result<usize> {
+        self.writable()?;
+        let kept = ops.clone();
+        let appended = self.wal.ingest(ops)?;
+        let max = appended.iter().map(|a| a.lsn).max().unwrap_or(0);
+        let new: Vec<(Lsn, Op)> = appended
+            .iter()
+            .zip(kept)
+            .filter(|(a, _)| !a.duplicate)
+            .map(|(a, op)| (a.lsn, op))
+            .collect();
+        let count = new.len();
+        self.project(new, max);
+        Ok(count)
+    }
+
+    /// Applies newly logged ops to the projection, or catches it up from the log when another
+    /// writer's ops come first. A failure stops the projection (the ops stay in the log).
+    fn project(&self, new: Vec<(Lsn, Op)>, max_lsn: Lsn) {
+        let mut slot = self.slot();
+        if slot.fault.is_some() {
+            return;
+        }
+        let Some(mat) = slot.mat.as_ref() else { return };
+        let outcome = match mat.apply(new.iter().map(|(lsn, op)| (*lsn, op))) {
+            Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(&self.wal).map(|_| ()),
+            Err(e) => Err(e),
+            Ok(_) => match mat.applied_lsn() {
+                Ok(applied) if applied < max_lsn => mat.catch_up(&self.wal).map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = outcome {
+            stop_projection(&mut slot, &self.dir, e);
+        }
+    }
+
+    /// The live episode with this id.
+    pub fn episode(&self, id: &str) -> Result<Option<EpisodeView>> {
+        let slot = self.slot();
+        let mat = readable(&slot)?;
+        Ok(mat.get(id)?.and_then(EpisodeView::from_row))
+    }
+
+    /// Live episodes, newest first, at most `limit`, optionally of one session.
+    pub fn episodes(&self, limit: usize, session: Option<&str>) -> Result<Vec<EpisodeView>> {
+        let slot = self.slot();
+        let mat = readable(&slot)?;
+        Ok(mat.list(limit, session)?.into_iter().filter_map(EpisodeView::from_row).collect())
+    }
+
+    /// The canonical digest of the store's ops and episodes.
+    pub fn digest(&self) -> Result<feral_materializer::Digest> {
+        let slot = self.slot();
+        let mat = readable(&slot)?;
+        mat.catch_up(&self.wal)?;
+        Ok(feral_materializer::digest(&self.wal, mat)?)
+    }
+
+    /// Writes the canonical dump (ops by (origin, seq), then rows by id).
+    pub fn dump(&self, out: &mut dyn std::io::Write) -> Result<()> {
+        let slot = self.slot();
+        let mat = readable(&slot)?;
+        mat.catch_up(&self.wal)?;
+        Ok(feral_materializer::dump(&self.wal, mat, out)?)
+    }
+
+    /// True when writes are refused (log paused or projection stopped).
+    pub fn io_paused(&self) -> bool {
+        self.wal.io_paused() || self.slot().fault.is_some()
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus::collect(self)
+    }
+
+    /// The integrity check (SPEC 7 shape): log, index and projection. Never fails.
+    pub fn check(&self) -> CheckReport {
+        let log = self.wal.check();
+        let episodes = self.check_projection();
+        CheckReport::from_parts(log, episodes)
+    }
+
+    fn check_projection(&self) -> Result<(), feral_materializer::Error> {
+        let mut slot = self.slot();
+        let durable = self.wal.durable_lsn();
+        match slot.mat.as_mut() {
+            Some(mat) => mat.check(durable),
+            None => Err(feral_materializer::Error::Projection(
+                slot.fault.as_ref().map_or("not open".into(), |f| f.reason.clone()),
+            )),
+        }
+    }
+
+    /// Re-verifies the log (rebuilding an untrusted index), reopens the projection (rebuilding
+    /// it from the log when it is damaged), catches it up, and clears the pause if all of it
+    /// checks out. Returns the check report.
+    pub fn resume(&self) -> CheckReport {
+        let log = self.wal.resume();
+        {
+            let mut slot = self.slot();
+            slot.mat = None; // a handle that saw an I/O error stays failed until reopened
+            *slot = attach(&self.wal, &self.dir.join(PROJECTION_FILE), false);
+            if slot.fault.as_ref().is_some_and(|f| f.code.ends_with("corruption")) || {
+                let durable = self.wal.durable_lsn();
+                slot.mat.as_mut().is_some_and(|m| m.check(durable).is_err())
+            } {
+                tracing::warn!("episodes projection not trusted; rebuilding it from the log");
+                slot.mat = None;
+                *slot = attach(&self.wal, &self.dir.join(PROJECTION_FILE), true);
+            }
+        }
+        let episodes = self.check_projection();
+        let report = CheckReport::from_parts(log, episodes);
+        if !report.ok {
+            let mut slot = self.slot();
+            if slot.fault.is_none() && report.episodes != feral_log::PartStatus::Ok {
+                slot.fault =
+                    Some(Fault { code: "corruption", reason: "integrity check failed".into() });
+            }
+        }
+        report
+    }
+
+    /// Recreates the index and the projection from the log alone. Returns (ops indexed, ops
+    /// projected).
+    pub fn rebuild(&self) -> Result<(u64, usize)> {
+        let indexed = self.wal.rebuild()?;
+        let mut slot = self.slot();
+        slot.mat = None;
+        let mat = Materializer::recreate(&self.dir.join(PROJECTION_FILE))?;
+        let applied = mat.catch_up(&self.wal)?;
+        *slot = ProjectionSlot { mat: Some(mat), fault: None };
+        Ok((indexed, applied))
+    }
+
+    /// Makes the index and projection durable and releases the directory.
+    pub fn close(self) -> Result<()> {
+        if let Some(mat) = self.slot().mat.as_ref() {
+            mat.flush()?;
+        }
+        let Node { wal, projection, .. } = self;
+        drop(projection);
+        wal.close()?;
+        Ok(())
+    }
+}
+
+/// Opens the projection (recreating it when `fresh`) and catches it up; a failure is kept as
+/// the slot's fault instead of failing the open.
+fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
+    let opened = if fresh { Materializer::recreate(path) } else { Materializer::open(path) };
+    let mut slot = ProjectionSlot { mat: None, fault: None };
+    match opened {
+        Ok(mat) => {
+            let caught_up = mat.catch_up(wal);
+            slot.mat = Some(mat);
+            if let Err(e) = caught_up {
+                // Log damage is the log's pause to report; the projection just waits for it.
+                if !matches!(e, feral_materializer::Error::Log(_)) {
+                    stop_projection(&mut slot, path, e);
+                }
+            }
+        }
+        Err(e) => stop_projection(&mut slot, path, e),
+    }
+    slot
+}
+
+/// Records a projection failure as the slot's fault. After an I/O error a redb handle fails
+/// every call until reopened, so the handle is reopened at once for reads.
+fn stop_projection(slot: &mut ProjectionSlot, at: &Path, e: feral_materializer::Error) {
+    tracing::error!(error = %e, path = %at.display(), "episodes projection stopped; resume() catches it up");
+    let code = if e.is_disk_full() {
+        "disk_full"
+    } else if matches!(e, feral_materializer::Error::Corruption(_)) {
+        "corruption"
+    } else {
+        "io_error"
+    };
+    slot.fault = Some(Fault { code, reason: e.to_string() });
+    if code == "disk_full"
+        && let Some(mat) = slot.mat.take()
+    {
+        let path = mat.path().to_path_buf();
+        drop(mat);
+        slot.mat = Materializer::open(&path).ok();
+    }
+}
+
+fn readable(slot: &ProjectionSlot) -> Result<&Materializer> {
+    slot.mat.as_ref().ok_or_else(|| {
+        let reason = slot.fault.as_ref().map_or("not open".to_string(), |f| f.reason.clone());
+        Error::Paused { code: "episodes_unavailable", reason }
+    })
+}

@@ -1,0 +1,140 @@
+//! The node's status snapshot and its integrity report (SPEC 7 shape, with the episodes part).
+
+use feral_log::check::IndexDetail;
+use feral_log::{IntegrityReport, Location, PartStatus, Pause};
+use feral_materializer::ProjectionStats;
+use serde::Serialize;
+
+use crate::node::Node;
+
+/// `{"ok":true,"wal":"ok","index":"ok","episodes":"ok"}`; on failure the failing part's code,
+/// a `<part>_detail` object and `error` (log before index before episodes). Never raises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// True when every part verified.
+    pub ok: bool,
+    /// The log.
+    pub wal: PartStatus,
+    /// The op_id index.
+    pub index: PartStatus,
+    /// The episodes projection.
+    pub episodes: PartStatus,
+    /// Where the log failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_detail: Option<Location>,
+    /// Why the index failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_detail: Option<IndexDetail>,
+    /// Why the projection failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub episodes_detail: Option<IndexDetail>,
+    /// `wal_corruption`, `wal_open_failed`, `index_corruption`, `index_open_failed`,
+    /// `episodes_corruption`, `episodes_open_failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Records verified.
+    pub records: u64,
+    /// Segments verified.
+    pub segments: u64,
+}
+
+impl CheckReport {
+    /// Combines the log's report with the projection's check.
+    pub fn from_parts(
+        log: IntegrityReport,
+        episodes: Result<(), feral_materializer::Error>,
+    ) -> CheckReport {
+        let (status, detail) = match episodes {
+            Ok(()) => (PartStatus::Ok, None),
+            Err(feral_materializer::Error::Corruption(reason)) => {
+                (PartStatus::Corruption, Some(IndexDetail { reason }))
+            }
+            Err(other) => (PartStatus::OpenFailed, Some(IndexDetail { reason: other.to_string() })),
+        };
+        let error = log.error.clone().or_else(|| match status {
+            PartStatus::Ok => None,
+            PartStatus::Corruption => Some("episodes_corruption".into()),
+            PartStatus::OpenFailed => Some("episodes_open_failed".into()),
+        });
+        CheckReport {
+            ok: error.is_none(),
+            wal: log.wal,
+            index: log.index,
+            episodes: status,
+            wal_detail: log.wal_detail,
+            index_detail: log.index_detail,
+            episodes_detail: detail,
+            error,
+            records: log.records,
+            segments: log.segments,
+        }
+    }
+}
+
+/// A status snapshot of a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// The node id (hash of the node key).
+    pub node_id: String,
+    /// This directory's writer incarnation.
+    pub origin: String,
+    /// The data directory.
+    pub data_dir: String,
+    /// True when writes are refused until `resume()`.
+    pub io_paused: bool,
+    /// Why: the log's pause, or the projection's fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
+    /// Why the projection stopped, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projection_fault: Option<String>,
+    /// Highest durable LSN.
+    pub durable_lsn: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of segment files on disk.
+    pub log_bytes: u64,
+    /// Highest contiguous seq per origin.
+    pub heads: std::collections::BTreeMap<String, u64>,
+    /// The latest HLC reached.
+    pub clock: String,
+    /// Remote stamps refused for drift.
+    pub drift_refusals: u64,
+    /// Projection counters.
+    pub projection: ProjectionStats,
+}
+
+impl NodeStatus {
+    pub(crate) fn collect(node: &Node) -> NodeStatus {
+        let log = node.wal.status();
+        let heads = node
+            .wal
+            .heads()
+            .map(|h| h.into_iter().map(|(o, s)| (o.to_string(), s)).collect())
+            .unwrap_or_default();
+        let (projection, fault) = {
+            let slot = node.slot();
+            let stats = slot.mat.as_ref().and_then(|m| m.stats().ok()).unwrap_or_default();
+            (stats, slot.fault.as_ref().map(|f| format!("{}: {}", f.code, f.reason)))
+        };
+        let wal_dir = node.dir.join(feral_log::wal::WAL_DIR);
+        let log_bytes = std::fs::read_dir(&wal_dir)
+            .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
+        NodeStatus {
+            node_id: node.node_id.to_string(),
+            origin: log.origin,
+            data_dir: node.dir.display().to_string(),
+            io_paused: log.pause.is_some() || fault.is_some(),
+            pause: log.pause,
+            projection_fault: fault,
+            durable_lsn: log.durable_lsn,
+            segments: log.segments,
+            log_bytes,
+            heads,
+            clock: log.clock,
+            drift_refusals: log.drift_refusals,
+            projection,
+        }
+    }
+}
