@@ -212,8 +212,10 @@ impl Materializer {
                     None => None,
                 };
                 if let Some(old) = &old {
-                    if op.hlc <= old.hlc {
-                        continue; // an older or equal write loses
+                    // Later HLC wins; the op_id breaks a tie (one origin never issues an HLC
+                    // twice, so only a faulty writer makes one), keeping every node equal.
+                    if (op.hlc, op.op_id) <= (old.hlc, old.op_id) {
+                        continue;
                     }
                     if let Some(e) = &old.episode {
                         by_time
