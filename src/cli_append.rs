@@ -116,18 +116,83 @@ fn per_op(e: &Error) -> bool {
     matches!(e.code(), "op_id_conflict" | "invalid_op" | "invalid_episode")
 }
 
+/// One input line, or the fact that it was too long (its bytes are skipped, never held).
+enum Line {
+    Text(String),
+    TooLong,
+}
+
+/// Reads one line of at most `LINE_BYTES_MAX` bytes; `None` at the end of input.
+fn read_line(reader: &mut dyn BufRead) -> std::io::Result<Option<Line>> {
+    let mut buf = Vec::new();
+    let n =
+        std::io::Read::take(&mut *reader, LINE_BYTES_MAX as u64 + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') && buf.len() > LINE_BYTES_MAX {
+        // Skip the rest of the long line without keeping it.
+        loop {
+            let chunk = reader.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(at) => {
+                    reader.consume(at + 1);
+                    break;
+                }
+                None => {
+                    let len = chunk.len();
+                    reader.consume(len);
+                }
+            }
+        }
+        return Ok(Some(Line::TooLong));
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    String::from_utf8(buf)
+        .map(|text| Some(Line::Text(text)))
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+/// Reads lines on a thread so the appender can take whatever is ready: a fast producer gets
+/// large group commits, a slow one gets each line acknowledged as soon as it arrives.
+fn spawn_reader(
+    mut reader: Box<dyn BufRead + Send>,
+) -> std::sync::mpsc::Receiver<std::io::Result<Line>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(APPEND_BATCH_LINES * 2);
+    std::thread::spawn(move || {
+        loop {
+            let line = match read_line(&mut reader) {
+                Ok(None) => break,
+                Ok(Some(line)) => Ok(line),
+                Err(e) => Err(e),
+            };
+            let stop = line.is_err();
+            if tx.send(line).is_err() || stop {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 pub(crate) fn run(
     node: &Node,
     file: Option<&Path>,
     strict: bool,
     json: bool,
 ) -> Result<u8, Failure> {
-    let reader: Box<dyn BufRead> = match file {
+    let reader: Box<dyn BufRead + Send> = match file {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).map_err(|e| fail(1, format!("{}: {e}", path.display())))?,
         )),
-        None => Box::new(std::io::stdin().lock()),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
+    let lines = spawn_reader(reader);
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -135,26 +200,25 @@ pub(crate) fn run(
     let mut run = Run { node, json, refused: 0 };
     let mut batch = Vec::new();
     let mut held = Vec::new(); // --strict: every valid line, appended only if none is refused
-    for (i, line) in reader.lines().enumerate() {
-        let number = i + 1;
-        let text = line.map_err(|e| fail(1, format!("reading line {number}: {e}")))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        if text.len() > LINE_BYTES_MAX {
-            run.refuse(number, &format!("longer than {LINE_BYTES_MAX} bytes"));
-            continue;
-        }
-        match parse_line(&text, now_s) {
-            Ok((episode, op_id)) if strict => held.push((number, episode, op_id)),
-            Ok((episode, op_id)) => {
-                batch.push((number, episode, op_id));
-                if batch.len() >= APPEND_BATCH_LINES {
-                    run.flush(&mut batch)?;
-                }
+    let mut number = 0;
+    while let Ok(first) = lines.recv() {
+        let mut next = Some(first);
+        while let Some(line) = next.take() {
+            number += 1;
+            match line.map_err(|e| fail(1, format!("reading line {number}: {e}")))? {
+                Line::TooLong => run.refuse(number, &format!("longer than {LINE_BYTES_MAX} bytes")),
+                Line::Text(text) if text.trim().is_empty() => {}
+                Line::Text(text) => match parse_line(&text, now_s) {
+                    Ok((episode, op_id)) if strict => held.push((number, episode, op_id)),
+                    Ok((episode, op_id)) => batch.push((number, episode, op_id)),
+                    Err(why) => run.refuse(number, &why),
+                },
             }
-            Err(why) => run.refuse(number, &why),
+            if batch.len() < APPEND_BATCH_LINES {
+                next = lines.try_recv().ok();
+            }
         }
+        run.flush(&mut batch)?;
     }
     if strict && run.refused > 0 {
         return Err(fail(1, format!("{} lines refused; nothing appended (--strict)", run.refused)));
@@ -162,7 +226,6 @@ pub(crate) fn run(
     for chunk in held.chunks(APPEND_BATCH_LINES) {
         run.flush(&mut chunk.to_vec())?;
     }
-    run.flush(&mut batch)?;
     if run.refused > 0 {
         return Err(fail(1, format!("{} lines refused", run.refused)));
     }
