@@ -152,7 +152,14 @@ impl Wal {
             .filter(|p| matches!(p.kind, PauseKind::IndexFailed | PauseKind::DiskFull))
             .map(|p| p.detail.clone())
             .or_else(|| index.is_none().then(|| "index not open".to_string()));
-        self.inner.indexer.reset(state.durable_lsn, index_failed);
+        // When catching up failed, the index holds only what it committed: reads past that
+        // must fail (with the reason), not find nothing.
+        let indexed = match (&index_failed, index.as_ref()) {
+            (None, _) => state.durable_lsn,
+            (Some(_), Some(index)) => index.meta().map_or(0, |m| m.indexed_lsn),
+            (Some(_), None) => 0,
+        };
+        self.inner.indexer.reset(indexed, index_failed);
         state.pause = found_pause;
         *index_slot = index;
         Ok(())

@@ -1,0 +1,111 @@
+//! A real disk full: the store on a size-limited tmpfs (as root; skipped with a printed reason
+//! otherwise). `feral-node append` exits 75 naming the data directory; every acknowledged op
+//! survives; the Node API reports io_paused, refuses writes at once, and after space is freed
+//! resume() re-checks and appends work again.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+
+use common::{Tmpfs, doc, feral_node, fill_device};
+use feral_log::OpId;
+use feral_memory::Node;
+
+fn line(i: usize) -> String {
+    let d = serde_json::json!({"id": format!("c{i}"), "session_id": "s", "event_type": "chat",
+        "summary": "y".repeat(400)});
+    format!("{d}\n")
+}
+
+#[test]
+fn disk_full_on_a_real_tmpfs_pauses_loses_nothing_and_resumes() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let data = fs.path().join("store");
+    let init =
+        feral_node().arg("--data").arg(&data).args(["init", "--segment-bytes", "65536"]).output();
+    assert!(init.expect("init").status.success());
+    let filler = fill_device(fs.path());
+    // Leave a little room so some appends succeed first.
+    let f = std::fs::OpenOptions::new().write(true).open(&filler).expect("filler");
+    let len = f.metadata().expect("len").len();
+    f.set_len(len.saturating_sub(1024 * 1024)).expect("shrink filler");
+    drop(f);
+
+    // The CLI: appends until the disk is full, then exits 75 naming the data directory.
+    let mut child = feral_node()
+        .arg("--data")
+        .arg(&data)
+        .args(["append", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        for i in 0..20_000 {
+            if stdin.write_all(line(i).as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut acked: BTreeMap<OpId, String> = BTreeMap::new();
+    for l in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let ack: serde_json::Value = serde_json::from_str(&l.expect("line")).expect("json");
+        let op_id = OpId::parse(ack["op_id"].as_str().expect("op_id")).expect("hex");
+        acked.insert(op_id, format!("c{}", ack["line"].as_u64().expect("line") - 1));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let _ = feeder.join();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "stderr: {stderr}");
+    assert!(stderr.contains(&data.display().to_string()), "names the data directory: {stderr}");
+    assert!(stderr.to_lowercase().contains("disk full"), "{stderr}");
+    assert!(!acked.is_empty(), "some appends succeeded before the disk filled");
+
+    // The Node API on the still-full disk: everything acknowledged is there; then a write
+    // fails with disk full, pauses, and the next one is refused without touching the disk.
+    let node = Node::open(&data, feral_log::Config::default()).expect("open on a full disk");
+    let present = |node: &Node| {
+        for (op_id, episode) in &acked {
+            assert!(node.wal().get(op_id).expect("get").is_some(), "acknowledged op {op_id} lost");
+            assert!(node.episode(episode).expect("episode").is_some(), "row {episode} missing");
+        }
+    };
+    // The index cannot catch up on a full disk, so look in the log itself.
+    let mut in_log = std::collections::HashSet::new();
+    node.wal()
+        .scan(1, &mut |r| {
+            in_log.insert(r.op.op_id);
+            Ok(true)
+        })
+        .expect("scan");
+    assert!(acked.keys().all(|id| in_log.contains(id)), "an acknowledged op was lost");
+    let lookup = node.wal().get(acked.keys().next_back().expect("acked"));
+    assert!(!matches!(lookup, Ok(None)), "a lagging index must not answer 'absent'");
+    let mut i = 0;
+    let err = loop {
+        i += 1;
+        match node.append_episode(&doc(&format!("n{i}"), "s", 1.0), None) {
+            Ok(_) => assert!(i < 10_000, "the disk never filled"),
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_disk_full(), "{err}");
+    assert!(node.io_paused() && node.status().io_paused);
+    let again = node.append_episode(&doc("refused", "s", 1.0), None).expect_err("paused");
+    assert!(again.is_disk_full(), "refused as disk full while paused: {again}");
+
+    // Free space, resume, write again; nothing acknowledged was lost.
+    std::fs::remove_file(&filler).expect("free space");
+    let report = node.resume();
+    assert!(report.ok, "{report:?}");
+    assert!(!node.io_paused());
+    node.append_episode(&doc("after", "s", 1.0), None).expect("append after resume");
+    present(&node);
+    assert!(node.episode("after").expect("get").is_some());
+    assert!(node.check().ok);
+    node.close().expect("close");
+}
