@@ -45,7 +45,7 @@ impl AppendedLine {
 }
 
 /// Parses one input line into an episode and its optional op_id.
-fn parse_line(text: &str, now_s: f64) -> Result<(Episode, Option<OpId>), String> {
+fn parse_line(node: &Node, text: &str) -> Result<(Episode, Option<OpId>), String> {
     let mut value: Value =
         serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
     let op_id = match value.as_object_mut().and_then(|m| m.remove("op_id")) {
@@ -55,7 +55,10 @@ fn parse_line(text: &str, now_s: f64) -> Result<(Episode, Option<OpId>), String>
         ),
         Some(_) => return Err("field `op_id`: must be a string of 32 hex characters".into()),
     };
-    let episode = Episode::from_input(&value, now_s).map_err(|e| e.to_string())?;
+    let episode = node.prepare_episode(&value, op_id).map_err(|e| match e {
+        Error::Invalid(field) => field.to_string(),
+        other => other.to_string(),
+    })?;
     Ok((episode, op_id))
 }
 
@@ -193,10 +196,6 @@ pub(crate) fn run(
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
     let lines = spawn_reader(reader);
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
     let mut run = Run { node, json, refused: 0 };
     let mut batch = Vec::new();
     let mut held = Vec::new(); // --strict: every valid line, appended only if none is refused
@@ -208,7 +207,7 @@ pub(crate) fn run(
             match line.map_err(|e| fail(1, format!("reading line {number}: {e}")))? {
                 Line::TooLong => run.refuse(number, &format!("longer than {LINE_BYTES_MAX} bytes")),
                 Line::Text(text) if text.trim().is_empty() => {}
-                Line::Text(text) => match parse_line(&text, now_s) {
+                Line::Text(text) => match parse_line(node, &text) {
                     Ok((episode, op_id)) if strict => held.push((number, episode, op_id)),
                     Ok((episode, op_id)) => batch.push((number, episode, op_id)),
                     Err(why) => run.refuse(number, &why),

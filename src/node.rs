@@ -107,9 +107,24 @@ impl Node {
         }
     }
 
-    /// Validates an episode document (`created_at` defaults to now) and appends it.
+    /// Validates an episode document. A missing `created_at` is now, except on a retry: when
+    /// `op_id` is already in the log, its episode's `created_at` is reused, so the retry has
+    /// the same content and is reported as a duplicate rather than a conflict.
+    pub fn prepare_episode(&self, doc: &Value, op_id: Option<OpId>) -> Result<Episode> {
+        let mut episode = Episode::from_input(doc, self.now_s())?;
+        let defaulted = doc.get("created_at").is_none_or(Value::is_null);
+        if let (true, Some(op_id)) = (defaulted, op_id)
+            && let Ok(Some(record)) = self.wal.get(&op_id)
+            && let Ok(stored) = Episode::from_data(&record.op.data)
+        {
+            episode.created_at = stored.created_at;
+        }
+        Ok(episode)
+    }
+
+    /// Validates an episode document (see [`Node::prepare_episode`]) and appends it.
     pub fn append_episode(&self, doc: &Value, op_id: Option<OpId>) -> Result<Appended> {
-        let episode = Episode::from_input(doc, self.now_s())?;
+        let episode = self.prepare_episode(doc, op_id)?;
         let mut out = self.append_episodes(vec![(episode, op_id)])?;
         out.pop().ok_or_else(|| Error::Backup("append returned no result".into()))
     }

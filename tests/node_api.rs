@@ -77,7 +77,14 @@ fn a_retry_with_the_same_op_id_is_a_no_op_and_other_content_is_a_conflict() {
     assert_eq!((again.lsn, again.hlc), (first.lsn, first.hlc));
     let err = node.append_episode(&doc("e2", "s", 1.0), Some(op_id)).expect_err("conflict");
     assert_eq!(err.code(), "op_id_conflict");
-    assert_eq!(node.digest().expect("digest").ops, 1);
+    // Without created_at the first append stamps "now"; a retry reuses that stamp.
+    let later = OpId::parse("00112233445566778899aabbccddee00").expect("hex");
+    let mut undated = doc("e9", "s", 0.0);
+    undated.as_object_mut().expect("object").remove("created_at");
+    let first = node.append_episode(&undated, Some(later)).expect("append");
+    let retry = node.append_episode(&undated, Some(later)).expect("retry, not a conflict");
+    assert!(retry.duplicate && retry.lsn == first.lsn);
+    assert_eq!(node.digest().expect("digest").ops, 2);
 }
 
 #[test]

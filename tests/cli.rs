@@ -1,0 +1,125 @@
+//! `feral-node` as a user runs it: help on every command, exit codes, line-by-line append
+//! errors, --strict, idempotent retries by op_id, digest output, FERAL_DATA_DIR.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use common::feral_node;
+
+fn run(data: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = feral_node()
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const GOOD: &str = r#"{"id":"e1","session_id":"s1","event_type":"chat","summary":"hello"}"#;
+
+#[test]
+fn every_command_has_help_and_usage_errors_exit_2() {
+    let commands = [
+        "init", "append", "episodes", "get", "delete", "status", "check", "resume", "rebuild",
+        "digest", "dump", "backup", "restore",
+    ];
+    for command in commands {
+        let out = feral_node().args([command, "--help"]).output().expect("help");
+        assert!(out.status.success(), "{command} --help");
+        assert!(text(&out.stdout).contains("Usage"), "{command}");
+    }
+    let out = feral_node().args(["episodes", "--no-such-flag"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_missing_store_is_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(&dir.path().join("none"), &["episodes"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("feral-node init"), "{err}");
+}
+
+#[test]
+fn append_refuses_bad_lines_by_number_and_field_and_keeps_the_good_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("store");
+    assert!(run(&data, &["init"], "").status.success());
+    let input = format!(
+        "{GOOD}\n{}\nnot json\n\n{}\n",
+        r#"{"id":"e2","session_id":"s1","event_type":"chat","summary":"x","importance":7}"#,
+        r#"{"id":"e3","session_id":"s2","event_type":"chat","summary":"three"}"#
+    );
+    let out = run(&data, &["append"], &input);
+    assert_eq!(out.status.code(), Some(1), "a refused line makes the status non-zero");
+    let err = text(&out.stderr);
+    assert!(err.contains("line 2: field `importance`"), "{err}");
+    assert!(err.contains("line 3:"), "{err}");
+    assert_eq!(text(&out.stdout).lines().count(), 2, "one line per appended op");
+    let listed = run(&data, &["episodes", "--json"], "");
+    let episodes: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(episodes.as_array().map(Vec::len), Some(2));
+
+    // --strict: one bad line and nothing is appended.
+    let strict = format!("{}\n{{\"id\":\"e5\"}}\n", GOOD.replace("e1", "e4"));
+    let out = run(&data, &["append", "--strict"], &strict);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("line 2: field `session_id`"));
+    assert_eq!(run(&data, &["get", "e4"], "").status.code(), Some(1), "nothing appended");
+}
+
+#[test]
+fn op_id_makes_a_retry_idempotent_and_digest_prints_one_hex_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("store");
+    assert!(run(&data, &["init", "--segment-bytes", "65536"], "").status.success());
+    let line = GOOD.replace("{\"id\"", "{\"op_id\":\"000102030405060708090a0b0c0d0e0f\",\"id\"");
+    let first = run(&data, &["append"], &format!("{line}\n"));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).starts_with("000102030405060708090a0b0c0d0e0f "));
+    let again = run(&data, &["append", "--json"], &format!("{line}\n"));
+    let ack: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(ack["duplicate"], true);
+    let bad_id = GOOD.replace("{\"id\"", "{\"op_id\":\"xyz\",\"id\"");
+    let out = run(&data, &["append"], &format!("{bad_id}\n"));
+    assert!(text(&out.stderr).contains("line 1: field `op_id`"));
+
+    let digest = run(&data, &["digest"], "");
+    let hex = text(&digest.stdout);
+    assert_eq!(hex.trim().len(), 64);
+    assert_eq!(hex.lines().count(), 1);
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&data, &["digest", "--json"], "").stdout).expect("json");
+    assert_eq!(json["digest"].as_str(), Some(hex.trim()));
+    assert_eq!(json["ops"], 1);
+
+    let check: serde_json::Value =
+        serde_json::from_slice(&run(&data, &["check", "--json"], "").stdout).expect("json");
+    assert_eq!((check["ok"].clone(), check["episodes"].clone()), (true.into(), "ok".into()));
+
+    // The data directory from the environment.
+    let out = feral_node()
+        .env("FERAL_DATA_DIR", &data)
+        .args(["get", "e1", "--json"])
+        .output()
+        .expect("get");
+    assert!(out.status.success());
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(got["summary"], "hello");
+    assert!(run(&data, &["delete", "e1"], "").status.success());
+    assert_eq!(run(&data, &["get", "e1"], "").status.code(), Some(1));
+}
