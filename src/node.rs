@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use feral_log::{Appended, Config, Lsn, Op, OpDraft, OpId, OpKind, TimeSource, Wal};
-use feral_materializer::{Episode, Materializer, PROJECTION_FILE, Row, TABLE};
+use feral_materializer::{Change, Episode, Materializer, PROJECTION_FILE, Row, TABLE};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -131,17 +131,26 @@ impl Node {
 
     /// Appends validated episodes in one group commit (all or nothing).
     pub fn append_episodes(&self, episodes: Vec<(Episode, Option<OpId>)>) -> Result<Vec<Appended>> {
+        self.writable()?;
         let drafts = episodes
-            .into_iter()
+            .iter()
             .map(|(e, op_id)| OpDraft {
-                op_id,
+                op_id: *op_id,
                 table: TABLE.to_string(),
                 row_id: e.id.clone(),
                 kind: OpKind::Insert,
                 data: e.to_data(),
             })
             .collect();
-        self.append_ops(drafts)
+        let appended = self.wal.append_batch(drafts)?;
+        let changes = appended
+            .iter()
+            .zip(&episodes)
+            .filter(|(a, _)| !a.duplicate)
+            .map(|(a, (e, _))| Change::put(a.lsn, a.op_id, a.hlc, e))
+            .collect();
+        self.project(changes, max_lsn(&appended));
+        Ok(appended)
     }
 
     /// Deletes an episode: a tombstone that also blocks older inserts arriving later.
@@ -177,7 +186,7 @@ impl Node {
             .map(|d| (d.table.clone(), d.row_id.clone(), d.kind, d.data.clone()))
             .collect();
         let appended = self.wal.append_batch(drafts)?;
-        let new: Vec<(Lsn, Op)> = appended
+        let ops: Vec<(Lsn, Op)> = appended
             .iter()
             .zip(kept)
             .filter(|(a, _)| !a.duplicate)
@@ -195,7 +204,10 @@ impl Node {
                 (a.lsn, op)
             })
             .collect();
-        self.project(new, appended.iter().map(|a| a.lsn).max().unwrap_or(0));
+        self.project(
+            ops.iter().map(|(lsn, op)| Change::of(*lsn, op)).collect(),
+            max_lsn(&appended),
+        );
         Ok(appended)
     }
 
@@ -205,27 +217,26 @@ impl Node {
         self.writable()?;
         let kept = ops.clone();
         let appended = self.wal.ingest(ops)?;
-        let max = appended.iter().map(|a| a.lsn).max().unwrap_or(0);
-        let new: Vec<(Lsn, Op)> = appended
+        let changes: Vec<Change<'_>> = appended
             .iter()
-            .zip(kept)
+            .zip(&kept)
             .filter(|(a, _)| !a.duplicate)
-            .map(|(a, op)| (a.lsn, op))
+            .map(|(a, op)| Change::of(a.lsn, op))
             .collect();
-        let count = new.len();
-        self.project(new, max);
+        let count = changes.len();
+        self.project(changes, max_lsn(&appended));
         Ok(count)
     }
 
     /// Applies newly logged ops to the projection, or catches it up from the log when another
     /// writer's ops come first. A failure stops the projection (the ops stay in the log).
-    fn project(&self, new: Vec<(Lsn, Op)>, max_lsn: Lsn) {
+    fn project(&self, changes: Vec<Change<'_>>, max_lsn: Lsn) {
         let mut slot = self.slot();
         if slot.fault.is_some() {
             return;
         }
         let Some(mat) = slot.mat.as_ref() else { return };
-        let outcome = match mat.apply(new.iter().map(|(lsn, op)| (*lsn, op))) {
+        let outcome = match mat.apply(changes) {
             Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(&self.wal).map(|_| ()),
             Err(e) => Err(e),
             Ok(_) => match mat.applied_lsn() {
@@ -235,7 +246,8 @@ impl Node {
             },
         };
         if let Err(e) = outcome {
-            stop_projection(&mut slot, &self.dir, e);
+            let path = mat.path().to_path_buf();
+            stop_projection(&mut slot, &path, e);
         }
     }
 
@@ -331,12 +343,18 @@ impl Node {
     /// projected).
     pub fn rebuild(&self) -> Result<(u64, usize)> {
         let indexed = self.wal.rebuild()?;
+        Ok((indexed, self.rebuild_projection()?))
+    }
+
+    /// Recreates the projection from the log alone. Returns the ops projected.
+    pub fn rebuild_projection(&self) -> Result<usize> {
         let mut slot = self.slot();
         slot.mat = None;
         let mat = Materializer::recreate(&self.dir.join(PROJECTION_FILE))?;
         let applied = mat.catch_up(&self.wal)?;
+        mat.flush()?;
         *slot = ProjectionSlot { mat: Some(mat), fault: None };
-        Ok((indexed, applied))
+        Ok(applied)
     }
 
     /// Makes the index and projection durable and releases the directory.
@@ -349,6 +367,10 @@ impl Node {
         wal.close()?;
         Ok(())
     }
+}
+
+fn max_lsn(appended: &[Appended]) -> Lsn {
+    appended.iter().map(|a| a.lsn).max().unwrap_or(0)
 }
 
 /// Opens the projection (recreating it when `fresh`) and catches it up; a failure is kept as

@@ -101,3 +101,42 @@ impl RawIndex {
         Ok(())
     }
 }
+
+/// Episode documents as the store benchmarks write them: time-ordered ids, ~300 bytes each.
+pub fn episode_doc(i: u64) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("ep-{i:012}"),
+        "session_id": format!("session-{}", i / 50),
+        "event_type": "conversation",
+        "summary": format!("episode {i}: the user asked about the weather and the plan for the week"),
+        "detail": "x".repeat(120),
+        "importance": 0.5,
+        "created_at": 1_700_000_000.0 + i as f64,
+        "emotions": ["curious"],
+        "participants": ["user", "assistant"],
+        "location": "home",
+    })
+}
+
+const RAW_ROWS: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("episodes");
+
+/// The raw limit of a projection: the same rows (id → document bytes) inserted into redb in
+/// batches, one durable commit per batch.
+pub fn raw_redb_batches(
+    path: &Path,
+    rows: &[(String, Vec<u8>)],
+    batch: usize,
+) -> Result<(), redb::Error> {
+    let db = redb::Database::create(path)?;
+    for chunk in rows.chunks(batch) {
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(RAW_ROWS)?;
+            for (id, doc) in chunk {
+                table.insert(id.as_str(), doc.as_slice())?;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(())
+}

@@ -43,6 +43,12 @@ pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).unwrap_or_default()
 }
 
+/// Appends the encoding of a stored value to `out`.
+pub fn encode_value_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail; see `encode_op`.
+    let _ = bincode::serde::encode_into_std_write(value, out, config());
+}
+
 /// Decodes a stored value under the same size limit; trailing bytes are refused.
 pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let (value, used): (T, usize) =

@@ -1,12 +1,14 @@
 //! feral-materializer: projects the `episodes` table from the log into redb, exactly once and
 //! last-writer-wins, and computes the canonical dump and digest of a store.
 
+pub mod change;
 pub mod digest;
 pub mod episode;
 pub mod error;
 pub mod limits;
 pub mod projection;
 
+pub use change::{Change, Effect};
 pub use digest::{Digest, digest, dump};
 pub use episode::{Episode, FieldError, TABLE};
 pub use error::{Error, Result};

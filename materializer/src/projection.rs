@@ -7,19 +7,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use feral_log::index::catch_redb_panic;
-use feral_log::{Hlc, Lsn, Op, OpId, OpKind, Wal, codec};
+use feral_log::{Hlc, Lsn, Op, OpId, Wal, codec};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::episode::{Episode, TABLE};
+use crate::change::{Change, Effect};
+use crate::episode::Episode;
 use crate::error::{Error, Result};
 use crate::limits::{CATCH_UP_BATCH_OPS, LIST_LIMIT_MAX, PROJECTION_DURABLE_EVERY_OPS};
 
 const ROWS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("episodes");
-const BY_TIME: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("episodes_by_time");
-const BY_SESSION: TableDefinition<'_, (&str, u64, &str), ()> =
+// Secondary keys are fixed-width integers, compared natively by redb: (created_at, op_id of
+// the row's writer) → episode id, and (session hash, created_at, op_id) → episode id. A
+// session listing drops the rare rows whose session only shares the hash.
+const BY_TIME: TableDefinition<'_, (u64, u128), &str> = TableDefinition::new("episodes_by_time");
+const BY_SESSION: TableDefinition<'_, (u64, u64, u128), &str> =
     TableDefinition::new("episodes_by_session");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("episodes_meta");
 
@@ -38,6 +42,14 @@ pub struct Row {
     pub op_id: OpId,
     /// The episode; `None` for a tombstone.
     pub episode: Option<Episode>,
+}
+
+/// A row borrowed for encoding; encodes exactly as [`Row`].
+#[derive(Serialize)]
+struct RowRef<'a> {
+    hlc: Hlc,
+    op_id: OpId,
+    episode: Option<&'a Episode>,
 }
 
 /// Counters of the projection.
@@ -165,11 +177,16 @@ impl Materializer {
     /// Applies durable log records, in LSN order, in one transaction. Records at or below the
     /// applied LSN are skipped; a gap after it is refused ([`Error::Gap`]). Returns how many
     /// records were newly applied (re-applying returns 0).
-    pub fn apply<'a>(&self, records: impl IntoIterator<Item = (Lsn, &'a Op)>) -> Result<usize> {
-        self.guarded(|m| m.apply_inner(records.into_iter()))
+    pub fn apply_ops<'a>(&self, records: impl IntoIterator<Item = (Lsn, &'a Op)>) -> Result<usize> {
+        self.apply(records.into_iter().map(|(lsn, op)| Change::of(lsn, op)))
     }
 
-    fn apply_inner<'a>(&self, records: impl Iterator<Item = (Lsn, &'a Op)>) -> Result<usize> {
+    /// [`Materializer::apply_ops`] for changes already decided (see [`Change::put`]).
+    pub fn apply<'a>(&self, changes: impl IntoIterator<Item = Change<'a>>) -> Result<usize> {
+        self.guarded(|m| m.apply_inner(changes.into_iter()))
+    }
+
+    fn apply_inner<'a>(&self, changes: impl Iterator<Item = Change<'a>>) -> Result<usize> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let mut newly = 0usize;
         {
@@ -180,63 +197,60 @@ impl Materializer {
             let start = read_meta(&meta, META_APPLIED_LSN).map_err(|e| self.err(e))?;
             let mut skipped = 0u64;
             let mut last = start;
-            for (lsn, op) in records {
-                if lsn <= last {
+            let mut encoded = Vec::new();
+            for change in changes {
+                if change.lsn <= last {
                     continue;
                 }
-                if lsn != last + 1 {
-                    return Err(Error::Gap { applied: last, first: lsn });
+                if change.lsn != last + 1 {
+                    return Err(Error::Gap { applied: last, first: change.lsn });
                 }
-                last = lsn;
+                last = change.lsn;
                 newly += 1;
-                if op.table != TABLE {
-                    continue;
-                }
-                let episode = match op.kind {
-                    OpKind::Delete => None,
-                    OpKind::Insert => match Episode::from_data(&op.data) {
-                        Ok(e) if e.id == op.row_id => Some(e),
-                        outcome => {
-                            let reason = match outcome {
-                                Err(e) => e.to_string(),
-                                Ok(_) => "row_id differs from the episode id".to_string(),
-                            };
-                            tracing::warn!(op_id = %op.op_id, %reason, "episode op skipped");
-                            skipped += 1;
-                            continue;
-                        }
-                    },
+                let episode = match &change.effect {
+                    Effect::Other => continue,
+                    Effect::Skip(reason) => {
+                        tracing::warn!(op_id = %change.op_id, %reason, "episode op skipped");
+                        skipped += 1;
+                        continue;
+                    }
+                    Effect::Delete => None,
+                    Effect::Put(e) => Some(e.as_ref()),
                 };
-                let old = match rows.get(op.row_id.as_str()).map_err(|e| self.err(e))? {
-                    Some(raw) => Some(decode_row(raw.value())?),
+                encoded.clear();
+                codec::encode_value_into(
+                    &RowRef { hlc: change.hlc, op_id: change.op_id, episode },
+                    &mut encoded,
+                );
+                // Insert first: redb hands back the row it replaced, which saves a lookup for
+                // the usual new row; the rare losing write puts the old row back.
+                let old = match rows
+                    .insert(change.row_id, encoded.as_slice())
+                    .map_err(|e| self.err(e))?
+                {
+                    Some(raw) => Some((decode_row(raw.value())?, raw.value().to_vec())),
                     None => None,
                 };
-                if let Some(old) = &old {
+                if let Some((old, old_bytes)) = &old {
                     // Later HLC wins; the op_id breaks a tie (one origin never issues an HLC
                     // twice, so only a faulty writer makes one), keeping every node equal.
-                    if (op.hlc, op.op_id) <= (old.hlc, old.op_id) {
+                    if (change.hlc, change.op_id) <= (old.hlc, old.op_id) {
+                        rows.insert(change.row_id, old_bytes.as_slice())
+                            .map_err(|e| self.err(e))?;
                         continue;
                     }
                     if let Some(e) = &old.episode {
-                        by_time
-                            .remove((e.created_key(), e.id.as_str()))
-                            .map_err(|e| self.err(e))?;
-                        by_session
-                            .remove((e.session_id.as_str(), e.created_key(), e.id.as_str()))
-                            .map_err(|e| self.err(e))?;
+                        by_time.remove(time_key(e, &old.op_id)).map_err(|e| self.err(e))?;
+                        by_session.remove(session_key(e, &old.op_id)).map_err(|e| self.err(e))?;
                     }
                 }
-                if let Some(e) = &episode {
-                    by_time
-                        .insert((e.created_key(), e.id.as_str()), ())
-                        .map_err(|e| self.err(e))?;
+                if let Some(e) = episode {
+                    let id = e.id.as_str();
+                    by_time.insert(time_key(e, &change.op_id), id).map_err(|e| self.err(e))?;
                     by_session
-                        .insert((e.session_id.as_str(), e.created_key(), e.id.as_str()), ())
+                        .insert(session_key(e, &change.op_id), id)
                         .map_err(|e| self.err(e))?;
                 }
-                let row = Row { hlc: op.hlc, op_id: op.op_id, episode };
-                rows.insert(op.row_id.as_str(), codec::encode_value(&row).as_slice())
-                    .map_err(|e| self.err(e))?;
             }
             if newly == 0 {
                 return Ok(0);
@@ -275,7 +289,7 @@ impl Materializer {
         wal.scan(applied + 1, &mut |record| {
             batch.push((record.lsn, record.op));
             if batch.len() >= CATCH_UP_BATCH_OPS {
-                match self.apply(batch.iter().map(|(lsn, op)| (*lsn, op))) {
+                match self.apply_ops(batch.iter().map(|(lsn, op)| (*lsn, op))) {
                     Ok(n) => total += n,
                     Err(e) => {
                         failure = Some(e);
@@ -289,7 +303,7 @@ impl Materializer {
         if let Some(e) = failure {
             return Err(e);
         }
-        total += self.apply(batch.iter().map(|(lsn, op)| (*lsn, op)))?;
+        total += self.apply_ops(batch.iter().map(|(lsn, op)| (*lsn, op)))?;
         Ok(total)
     }
 
@@ -324,39 +338,47 @@ impl Materializer {
         self.guarded(|m| {
             let txn = m.db.begin_read().map_err(|e| m.err(e))?;
             let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
-            let mut ids = Vec::new();
+            let mut out = Vec::with_capacity(limit.min(1024));
+            // Takes the row an index entry names; false once `limit` rows are taken.
+            let mut take = |id: &str| -> Result<bool> {
+                let raw = rows.get(id).map_err(|e| m.err(e))?.ok_or_else(|| {
+                    Error::Corruption(format!("an index names episode {id:?} with no row"))
+                })?;
+                let row = decode_row(raw.value())?;
+                match &row.episode {
+                    Some(e) if session.is_none_or(|s| e.session_id == s) => out.push(row),
+                    Some(_) => {} // another session with the same hash
+                    None => {
+                        return Err(Error::Corruption(format!(
+                            "an index names deleted episode {id:?}"
+                        )));
+                    }
+                }
+                Ok(out.len() < limit)
+            };
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
             match session {
                 Some(s) => {
                     let table = txn.open_table(BY_SESSION).map_err(|e| m.err(e))?;
-                    // created_key of a finite number is below u64::MAX, so this bound is above
-                    // every key of the session.
+                    let h = session_hash(s);
                     let range =
-                        table.range((s, 0u64, "")..(s, u64::MAX, "")).map_err(|e| m.err(e))?;
-                    for item in range.rev().take(limit) {
-                        let (key, _) = item.map_err(|e| m.err(e))?;
-                        ids.push(key.value().2.to_string());
+                        table.range((h, 0, 0)..=(h, u64::MAX, u128::MAX)).map_err(|e| m.err(e))?;
+                    for item in range.rev() {
+                        let (_, id) = item.map_err(|e| m.err(e))?;
+                        if !take(id.value())? {
+                            break;
+                        }
                     }
                 }
                 None => {
                     let table = txn.open_table(BY_TIME).map_err(|e| m.err(e))?;
-                    for item in table.iter().map_err(|e| m.err(e))?.rev().take(limit) {
-                        let (key, _) = item.map_err(|e| m.err(e))?;
-                        ids.push(key.value().1.to_string());
-                    }
-                }
-            }
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                let raw = rows.get(id.as_str()).map_err(|e| m.err(e))?.ok_or_else(|| {
-                    Error::Corruption(format!("time index names episode {id:?} with no row"))
-                })?;
-                let row = decode_row(raw.value())?;
-                match row.episode {
-                    Some(_) => out.push(row),
-                    None => {
-                        return Err(Error::Corruption(format!(
-                            "time index names deleted episode {id:?}"
-                        )));
+                    for item in table.iter().map_err(|e| m.err(e))?.rev() {
+                        let (_, id) = item.map_err(|e| m.err(e))?;
+                        if !take(id.value())? {
+                            break;
+                        }
                     }
                 }
             }
@@ -429,12 +451,12 @@ impl Materializer {
                 let Some(e) = row.episode else { continue };
                 live += 1;
                 let id = key.value();
+                let names = |found: Option<redb::AccessGuard<'_, &'static str>>| {
+                    found.is_some_and(|v| v.value() == id)
+                };
                 let indexed = e.id == id
-                    && by_time.get((e.created_key(), id)).map_err(|e| m.err(e))?.is_some()
-                    && by_session
-                        .get((e.session_id.as_str(), e.created_key(), id))
-                        .map_err(|e| m.err(e))?
-                        .is_some();
+                    && names(by_time.get(time_key(&e, &row.op_id)).map_err(|e| m.err(e))?)
+                    && names(by_session.get(session_key(&e, &row.op_id)).map_err(|e| m.err(e))?);
                 if !indexed {
                     return Err(Error::Corruption(format!(
                         "episode {id:?} is missing from the secondary indexes"
@@ -451,6 +473,21 @@ impl Materializer {
             Ok(())
         })
     }
+}
+
+fn time_key(e: &Episode, writer: &OpId) -> (u64, u128) {
+    (e.created_key(), u128::from_be_bytes(writer.0))
+}
+
+fn session_key(e: &Episode, writer: &OpId) -> (u64, u64, u128) {
+    (session_hash(&e.session_id), e.created_key(), u128::from_be_bytes(writer.0))
+}
+
+/// FNV-1a: a stable 64-bit hash of a session id (collisions only cost a filtered row).
+fn session_hash(session: &str) -> u64 {
+    session
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 fn read_meta(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, redb::Error> {

@@ -141,10 +141,10 @@ fn deliver(rng: &mut Rng, wal: &Wal, m: &Materializer, ops: &[Op]) {
             .filter(|(a, _)| !a.duplicate)
             .map(|(a, op)| (a.lsn, op))
             .collect();
-        let applied = m.apply(new.iter().copied()).expect("apply");
+        let applied = m.apply_ops(new.iter().copied()).expect("apply");
         assert_eq!(applied, new.len());
         assert_eq!(
-            m.apply(new.iter().copied()).expect("re-apply"),
+            m.apply_ops(new.iter().copied()).expect("re-apply"),
             0,
             "re-applying applies nothing"
         );
@@ -202,18 +202,18 @@ fn a_tombstone_blocks_an_older_insert_arriving_later() {
     let newer_insert = op(3, 30, OpKind::Insert, episode_data("e", "new", 2.0));
     for (i, o) in [&delete, &older_insert].into_iter().enumerate() {
         let a = wal.ingest(vec![o.clone()]).expect("ingest");
-        assert_eq!(m.apply([(a[0].lsn, o)]).expect("apply"), 1, "op {i}");
+        assert_eq!(m.apply_ops([(a[0].lsn, o)]).expect("apply"), 1, "op {i}");
     }
     let row = m.get("e").expect("get").expect("tombstone kept");
     assert_eq!((row.episode, row.hlc), (None, at(20)), "the older insert lost to the tombstone");
     assert!(m.list(10, None).expect("list").is_empty());
     let a = wal.ingest(vec![newer_insert.clone()]).expect("ingest");
-    m.apply([(a[0].lsn, &newer_insert)]).expect("apply");
+    m.apply_ops([(a[0].lsn, &newer_insert)]).expect("apply");
     let listed = m.list(10, Some("s")).expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].episode.as_ref().map(|e| e.summary.as_str()), Some("new"));
     assert!(matches!(
-        m.apply([(a[0].lsn + 2, &newer_insert)]),
+        m.apply_ops([(a[0].lsn + 2, &newer_insert)]),
         Err(feral_materializer::Error::Gap { .. })
     ));
 }

@@ -1,0 +1,62 @@
+//! What one logged op does to the projection, decided once: the materializer applies
+//! `Change`s, so an episode the node has just validated is not parsed again.
+
+use std::borrow::Cow;
+
+use feral_log::{Hlc, Lsn, Op, OpId, OpKind};
+
+use crate::episode::{Episode, TABLE};
+
+/// The effect of an op on the `episodes` rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect<'a> {
+    /// Another table: only the applied LSN moves.
+    Other,
+    /// Insert or replace the row with this episode (last writer wins).
+    Put(Cow<'a, Episode>),
+    /// Delete the row, leaving a tombstone.
+    Delete,
+    /// An `episodes` insert whose data is not a valid episode: skipped the same way on every
+    /// node, and counted.
+    Skip(String),
+}
+
+/// One logged op, as the projection sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change<'a> {
+    /// Its local position.
+    pub lsn: Lsn,
+    /// Its id (breaks HLC ties).
+    pub op_id: OpId,
+    /// Its HLC (last writer wins).
+    pub hlc: Hlc,
+    /// The row it writes.
+    pub row_id: &'a str,
+    /// What it does.
+    pub effect: Effect<'a>,
+}
+
+impl<'a> Change<'a> {
+    /// Decides the effect of a logged op (parsing and validating an episode insert).
+    pub fn of(lsn: Lsn, op: &'a Op) -> Change<'a> {
+        let effect = if op.table != TABLE {
+            Effect::Other
+        } else {
+            match op.kind {
+                OpKind::Delete => Effect::Delete,
+                OpKind::Insert => match Episode::from_data(&op.data) {
+                    Ok(e) if e.id == op.row_id => Effect::Put(Cow::Owned(e)),
+                    Ok(_) => Effect::Skip("row_id differs from the episode id".into()),
+                    Err(e) => Effect::Skip(e.to_string()),
+                },
+            }
+        };
+        Change { lsn, op_id: op.op_id, hlc: op.hlc, row_id: &op.row_id, effect }
+    }
+
+    /// The change of an op the caller built from this validated episode (its data is
+    /// `episode.to_data()`, so parsing it again would give the same episode).
+    pub fn put(lsn: Lsn, op_id: OpId, hlc: Hlc, episode: &'a Episode) -> Change<'a> {
+        Change { lsn, op_id, hlc, row_id: &episode.id, effect: Effect::Put(Cow::Borrowed(episode)) }
+    }
+}
