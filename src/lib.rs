@@ -1,9 +1,11 @@
 //! feral-memory: an event-sourced, replicated long-term memory store. The `Node` facade owns
 //! one data directory's log, index and episodes projection; `feral-node` is its command line.
 
+mod applier;
 pub mod backup;
 pub mod error;
 pub mod identity;
+pub mod limits;
 pub mod node;
 pub mod report;
 

@@ -10,6 +10,7 @@ use feral_materializer::{Change, Episode, Materializer, PROJECTION_FILE, Row, TA
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::applier::{self, Applier};
 use crate::error::{Error, Result};
 use crate::identity::{self, NodeId};
 use crate::report::{CheckReport, NodeStatus};
@@ -51,10 +52,21 @@ impl EpisodeView {
 pub struct Node {
     pub(crate) dir: PathBuf,
     pub(crate) wal: Wal,
-    pub(crate) projection: Mutex<ProjectionSlot>,
+    pub(crate) projection: Arc<Mutex<ProjectionSlot>>,
+    applier: Arc<Applier>,
+    applier_thread: Option<std::thread::JoinHandle<()>>,
     pub(crate) node_id: NodeId,
     pub(crate) key: rcgen::KeyPair,
     pub(crate) time: Arc<dyn TimeSource>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.applier.stop();
+        if let Some(thread) = self.applier_thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Node {
@@ -67,8 +79,11 @@ impl Node {
         let time = config.time.clone();
         let wal = Wal::open(&dir, config)?;
         let (key, node_id) = identity::load_or_create(&dir)?;
-        let slot = attach(&wal, &dir.join(PROJECTION_FILE), false);
-        Ok(Node { dir, wal, projection: Mutex::new(slot), node_id, key, time })
+        let projection = Arc::new(Mutex::new(attach(&wal, &dir.join(PROJECTION_FILE), false)));
+        let applier = Arc::new(Applier::default());
+        let thread = applier::spawn(applier.clone(), wal.clone(), projection.clone())
+            .map_err(|e| Error::io(Path::new("feral-applier thread"), e))?;
+        Ok(Node { dir, wal, projection, applier, applier_thread: Some(thread), node_id, key, time })
     }
 
     /// The data directory.
@@ -93,6 +108,18 @@ impl Node {
 
     pub(crate) fn slot(&self) -> MutexGuard<'_, ProjectionSlot> {
         self.projection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until every op acknowledged so far is applied to the projection (reads do this
+    /// by themselves).
+    pub fn settle(&self) {
+        self.applier.drain();
+    }
+
+    /// The projection once every op acknowledged so far is applied to it.
+    pub(crate) fn settled(&self) -> MutexGuard<'_, ProjectionSlot> {
+        self.applier.drain();
+        self.slot()
     }
 
     fn now_s(&self) -> f64 {
@@ -145,11 +172,11 @@ impl Node {
         let appended = self.wal.append_batch(drafts)?;
         let changes = appended
             .iter()
-            .zip(&episodes)
+            .zip(episodes)
             .filter(|(a, _)| !a.duplicate)
-            .map(|(a, (e, _))| Change::put(a.lsn, a.op_id, a.hlc, e))
+            .map(|(a, (e, _))| Change::put_owned(a.lsn, a.op_id, a.hlc, e))
             .collect();
-        self.project(changes, max_lsn(&appended));
+        self.applier.push(changes, max_lsn(&appended));
         Ok(appended)
     }
 
@@ -204,10 +231,8 @@ impl Node {
                 (a.lsn, op)
             })
             .collect();
-        self.project(
-            ops.iter().map(|(lsn, op)| Change::of(*lsn, op)).collect(),
-            max_lsn(&appended),
-        );
+        let changes = ops.iter().map(|(lsn, op)| Change::of(*lsn, op).into_owned()).collect();
+        self.applier.push(changes, max_lsn(&appended));
         Ok(appended)
     }
 
@@ -217,57 +242,34 @@ impl Node {
         self.writable()?;
         let kept = ops.clone();
         let appended = self.wal.ingest(ops)?;
-        let changes: Vec<Change<'_>> = appended
+        let changes: Vec<Change<'static>> = appended
             .iter()
             .zip(&kept)
             .filter(|(a, _)| !a.duplicate)
-            .map(|(a, op)| Change::of(a.lsn, op))
+            .map(|(a, op)| Change::of(a.lsn, op).into_owned())
             .collect();
         let count = changes.len();
-        self.project(changes, max_lsn(&appended));
+        self.applier.push(changes, max_lsn(&appended));
         Ok(count)
-    }
-
-    /// Applies newly logged ops to the projection, or catches it up from the log when another
-    /// writer's ops come first. A failure stops the projection (the ops stay in the log).
-    fn project(&self, changes: Vec<Change<'_>>, max_lsn: Lsn) {
-        let mut slot = self.slot();
-        if slot.fault.is_some() {
-            return;
-        }
-        let Some(mat) = slot.mat.as_ref() else { return };
-        let outcome = match mat.apply(changes) {
-            Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(&self.wal).map(|_| ()),
-            Err(e) => Err(e),
-            Ok(_) => match mat.applied_lsn() {
-                Ok(applied) if applied < max_lsn => mat.catch_up(&self.wal).map(|_| ()),
-                Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = outcome {
-            let path = mat.path().to_path_buf();
-            stop_projection(&mut slot, &path, e);
-        }
     }
 
     /// The live episode with this id.
     pub fn episode(&self, id: &str) -> Result<Option<EpisodeView>> {
-        let slot = self.slot();
+        let slot = self.settled();
         let mat = readable(&slot)?;
         Ok(mat.get(id)?.and_then(EpisodeView::from_row))
     }
 
     /// Live episodes, newest first, at most `limit`, optionally of one session.
     pub fn episodes(&self, limit: usize, session: Option<&str>) -> Result<Vec<EpisodeView>> {
-        let slot = self.slot();
+        let slot = self.settled();
         let mat = readable(&slot)?;
         Ok(mat.list(limit, session)?.into_iter().filter_map(EpisodeView::from_row).collect())
     }
 
     /// The canonical digest of the store's ops and episodes.
     pub fn digest(&self) -> Result<feral_materializer::Digest> {
-        let slot = self.slot();
+        let slot = self.settled();
         let mat = readable(&slot)?;
         mat.catch_up(&self.wal)?;
         Ok(feral_materializer::digest(&self.wal, mat)?)
@@ -275,7 +277,7 @@ impl Node {
 
     /// Writes the canonical dump (ops by (origin, seq), then rows by id).
     pub fn dump(&self, out: &mut dyn std::io::Write) -> Result<()> {
-        let slot = self.slot();
+        let slot = self.settled();
         let mat = readable(&slot)?;
         mat.catch_up(&self.wal)?;
         Ok(feral_materializer::dump(&self.wal, mat, out)?)
@@ -299,7 +301,7 @@ impl Node {
     }
 
     fn check_projection(&self) -> Result<(), feral_materializer::Error> {
-        let mut slot = self.slot();
+        let mut slot = self.settled();
         let durable = self.wal.durable_lsn();
         match slot.mat.as_mut() {
             Some(mat) => mat.check(durable),
@@ -315,7 +317,7 @@ impl Node {
     pub fn resume(&self) -> CheckReport {
         let log = self.wal.resume();
         {
-            let mut slot = self.slot();
+            let mut slot = self.settled();
             slot.mat = None; // a handle that saw an I/O error stays failed until reopened
             *slot = attach(&self.wal, &self.dir.join(PROJECTION_FILE), false);
             if slot.fault.as_ref().is_some_and(|f| f.code.ends_with("corruption")) || {
@@ -348,7 +350,7 @@ impl Node {
 
     /// Recreates the projection from the log alone. Returns the ops projected.
     pub fn rebuild_projection(&self) -> Result<usize> {
-        let mut slot = self.slot();
+        let mut slot = self.settled();
         slot.mat = None;
         let mat = Materializer::recreate(&self.dir.join(PROJECTION_FILE))?;
         let applied = mat.catch_up(&self.wal)?;
@@ -357,14 +359,17 @@ impl Node {
         Ok(applied)
     }
 
-    /// Makes the index and projection durable and releases the directory.
-    pub fn close(self) -> Result<()> {
+    /// Applies what is queued, makes the index and projection durable, and releases the
+    /// directory.
+    pub fn close(mut self) -> Result<()> {
+        self.applier.stop();
+        if let Some(thread) = self.applier_thread.take() {
+            let _ = thread.join();
+        }
         if let Some(mat) = self.slot().mat.as_ref() {
             mat.flush()?;
         }
-        let Node { wal, projection, .. } = self;
-        drop(projection);
-        wal.close()?;
+        self.wal.clone().close()?;
         Ok(())
     }
 }
@@ -396,7 +401,7 @@ fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
 
 /// Records a projection failure as the slot's fault. After an I/O error a redb handle fails
 /// every call until reopened, so the handle is reopened at once for reads.
-fn stop_projection(slot: &mut ProjectionSlot, at: &Path, e: feral_materializer::Error) {
+pub(crate) fn stop_projection(slot: &mut ProjectionSlot, at: &Path, e: feral_materializer::Error) {
     tracing::error!(error = %e, path = %at.display(), "episodes projection stopped; resume() catches it up");
     let code = if e.is_disk_full() {
         "disk_full"

@@ -113,7 +113,7 @@ impl NodeStatus {
             .map(|h| h.into_iter().map(|(o, s)| (o.to_string(), s)).collect())
             .unwrap_or_default();
         let (projection, fault) = {
-            let slot = node.slot();
+            let slot = node.settled();
             let stats = slot.mat.as_ref().and_then(|m| m.stats().ok()).unwrap_or_default();
             (stats, slot.fault.as_ref().map(|f| format!("{}: {}", f.code, f.reason)))
         };

@@ -27,11 +27,14 @@ fn episodes(n: usize) -> Vec<Episode> {
     (0..n as u64).map(|i| Episode::from_input(&episode_doc(i), 0.0).expect("valid")).collect()
 }
 
-/// Appends `batches` of episodes, each durable before the next.
+/// Appends `batches` of episodes, each durable before the next, and returns once the
+/// projection and the index hold all of them.
 fn ingest(node: &Node, batches: Vec<Vec<(Episode, Option<feral_log::OpId>)>>) {
     for batch in batches {
         node.append_episodes(batch).expect("append");
     }
+    node.settle();
+    node.wal().heads().expect("index caught up");
 }
 
 fn ingest_group(c: &mut Criterion) {

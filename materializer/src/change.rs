@@ -31,7 +31,7 @@ pub struct Change<'a> {
     /// Its HLC (last writer wins).
     pub hlc: Hlc,
     /// The row it writes.
-    pub row_id: &'a str,
+    pub row_id: Cow<'a, str>,
     /// What it does.
     pub effect: Effect<'a>,
 }
@@ -51,12 +51,46 @@ impl<'a> Change<'a> {
                 },
             }
         };
-        Change { lsn, op_id: op.op_id, hlc: op.hlc, row_id: &op.row_id, effect }
+        Change { lsn, op_id: op.op_id, hlc: op.hlc, row_id: Cow::Borrowed(&op.row_id), effect }
     }
 
     /// The change of an op the caller built from this validated episode (its data is
     /// `episode.to_data()`, so parsing it again would give the same episode).
     pub fn put(lsn: Lsn, op_id: OpId, hlc: Hlc, episode: &'a Episode) -> Change<'a> {
-        Change { lsn, op_id, hlc, row_id: &episode.id, effect: Effect::Put(Cow::Borrowed(episode)) }
+        Change {
+            lsn,
+            op_id,
+            hlc,
+            row_id: Cow::Borrowed(&episode.id),
+            effect: Effect::Put(Cow::Borrowed(episode)),
+        }
+    }
+
+    /// [`Change::put`] owning its episode (to hand to another thread).
+    pub fn put_owned(lsn: Lsn, op_id: OpId, hlc: Hlc, episode: Episode) -> Change<'static> {
+        Change {
+            lsn,
+            op_id,
+            hlc,
+            row_id: Cow::Owned(episode.id.clone()),
+            effect: Effect::Put(Cow::Owned(episode)),
+        }
+    }
+
+    /// The same change, owning everything it borrowed.
+    pub fn into_owned(self) -> Change<'static> {
+        let effect = match self.effect {
+            Effect::Other => Effect::Other,
+            Effect::Put(e) => Effect::Put(Cow::Owned(e.into_owned())),
+            Effect::Delete => Effect::Delete,
+            Effect::Skip(reason) => Effect::Skip(reason),
+        };
+        Change {
+            lsn: self.lsn,
+            op_id: self.op_id,
+            hlc: self.hlc,
+            row_id: Cow::Owned(self.row_id.into_owned()),
+            effect,
+        }
     }
 }

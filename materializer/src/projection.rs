@@ -225,7 +225,7 @@ impl Materializer {
                 // Insert first: redb hands back the row it replaced, which saves a lookup for
                 // the usual new row; the rare losing write puts the old row back.
                 let old = match rows
-                    .insert(change.row_id, encoded.as_slice())
+                    .insert(change.row_id.as_ref(), encoded.as_slice())
                     .map_err(|e| self.err(e))?
                 {
                     Some(raw) => Some((decode_row(raw.value())?, raw.value().to_vec())),
@@ -235,7 +235,7 @@ impl Materializer {
                     // Later HLC wins; the op_id breaks a tie (one origin never issues an HLC
                     // twice, so only a faulty writer makes one), keeping every node equal.
                     if (change.hlc, change.op_id) <= (old.hlc, old.op_id) {
-                        rows.insert(change.row_id, old_bytes.as_slice())
+                        rows.insert(change.row_id.as_ref(), old_bytes.as_slice())
                             .map_err(|e| self.err(e))?;
                         continue;
                     }

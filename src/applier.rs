@@ -1,0 +1,132 @@
+//! The projection applier: a thread that applies logged ops to the episodes projection in LSN
+//! order, so an appender returns once its ops are durable in the log while the projection
+//! work of one batch overlaps the log write of the next. Readers wait until every op
+//! acknowledged before their read is applied ("read your writes"); writers wait when too many
+//! ops are queued (backpressure).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use feral_log::{Lsn, Wal};
+use feral_materializer::Change;
+
+use crate::limits::APPLY_QUEUE_OPS_MAX;
+use crate::node::{ProjectionSlot, stop_projection};
+
+/// Changes of one append, and the highest LSN it covers (duplicates included).
+struct Job {
+    changes: Vec<Change<'static>>,
+    max_lsn: Lsn,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    queued_ops: usize,
+    busy: bool,
+    stop: bool,
+}
+
+/// The queue between appenders and the applier thread.
+#[derive(Default)]
+pub(crate) struct Applier {
+    queue: Mutex<Queue>,
+    cond: Condvar,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.lock();
+        write!(f, "Applier {{ jobs: {}, ops: {}, busy: {} }}", q.jobs.len(), q.queued_ops, q.busy)
+    }
+}
+
+impl Applier {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        self.cond.wait(guard).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues the changes of one append (in LSN order). Waits while the queue is full.
+    pub(crate) fn push(&self, changes: Vec<Change<'static>>, max_lsn: Lsn) {
+        let mut q = self.lock();
+        while q.queued_ops >= APPLY_QUEUE_OPS_MAX && !q.stop {
+            q = self.wait(q);
+        }
+        q.queued_ops += changes.len();
+        q.jobs.push_back(Job { changes, max_lsn });
+        self.cond.notify_all();
+    }
+
+    /// Waits until everything queued so far is applied (or dropped after a fault). Every op
+    /// acknowledged before this call was queued before it returned to its writer.
+    pub(crate) fn drain(&self) {
+        let mut q = self.lock();
+        while (!q.jobs.is_empty() || q.busy) && !q.stop {
+            q = self.wait(q);
+        }
+    }
+
+    /// Asks the thread to finish what is queued and exit.
+    pub(crate) fn stop(&self) {
+        self.lock().stop = true;
+        self.cond.notify_all();
+    }
+
+    /// The thread body: apply jobs until stopped and drained.
+    pub(crate) fn run(&self, wal: &Wal, slot: &Mutex<ProjectionSlot>) {
+        loop {
+            let job = {
+                let mut q = self.lock();
+                while q.jobs.is_empty() && !q.stop {
+                    q = self.wait(q);
+                }
+                let Some(job) = q.jobs.pop_front() else { break };
+                q.busy = true;
+                job
+            };
+            let n = job.changes.len();
+            apply(wal, slot, job);
+            let mut q = self.lock();
+            q.busy = false;
+            q.queued_ops -= n;
+            self.cond.notify_all();
+        }
+    }
+}
+
+/// Applies one job, or catches the projection up from the log when another append's ops
+/// come first (a gap) or some were not handed over. A failure stops the projection; the ops
+/// stay in the log and `resume()` catches up.
+fn apply(wal: &Wal, slot: &Mutex<ProjectionSlot>, job: Job) {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.fault.is_some() {
+        return;
+    }
+    let Some(mat) = slot.mat.as_ref() else { return };
+    let outcome = match mat.apply(job.changes) {
+        Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(wal).map(|_| ()),
+        Err(e) => Err(e),
+        Ok(_) => match mat.applied_lsn() {
+            Ok(applied) if applied < job.max_lsn => mat.catch_up(wal).map(|_| ()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = outcome {
+        let path = mat.path().to_path_buf();
+        stop_projection(&mut slot, &path, e);
+    }
+}
+
+/// Starts the applier thread.
+pub(crate) fn spawn(
+    applier: Arc<Applier>,
+    wal: Wal,
+    slot: Arc<Mutex<ProjectionSlot>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("feral-applier".into()).spawn(move || applier.run(&wal, &slot))
+}
