@@ -230,20 +230,20 @@ pub fn restore(from: &Path, into: &Path, force: bool, config: Config) -> Result<
     let staging = parent.join(format!(".{name}.restoring-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(staging.join(WAL_DIR)).map_err(|e| Error::io(&staging, e))?;
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage);
     for f in &manifest.files {
         let to = staging.join(&f.name);
         copy_prefix(&from.join(&f.name), &to, f.bytes)?;
         if f.capacity > f.bytes {
-            // The active segment: the rest of its preallocated space reads as zeros.
-            let file =
-                fs::OpenOptions::new().write(true).open(&to).map_err(|e| Error::io(&to, e))?;
-            file.set_len(f.capacity)
-                .and_then(|()| file.sync_all())
+            // The active segment: reserve its whole capacity again (so a full disk shows at a
+            // segment roll, not inside a record); the space past the copy reads as zeros.
+            let file = storage.open(&to, true).map_err(|e| Error::io(&to, e))?;
+            file.allocate(f.capacity)
+                .and_then(|()| file.sync_data())
                 .map_err(|e| Error::io(&to, e))?;
         }
     }
     sync_dir(&staging.join(WAL_DIR))?;
-    let storage: Arc<dyn Storage> = Arc::new(FsStorage);
     let origin = feral_log::wal::write_origin(&staging, &storage, Origin::random())?;
     let moved_aside = if is_empty_dir(into)? {
         let _ = fs::remove_dir(into);

@@ -3,6 +3,7 @@
 //! 65 data corruption, 75 disk full. Every error is one line on stderr.
 
 mod cli_append;
+mod demo;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -120,6 +121,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A short tour on one machine: create a store (in a new temporary directory unless --data
+    /// is given), append episodes, list them, delete one, check, back up, restore the backup
+    /// elsewhere and compare digests.
+    Demo,
     /// Restore a backup into --data (absent or empty; --force moves an existing one aside).
     Restore {
         /// The backup directory.
@@ -168,6 +173,15 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if matches!(cli.command, Command::Demo) {
+        return match demo::run(cli.data.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => {
+                eprintln!("feral-node: error: demo: {}", f.message);
+                ExitCode::from(f.status)
+            }
+        };
+    }
     let data = match cli.data.clone().or_else(default_data_dir) {
         Some(dir) => dir,
         None => {
@@ -317,6 +331,7 @@ fn run(command: Command, data: &Path) -> Outcome {
             );
             Ok(0)
         }
+        Command::Demo => Ok(0), // handled before a data directory is chosen
         Command::Restore { from, force, json } => {
             let restored = backup::restore(&from, data, force, Config::default())?;
             if json {
