@@ -13,8 +13,9 @@ use crate::wal::{Appended, Inflight, Item, Lsn, Pause, PauseKind, Pending, State
 enum Verdict {
     /// Already in the log or in flight (or earlier in this call): nothing to write.
     Duplicate(OpId, Inflight),
-    /// To be written under this op_id, with this content hash.
-    New(OpId, u64),
+    /// To be written under this op_id (generated here when `generated`), with this content
+    /// hash.
+    New { id: OpId, hash: u64, generated: bool },
 }
 
 impl Wal {
@@ -83,7 +84,9 @@ impl Wal {
                         duplicate: true,
                     }
                 }
-                Verdict::New(op_id, hash) => self.place(state, item, op_id, hash, now),
+                Verdict::New { id, hash, generated } => {
+                    self.place(state, item, id, hash, generated, now)
+                }
             };
             wait_lsn = wait_lsn.max(appended.lsn);
             results.push(appended);
@@ -142,13 +145,21 @@ impl Wal {
                 }
                 None => OpId::generate(now),
             };
-            verdicts.push(Verdict::New(id, hash));
+            verdicts.push(Verdict::New { id, hash, generated: op_id.is_none() });
         }
         Ok(verdicts)
     }
 
     /// Gives a checked item its LSN (and seq and HLC when local) and queues it.
-    fn place(&self, state: &mut State, item: Item, op_id: OpId, hash: u64, now: u64) -> Appended {
+    fn place(
+        &self,
+        state: &mut State,
+        item: Item,
+        op_id: OpId,
+        hash: u64,
+        generated: bool,
+        now: u64,
+    ) -> Appended {
         let lsn = state.next_lsn;
         state.next_lsn += 1;
         let (op, local) = match item {
@@ -178,12 +189,12 @@ impl Wal {
             lsn,
             duplicate: false,
         };
-        state.inflight.insert(
-            op.op_id,
-            Inflight { content_hash: hash, lsn, origin: op.origin, seq: op.seq, hlc: op.hlc },
-        );
-        if !local {
-            state.inflight_seqs.insert((op.origin, op.seq), op.op_id);
+        let entry =
+            Inflight { content_hash: hash, lsn, origin: op.origin, seq: op.seq, hlc: op.hlc };
+        if generated {
+            state.inflight.push_generated(op.op_id, entry);
+        } else {
+            state.inflight.insert_supplied(op.op_id, entry, !local);
         }
         state.pending.push(Pending { op, lsn, local, content_hash: hash });
         appended
@@ -221,8 +232,8 @@ fn check_remote(state: &mut State, index: &Index, own: Origin, op: &Op, now: u64
             op.op_id
         )));
     }
-    let holder = match state.inflight_seqs.get(&(op.origin, op.seq)) {
-        Some(id) => Some(*id),
+    let holder = match state.inflight.holder(&op.origin, op.seq) {
+        Some(id) => Some(id),
         None => index.lookup_seq(&op.origin, op.seq)?,
     };
     if op.origin == own && holder != Some(op.op_id) {

@@ -60,8 +60,7 @@ impl Wal {
         let queued = std::mem::take(&mut state.pending);
         let mut first_local_seq: Option<u64> = None;
         for p in batch.iter().filter(|p| p.lsn > durable).chain(queued.iter()) {
-            state.inflight.remove(&p.op.op_id);
-            state.inflight_seqs.remove(&(p.op.origin, p.op.seq));
+            state.inflight.remove(&p.op.op_id, &p.op.origin, p.op.seq);
             if p.local {
                 first_local_seq = Some(first_local_seq.map_or(p.op.seq, |s| s.min(p.op.seq)));
             }

@@ -106,7 +106,7 @@ pub(crate) fn run(core: &Core) {
         };
         {
             let mut state = core.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.forget_indexed(&batch);
+            state.inflight.forget_indexed(&batch);
             if let Err(error) = &result {
                 let kind = match error {
                     Error::DiskFull { .. } => PauseKind::DiskFull,

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod hlc;
 pub mod index;
 mod indexer;
+mod inflight;
 mod le;
 pub mod limits;
 pub mod lock;

@@ -7,14 +7,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::error::{Error, Result};
 use crate::hlc::{Clock, Hlc, SystemTime, TimeSource};
-use crate::index::{Index, IndexEntry};
+use crate::index::Index;
 use crate::indexer::IndexQueue;
+use crate::inflight::InflightSet;
 use crate::limits::{
-    HLC_DRIFT_MS_MAX_DEFAULT, INFLIGHT_OPS_KEPT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN,
+    HLC_DRIFT_MS_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 use crate::lock::DirLock;
-use crate::op::{IdMap, Op, OpDraft, OpId, Origin};
+use crate::op::{Op, OpDraft, OpId, Origin};
 use crate::recovery::{self, TornTail};
 use crate::segment::{ActiveSegment, Header};
 use crate::storage::{FsStorage, Storage};
@@ -142,8 +142,7 @@ pub(crate) struct State {
     pub(crate) pending: Vec<Pending>,
     /// An empty queue with capacity, swapped in when a leader takes `pending`.
     pub(crate) spare: Vec<Pending>,
-    pub(crate) inflight: IdMap<OpId, Inflight>,
-    pub(crate) inflight_seqs: IdMap<(Origin, u64), OpId>,
+    pub(crate) inflight: InflightSet,
     /// True while one thread writes a batch, checks or resumes; others wait on the condvar.
     pub(crate) leader: bool,
     pub(crate) failures: u64,
@@ -158,31 +157,6 @@ impl State {
     pub(crate) fn clear_queue(&mut self) {
         self.pending.clear();
         self.inflight.clear();
-        self.inflight_seqs.clear();
-    }
-
-    /// Drops ops the indexer has committed from the in-flight set.
-    /// Shrinks the maps once they drain: after a backlog they would otherwise stay large and
-    /// sparse, and every later insert would miss the cache.
-    pub(crate) fn forget_indexed(&mut self, entries: &[IndexEntry]) {
-        for entry in entries {
-            self.inflight.remove(&entry.op_id);
-        }
-        // Only received ops are in the seq map; local appends leave it empty.
-        if !self.inflight_seqs.is_empty() {
-            for entry in entries {
-                self.inflight_seqs.remove(&(entry.origin, entry.seq));
-            }
-        }
-        shrink_sparse(&mut self.inflight);
-        shrink_sparse(&mut self.inflight_seqs);
-    }
-}
-
-/// Gives memory back once a map is mostly empty (amortized: only when under 1/16 full).
-fn shrink_sparse<K: std::hash::Hash + Eq, V>(map: &mut IdMap<K, V>) {
-    if map.capacity() > INFLIGHT_OPS_KEPT && map.len() * 16 < map.capacity() {
-        map.shrink_to((map.len() * 2).max(INFLIGHT_OPS_KEPT));
     }
 }
 
@@ -332,8 +306,7 @@ impl Wal {
                 clock: Clock::new(origin, config.drift_ms_max),
                 pending: Vec::new(),
                 spare: Vec::new(),
-                inflight: IdMap::default(),
-                inflight_seqs: IdMap::default(),
+                inflight: InflightSet::default(),
                 leader: true,
                 failures: 0,
                 segments: Vec::new(),
