@@ -3,6 +3,7 @@
 //! runs ahead of the log and catches up from it after any fault.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use feral_log::{Appended, Config, Lsn, Op, OpDraft, OpId, OpKind, TimeSource, Wal};
@@ -81,6 +82,8 @@ impl Node {
         let (key, node_id) = identity::load_or_create(&dir)?;
         let projection = Arc::new(Mutex::new(attach(&wal, &dir.join(PROJECTION_FILE), false)));
         let applier = Arc::new(Applier::default());
+        let stopped = projection.lock().unwrap_or_else(|p| p.into_inner()).fault.is_some();
+        applier.stopped.store(stopped, Ordering::Release);
         let thread = applier::spawn(applier.clone(), wal.clone(), projection.clone())
             .map_err(|e| Error::io(Path::new("feral-applier thread"), e))?;
         Ok(Node { dir, wal, projection, applier, applier_thread: Some(thread), node_id, key, time })
@@ -128,6 +131,9 @@ impl Node {
 
     /// Refuses writes while the projection is stopped (the log refuses by itself when paused).
     fn writable(&self) -> Result<()> {
+        if !self.applier.stopped.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match &self.slot().fault {
             Some(fault) => Err(Error::Paused { code: fault.code, reason: fault.reason.clone() }),
             None => Ok(()),
@@ -285,7 +291,7 @@ impl Node {
 
     /// True when writes are refused (log paused or projection stopped).
     pub fn io_paused(&self) -> bool {
-        self.wal.io_paused() || self.slot().fault.is_some()
+        self.wal.io_paused() || self.applier.stopped.load(Ordering::Acquire)
     }
 
     /// A status snapshot.
@@ -328,12 +334,14 @@ impl Node {
                 slot.mat = None;
                 *slot = attach(&self.wal, &self.dir.join(PROJECTION_FILE), true);
             }
+            self.applier.stopped.store(slot.fault.is_some(), Ordering::Release);
         }
         let episodes = self.check_projection();
         let report = CheckReport::from_parts(log, episodes);
         if !report.ok {
             let mut slot = self.slot();
             if slot.fault.is_none() && report.episodes != feral_log::PartStatus::Ok {
+                self.applier.stopped.store(true, Ordering::Release);
                 slot.fault =
                     Some(Fault { code: "corruption", reason: "integrity check failed".into() });
             }
@@ -356,6 +364,7 @@ impl Node {
         let applied = mat.catch_up(&self.wal)?;
         mat.flush()?;
         *slot = ProjectionSlot { mat: Some(mat), fault: None };
+        self.applier.stopped.store(false, Ordering::Release);
         Ok(applied)
     }
 
