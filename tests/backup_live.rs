@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{doc, open};
+use common::{all_ops, doc, open};
 use feral_memory::backup;
 
 #[test]
@@ -40,13 +40,7 @@ fn a_backup_under_load_restores_to_a_consistent_prefix() {
         .collect();
     stop.store(true, Ordering::Relaxed);
     let written: usize = writers.into_iter().map(|w| w.join().expect("writer")).sum();
-    let mut source = Vec::new();
-    node.wal()
-        .scan(1, &mut |r| {
-            source.push(r.op);
-            Ok(true)
-        })
-        .expect("scan");
+    let source: Vec<_> = all_ops(&node).into_iter().map(|r| r.op).collect();
     assert_eq!(source.len(), written);
     for (k, manifest) in manifests.iter().enumerate() {
         let into = root.path().join(format!("restored{k}"));
@@ -57,13 +51,7 @@ fn a_backup_under_load_restores_to_a_consistent_prefix() {
         let copy = open(&into);
         let report = copy.check();
         assert!(report.ok, "backup {k}: {report:?}");
-        let mut held = Vec::new();
-        copy.wal()
-            .scan(1, &mut |r| {
-                held.push((r.lsn, r.op));
-                Ok(true)
-            })
-            .expect("scan");
+        let held: Vec<_> = all_ops(&copy).into_iter().map(|r| (r.lsn, r.op)).collect();
         assert!(held.len() as u64 >= manifest.durable_lsn, "backup {k} holds its durable LSN");
         for (lsn, op) in &held {
             assert_eq!(

@@ -7,9 +7,8 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
 
-use common::{Rng, feral_node, open};
+use common::{Rng, feral_node, open, spawn_append};
 use feral_log::OpId;
 
 const ITERATIONS: usize = 50;
@@ -26,15 +25,7 @@ fn sigkill_mid_append_loses_no_acknowledged_row_and_duplicates_nothing() {
     let mut acked: BTreeMap<OpId, String> = BTreeMap::new();
     for iteration in 0..ITERATIONS {
         let kill_after = 1 + rng.below(LINES_PER_CHILD as u64 / 2) as usize;
-        let mut child = feral_node()
-            .arg("--data")
-            .arg(&data)
-            .args(["append", "--json"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let mut child = spawn_append(&data);
         let mut stdin = child.stdin.take().expect("stdin");
         let feeder = std::thread::spawn(move || {
             for line in 0..LINES_PER_CHILD {

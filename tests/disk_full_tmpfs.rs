@@ -7,9 +7,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
 
-use common::{Tmpfs, doc, feral_node, fill_device};
+use common::{Tmpfs, doc, feral_node, fill_device, spawn_append};
 use feral_log::OpId;
 use feral_memory::Node;
 
@@ -34,15 +33,7 @@ fn disk_full_on_a_real_tmpfs_pauses_loses_nothing_and_resumes() {
     drop(f);
 
     // The CLI: appends until the disk is full, then exits 75 naming the data directory.
-    let mut child = feral_node()
-        .arg("--data")
-        .arg(&data)
-        .args(["append", "--json"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_append(&data);
     let mut stdin = child.stdin.take().expect("stdin");
     let feeder = std::thread::spawn(move || {
         for i in 0..20_000 {

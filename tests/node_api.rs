@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{doc, open};
+use common::{all_ops, doc, open};
 use feral_log::{OpId, PartStatus};
 use serde_json::json;
 
@@ -97,16 +97,7 @@ fn ops_ingested_by_another_node_give_the_same_digest_and_rows() {
     }
     a.delete_episode("a3", None).expect("delete");
     b.append_episode(&doc("a5", "s", 99.0), None).expect("b writes a row a also has");
-    let ops = |n: &feral_memory::Node| {
-        let mut out = Vec::new();
-        n.wal()
-            .scan(1, &mut |r| {
-                out.push(r.op);
-                Ok(true)
-            })
-            .expect("scan");
-        out
-    };
+    let ops = |n: &feral_memory::Node| all_ops(n).into_iter().map(|r| r.op).collect::<Vec<_>>();
     let (from_a, from_b) = (ops(&a), ops(&b));
     assert_eq!(b.ingest(from_a.clone()).expect("b ingests a"), from_a.len());
     assert_eq!(a.ingest(from_b.clone()).expect("a ingests b"), from_b.len());

@@ -7,46 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::Tmpfs;
 use feral_log::{Error, OpId, Wal};
 
 const SEGMENT_BYTES: u64 = 32 * 1024;
-
-/// A mounted tmpfs, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        match status {
-            Ok(s) if s.success() => Some(Tmpfs { dir }),
-            other => {
-                println!("SKIPPED: mount -t tmpfs failed: {other:?}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 /// Takes `bytes` of the tmpfs so the test can free them later.
 fn filler(at: &Path, bytes: usize) -> PathBuf {

@@ -7,6 +7,7 @@ pub mod episode;
 pub mod error;
 pub mod limits;
 pub mod projection;
+mod query;
 
 pub use change::{Change, Effect};
 pub use digest::{Digest, digest, dump};

@@ -8,27 +8,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use feral_log::index::catch_redb_panic;
 use feral_log::{Hlc, Lsn, Op, OpId, Wal, codec};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::change::{Change, Effect};
 use crate::episode::Episode;
 use crate::error::{Error, Result};
-use crate::limits::{CATCH_UP_BATCH_OPS, LIST_LIMIT_MAX, PROJECTION_DURABLE_EVERY_OPS};
+use crate::limits::{CATCH_UP_BATCH_OPS, PROJECTION_DURABLE_EVERY_OPS};
 
-const ROWS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("episodes");
+pub(crate) const ROWS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("episodes");
 // Secondary keys are fixed-width integers, compared natively by redb: (created_at, op_id of
 // the row's writer) → episode id, and (session hash, created_at, op_id) → episode id. A
 // session listing drops the rare rows whose session only shares the hash.
-const BY_TIME: TableDefinition<'_, (u64, u128), &str> = TableDefinition::new("episodes_by_time");
-const BY_SESSION: TableDefinition<'_, (u64, u64, u128), &str> =
+pub(crate) const BY_TIME: TableDefinition<'_, (u64, u128), &str> =
+    TableDefinition::new("episodes_by_time");
+pub(crate) const BY_SESSION: TableDefinition<'_, (u64, u64, u128), &str> =
     TableDefinition::new("episodes_by_session");
-const META: TableDefinition<'_, &str, u64> = TableDefinition::new("episodes_meta");
+pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("episodes_meta");
 
-const META_APPLIED_LSN: &str = "applied_lsn";
-const META_SKIPPED: &str = "skipped_invalid";
+pub(crate) const META_APPLIED_LSN: &str = "applied_lsn";
+pub(crate) const META_SKIPPED: &str = "skipped_invalid";
 
 /// The file name of the projection inside a data directory.
 pub const PROJECTION_FILE: &str = "episodes.redb";
@@ -69,10 +68,10 @@ pub struct ProjectionStats {
 #[derive(Debug)]
 pub struct Materializer {
     // Never dropped after a panic inside redb: its drop could run on a damaged file.
-    db: ManuallyDrop<Database>,
-    path: PathBuf,
+    pub(crate) db: ManuallyDrop<Database>,
+    pub(crate) path: PathBuf,
     non_durable_ops: AtomicU64,
-    suspect: AtomicBool,
+    pub(crate) suspect: AtomicBool,
 }
 
 impl Drop for Materializer {
@@ -99,7 +98,7 @@ impl Drop for Materializer {
     }
 }
 
-fn corruption_from_panic(what: String) -> Error {
+pub(crate) fn corruption_from_panic(what: String) -> Error {
     Error::Corruption(format!("redb panicked reading the projection: {what}"))
 }
 
@@ -134,7 +133,7 @@ impl Materializer {
         &self.path
     }
 
-    fn guarded<T>(&self, f: impl FnOnce(&Materializer) -> Result<T>) -> Result<T> {
+    pub(crate) fn guarded<T>(&self, f: impl FnOnce(&Materializer) -> Result<T>) -> Result<T> {
         let outcome = catch_redb_panic(|| f(self), corruption_from_panic);
         if matches!(outcome, Err(Error::Corruption(_))) {
             self.suspect.store(true, Ordering::Relaxed);
@@ -142,7 +141,7 @@ impl Materializer {
         outcome
     }
 
-    fn err(&self, e: impl Into<redb::Error>) -> Error {
+    pub(crate) fn err(&self, e: impl Into<redb::Error>) -> Error {
         map_redb(&self.path, e)
     }
 
@@ -319,187 +318,36 @@ impl Materializer {
             Ok(())
         })
     }
-
-    /// The row for an episode id (a tombstone included).
-    pub fn get(&self, id: &str) -> Result<Option<Row>> {
-        self.guarded(|m| {
-            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
-            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
-            match rows.get(id).map_err(|e| m.err(e))? {
-                Some(raw) => decode_row(raw.value()).map(Some),
-                None => Ok(None),
-            }
-        })
-    }
-
-    /// Live episode rows, newest `created_at` first, at most `limit`, optionally of one session.
-    pub fn list(&self, limit: usize, session: Option<&str>) -> Result<Vec<Row>> {
-        let limit = limit.min(LIST_LIMIT_MAX);
-        self.guarded(|m| {
-            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
-            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
-            let mut out = Vec::with_capacity(limit.min(1024));
-            // Takes the row an index entry names; false once `limit` rows are taken.
-            let mut take = |id: &str| -> Result<bool> {
-                let raw = rows.get(id).map_err(|e| m.err(e))?.ok_or_else(|| {
-                    Error::Corruption(format!("an index names episode {id:?} with no row"))
-                })?;
-                let row = decode_row(raw.value())?;
-                match &row.episode {
-                    Some(e) if session.is_none_or(|s| e.session_id == s) => out.push(row),
-                    Some(_) => {} // another session with the same hash
-                    None => {
-                        return Err(Error::Corruption(format!(
-                            "an index names deleted episode {id:?}"
-                        )));
-                    }
-                }
-                Ok(out.len() < limit)
-            };
-            if limit == 0 {
-                return Ok(Vec::new());
-            }
-            match session {
-                Some(s) => {
-                    let table = txn.open_table(BY_SESSION).map_err(|e| m.err(e))?;
-                    let h = session_hash(s);
-                    let range =
-                        table.range((h, 0, 0)..=(h, u64::MAX, u128::MAX)).map_err(|e| m.err(e))?;
-                    for item in range.rev() {
-                        let (_, id) = item.map_err(|e| m.err(e))?;
-                        if !take(id.value())? {
-                            break;
-                        }
-                    }
-                }
-                None => {
-                    let table = txn.open_table(BY_TIME).map_err(|e| m.err(e))?;
-                    for item in table.iter().map_err(|e| m.err(e))?.rev() {
-                        let (_, id) = item.map_err(|e| m.err(e))?;
-                        if !take(id.value())? {
-                            break;
-                        }
-                    }
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    /// Visits every row (tombstones included) in id order.
-    pub fn for_each_row(&self, visit: &mut dyn FnMut(&str, &Row) -> Result<()>) -> Result<()> {
-        self.guarded(|m| {
-            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
-            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
-            for item in rows.iter().map_err(|e| m.err(e))? {
-                let (key, raw) = item.map_err(|e| m.err(e))?;
-                visit(key.value(), &decode_row(raw.value())?)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> Result<ProjectionStats> {
-        self.guarded(|m| {
-            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
-            let meta = txn.open_table(META).map_err(|e| m.err(e))?;
-            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?.len().map_err(|e| m.err(e))?;
-            let live =
-                txn.open_table(BY_TIME).map_err(|e| m.err(e))?.len().map_err(|e| m.err(e))?;
-            Ok(ProjectionStats {
-                applied_lsn: read_meta(&meta, META_APPLIED_LSN).map_err(|e| m.err(e))?,
-                episodes: live,
-                tombstones: rows.saturating_sub(live),
-                skipped_invalid: read_meta(&meta, META_SKIPPED).map_err(|e| m.err(e))?,
-            })
-        })
-    }
-
-    /// Verifies the file (redb's page checksums and tree shape), every row, and that the
-    /// secondary keys match the rows and the applied LSN is within the log (`durable_lsn`).
-    pub fn check(&mut self, durable_lsn: Lsn) -> Result<()> {
-        let (suspect, db, path) = (&self.suspect, &mut self.db, &self.path);
-        let fine = catch_redb_panic(
-            || db.check_integrity().map_err(|e| map_redb(path, e)),
-            corruption_from_panic,
-        );
-        match fine {
-            Ok(true) => {}
-            Ok(false) => return Err(Error::Corruption("redb integrity check failed".into())),
-            Err(e) => {
-                suspect.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-        }
-        self.guarded(|m| {
-            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
-            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
-            let by_time = txn.open_table(BY_TIME).map_err(|e| m.err(e))?;
-            let by_session = txn.open_table(BY_SESSION).map_err(|e| m.err(e))?;
-            let meta = txn.open_table(META).map_err(|e| m.err(e))?;
-            let applied = read_meta(&meta, META_APPLIED_LSN).map_err(|e| m.err(e))?;
-            if applied > durable_lsn {
-                return Err(Error::Corruption(format!(
-                    "applied LSN {applied} is past the end of the log ({durable_lsn})"
-                )));
-            }
-            let mut live = 0u64;
-            for item in rows.iter().map_err(|e| m.err(e))? {
-                let (key, raw) = item.map_err(|e| m.err(e))?;
-                let row = decode_row(raw.value())?;
-                let Some(e) = row.episode else { continue };
-                live += 1;
-                let id = key.value();
-                let names = |found: Option<redb::AccessGuard<'_, &'static str>>| {
-                    found.is_some_and(|v| v.value() == id)
-                };
-                let indexed = e.id == id
-                    && names(by_time.get(time_key(&e, &row.op_id)).map_err(|e| m.err(e))?)
-                    && names(by_session.get(session_key(&e, &row.op_id)).map_err(|e| m.err(e))?);
-                if !indexed {
-                    return Err(Error::Corruption(format!(
-                        "episode {id:?} is missing from the secondary indexes"
-                    )));
-                }
-            }
-            let (t, s) =
-                (by_time.len().map_err(|e| m.err(e))?, by_session.len().map_err(|e| m.err(e))?);
-            if t != live || s != live {
-                return Err(Error::Corruption(format!(
-                    "{live} live episodes but {t} time and {s} session index entries"
-                )));
-            }
-            Ok(())
-        })
-    }
 }
 
-fn time_key(e: &Episode, writer: &OpId) -> (u64, u128) {
+pub(crate) fn time_key(e: &Episode, writer: &OpId) -> (u64, u128) {
     (e.created_key(), u128::from_be_bytes(writer.0))
 }
 
-fn session_key(e: &Episode, writer: &OpId) -> (u64, u64, u128) {
+pub(crate) fn session_key(e: &Episode, writer: &OpId) -> (u64, u64, u128) {
     (session_hash(&e.session_id), e.created_key(), u128::from_be_bytes(writer.0))
 }
 
 /// FNV-1a: a stable 64-bit hash of a session id (collisions only cost a filtered row).
-fn session_hash(session: &str) -> u64 {
+pub(crate) fn session_hash(session: &str) -> u64 {
     session
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
-fn read_meta(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, redb::Error> {
+pub(crate) fn read_meta(
+    meta: &impl ReadableTable<&'static str, u64>,
+    key: &str,
+) -> Result<u64, redb::Error> {
     Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
 }
 
-fn decode_row(raw: &[u8]) -> Result<Row> {
+pub(crate) fn decode_row(raw: &[u8]) -> Result<Row> {
     codec::decode_value(raw)
         .map_err(|reason| Error::Corruption(format!("undecodable row: {reason}")))
 }
 
-fn map_io(path: &Path, e: std::io::Error) -> Error {
+pub(crate) fn map_io(path: &Path, e: std::io::Error) -> Error {
     if feral_log::error::is_disk_full(&e) {
         Error::DiskFull { path: path.to_path_buf(), source: e }
     } else {
@@ -508,7 +356,7 @@ fn map_io(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Maps a redb failure, keeping corruption and a full disk distinct.
-fn map_redb(path: &Path, error: impl Into<redb::Error>) -> Error {
+pub(crate) fn map_redb(path: &Path, error: impl Into<redb::Error>) -> Error {
     match error.into() {
         redb::Error::Corrupted(msg) => Error::Corruption(msg),
         redb::Error::Io(e) => map_io(path, e),

@@ -8,35 +8,11 @@ use std::collections::BTreeMap;
 use feral_log::{Config, Hlc, Lsn, Op, OpId, OpKind, Origin, Wal};
 use feral_materializer::{Episode, Materializer, PROJECTION_FILE, Row, digest};
 
-struct Rng(u64);
+#[path = "../../log/tests/common/rng.rs"]
+#[allow(dead_code)]
+mod rng;
 
-impl Rng {
-    fn from_env() -> Rng {
-        let seed = std::env::var("FERAL_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        println!("lww: seed {seed} (replay with FERAL_TEST_SEED={seed})");
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use rng::Rng;
 
 fn episode_data(id: &str, summary: &str, created_at: f64) -> Vec<u8> {
     let doc = serde_json::json!({
@@ -73,7 +49,7 @@ fn op_set(rng: &mut Rng, n: usize) -> Vec<Op> {
                 _ => ("notes", OpKind::Insert, format!("note {i}").into_bytes()),
             };
             let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&rng.next().to_be_bytes());
+            id[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
             id[8..].copy_from_slice(&(i as u64).to_be_bytes());
             Op {
                 op_id: OpId(id),
@@ -153,7 +129,7 @@ fn deliver(rng: &mut Rng, wal: &Wal, m: &Materializer, ops: &[Op]) {
 
 #[test]
 fn any_order_and_duplication_gives_the_same_rows_and_digest() {
-    let mut rng = Rng::from_env();
+    let mut rng = Rng::from_env("lww");
     for round in 0..4 {
         let n = 40 + rng.below(80) as usize;
         let ops = op_set(&mut rng, n);

@@ -33,74 +33,39 @@ pub fn feral_node() -> Command {
     Command::new(env!("CARGO_BIN_EXE_feral-node"))
 }
 
-/// SplitMix64: a tiny seeded generator so random tests replay from a printed seed.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
+#[path = "../../log/tests/common/rng.rs"]
+mod rng;
+#[path = "../../log/tests/common/tmpfs.rs"]
+mod tmpfs;
 
-impl Rng {
-    pub fn from_env(name: &str) -> Rng {
-        let seed = std::env::var("FERAL_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        println!("{name}: seed {seed} (replay with FERAL_TEST_SEED={seed})");
-        Rng(seed)
-    }
+#[allow(unused_imports)]
+pub use rng::Rng;
+#[allow(unused_imports)]
+pub use tmpfs::Tmpfs;
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
+/// Runs `feral-node --data DATA append --json` with piped stdin, stdout and stderr.
+pub fn spawn_append(data: &Path) -> std::process::Child {
+    feral_node()
+        .arg("--data")
+        .arg(data)
+        .args(["append", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn feral-node append")
 }
 
-/// A size-limited tmpfs mounted for one test (as root), unmounted on drop.
-pub struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts it, or prints why the test is skipped and returns None.
-    pub fn mount(size: &str) -> Option<Tmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        match status {
-            Ok(s) if s.success() => Some(Tmpfs { dir }),
-            other => {
-                println!("SKIPPED: mount -t tmpfs failed: {other:?}");
-                None
-            }
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
+/// Every op in a node's log, in LSN order.
+pub fn all_ops(node: &Node) -> Vec<feral_log::Record> {
+    let mut out = Vec::new();
+    node.wal()
+        .scan(1, &mut |r| {
+            out.push(r);
+            Ok(true)
+        })
+        .expect("scan");
+    out
 }
 
 /// Fills the device at `at` until a write fails; returns the filler file to delete later.

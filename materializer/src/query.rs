@@ -1,0 +1,172 @@
+//! Reading the projection (one row, listings by time and session, every row, counters) and
+//! verifying it against itself and the log.
+
+use std::sync::atomic::Ordering;
+
+use feral_log::Lsn;
+use feral_log::index::catch_redb_panic;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::error::{Error, Result};
+use crate::limits::LIST_LIMIT_MAX;
+use crate::projection::{
+    BY_SESSION, BY_TIME, META, META_APPLIED_LSN, META_SKIPPED, Materializer, ProjectionStats, ROWS,
+    Row, corruption_from_panic, decode_row, map_redb, read_meta, session_hash, session_key,
+    time_key,
+};
+
+impl Materializer {
+    /// The row for an episode id (a tombstone included).
+    pub fn get(&self, id: &str) -> Result<Option<Row>> {
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
+            match rows.get(id).map_err(|e| m.err(e))? {
+                Some(raw) => decode_row(raw.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Live episode rows, newest `created_at` first, at most `limit`, optionally of one session.
+    pub fn list(&self, limit: usize, session: Option<&str>) -> Result<Vec<Row>> {
+        let limit = limit.min(LIST_LIMIT_MAX);
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
+            let mut out = Vec::with_capacity(limit.min(1024));
+            // Takes the row an index entry names; false once `limit` rows are taken.
+            let mut take = |id: &str| -> Result<bool> {
+                let raw = rows.get(id).map_err(|e| m.err(e))?.ok_or_else(|| {
+                    Error::Corruption(format!("an index names episode {id:?} with no row"))
+                })?;
+                let row = decode_row(raw.value())?;
+                match &row.episode {
+                    Some(e) if session.is_none_or(|s| e.session_id == s) => out.push(row),
+                    Some(_) => {} // another session with the same hash
+                    None => {
+                        return Err(Error::Corruption(format!(
+                            "an index names deleted episode {id:?}"
+                        )));
+                    }
+                }
+                Ok(out.len() < limit)
+            };
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            match session {
+                Some(s) => {
+                    let table = txn.open_table(BY_SESSION).map_err(|e| m.err(e))?;
+                    let h = session_hash(s);
+                    let range =
+                        table.range((h, 0, 0)..=(h, u64::MAX, u128::MAX)).map_err(|e| m.err(e))?;
+                    for item in range.rev() {
+                        let (_, id) = item.map_err(|e| m.err(e))?;
+                        if !take(id.value())? {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let table = txn.open_table(BY_TIME).map_err(|e| m.err(e))?;
+                    for item in table.iter().map_err(|e| m.err(e))?.rev() {
+                        let (_, id) = item.map_err(|e| m.err(e))?;
+                        if !take(id.value())? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Visits every row (tombstones included) in id order.
+    pub fn for_each_row(&self, visit: &mut dyn FnMut(&str, &Row) -> Result<()>) -> Result<()> {
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
+            for item in rows.iter().map_err(|e| m.err(e))? {
+                let (key, raw) = item.map_err(|e| m.err(e))?;
+                visit(key.value(), &decode_row(raw.value())?)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Result<ProjectionStats> {
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let meta = txn.open_table(META).map_err(|e| m.err(e))?;
+            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?.len().map_err(|e| m.err(e))?;
+            let live =
+                txn.open_table(BY_TIME).map_err(|e| m.err(e))?.len().map_err(|e| m.err(e))?;
+            Ok(ProjectionStats {
+                applied_lsn: read_meta(&meta, META_APPLIED_LSN).map_err(|e| m.err(e))?,
+                episodes: live,
+                tombstones: rows.saturating_sub(live),
+                skipped_invalid: read_meta(&meta, META_SKIPPED).map_err(|e| m.err(e))?,
+            })
+        })
+    }
+
+    /// Verifies the file (redb's page checksums and tree shape), every row, and that the
+    /// secondary keys match the rows and the applied LSN is within the log (`durable_lsn`).
+    pub fn check(&mut self, durable_lsn: Lsn) -> Result<()> {
+        let (suspect, db, path) = (&self.suspect, &mut self.db, &self.path);
+        let fine = catch_redb_panic(
+            || db.check_integrity().map_err(|e| map_redb(path, e)),
+            corruption_from_panic,
+        );
+        match fine {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::Corruption("redb integrity check failed".into())),
+            Err(e) => {
+                suspect.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
+            let by_time = txn.open_table(BY_TIME).map_err(|e| m.err(e))?;
+            let by_session = txn.open_table(BY_SESSION).map_err(|e| m.err(e))?;
+            let meta = txn.open_table(META).map_err(|e| m.err(e))?;
+            let applied = read_meta(&meta, META_APPLIED_LSN).map_err(|e| m.err(e))?;
+            if applied > durable_lsn {
+                return Err(Error::Corruption(format!(
+                    "applied LSN {applied} is past the end of the log ({durable_lsn})"
+                )));
+            }
+            let mut live = 0u64;
+            for item in rows.iter().map_err(|e| m.err(e))? {
+                let (key, raw) = item.map_err(|e| m.err(e))?;
+                let row = decode_row(raw.value())?;
+                let Some(e) = row.episode else { continue };
+                live += 1;
+                let id = key.value();
+                let names = |found: Option<redb::AccessGuard<'_, &'static str>>| {
+                    found.is_some_and(|v| v.value() == id)
+                };
+                let indexed = e.id == id
+                    && names(by_time.get(time_key(&e, &row.op_id)).map_err(|e| m.err(e))?)
+                    && names(by_session.get(session_key(&e, &row.op_id)).map_err(|e| m.err(e))?);
+                if !indexed {
+                    return Err(Error::Corruption(format!(
+                        "episode {id:?} is missing from the secondary indexes"
+                    )));
+                }
+            }
+            let (t, s) =
+                (by_time.len().map_err(|e| m.err(e))?, by_session.len().map_err(|e| m.err(e))?);
+            if t != live || s != live {
+                return Err(Error::Corruption(format!(
+                    "{live} live episodes but {t} time and {s} session index entries"
+                )));
+            }
+            Ok(())
+        })
+    }
+}
