@@ -249,8 +249,21 @@ pub fn restore(from: &Path, into: &Path, force: bool, config: Config) -> Result<
         let _ = fs::remove_dir(into);
         None
     } else if force {
+        // Refuse to move a store some process has open: its lock says so.
+        let held = if into.join(feral_log::wal::ORIGIN_FILE).exists() {
+            match feral_log::lock::DirLock::acquire(into) {
+                Ok(lock) => Some(lock),
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&staging);
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
         let aside = parent.join(format!("{name}.before-restore-{}", manifest_time()));
         fs::rename(into, &aside).map_err(|e| Error::io(into, e))?;
+        drop(held);
         Some(aside)
     } else {
         let _ = fs::remove_dir_all(&staging);

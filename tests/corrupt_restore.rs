@@ -39,6 +39,11 @@ fn cli_check_status(data: &Path) -> Option<i32> {
 }
 
 fn restore_and_resume(bk: &Path, data: &Path, digest: &str) {
+    // A store some process has open is not moved aside under it.
+    let open_elsewhere = open(data);
+    let refused = backup::restore(bk, data, true, common::config()).expect_err("locked");
+    assert_eq!(refused.code(), "locked", "{refused}");
+    drop(open_elsewhere);
     let restored = backup::restore(bk, data, true, common::config()).expect("restore");
     assert!(restored.moved_aside.is_some(), "the damaged store is kept aside, not deleted");
     let node = open(data);
