@@ -1,0 +1,12 @@
+//! feral-sync: the sync protocol of feral-memory as a pure state machine over feral-log types:
+//! messages and their framing, and one session's logic. The QUIC driver lives in
+//! feral-transport; see docs/sync.md.
+
+pub mod error;
+pub mod limits;
+pub mod message;
+pub mod session;
+
+pub use error::SyncError;
+pub use message::{FrameDecoder, Hello, SyncMessage, encode_frame};
+pub use session::{Identity, SyncSession, SyncStats, SyncStore};

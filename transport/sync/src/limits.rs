@@ -1,0 +1,15 @@
+//! Every limit of the sync protocol in one place.
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest frame (length prefix excluded) a peer may send; a larger length is refused before
+/// anything is allocated for it.
+pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Bytes of the length prefix.
+pub const FRAME_HEADER_BYTES: usize = 4;
+/// Most ops in one `Ops` frame.
+pub const FRAME_OPS_MAX: usize = 1024;
+/// Op payload bytes a sender puts in one `Ops` frame before closing it (one op may exceed it).
+pub const FRAME_OPS_BYTES_TARGET: usize = 1024 * 1024;
+/// Most origins a `Hello` may list.
+pub const HELLO_ORIGINS_MAX: usize = 64 * 1024;
