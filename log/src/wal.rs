@@ -370,6 +370,11 @@ impl Wal {
         self.pause().is_some()
     }
 
+    /// The latest HLC this log's clock has reached (a sample for a sync handshake).
+    pub fn clock(&self) -> Hlc {
+        lock(&self.inner.state).clock.last()
+    }
+
     /// A status snapshot.
     pub fn status(&self) -> Status {
         let state = lock(&self.inner.state);

@@ -8,5 +8,5 @@ pub mod message;
 pub mod session;
 
 pub use error::SyncError;
-pub use message::{FrameDecoder, Hello, SyncMessage, encode_frame};
+pub use message::{FrameDecoder, Head, Hello, SyncMessage, encode_frame};
 pub use session::{Identity, SyncSession, SyncStats, SyncStore};

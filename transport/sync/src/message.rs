@@ -1,7 +1,7 @@
 //! The messages of a sync session and their framing: a u32 little-endian length, then the
 //! message in bincode (with a decode limit). Bytes come in; whole messages come out.
 
-use feral_log::{Hlc, Op, Origin};
+use feral_log::{Hlc, Op, OpId, Origin};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
@@ -41,8 +41,20 @@ pub struct Hello {
     pub origin: Origin,
     /// A sample of the sender's clock.
     pub hlc: Hlc,
-    /// Highest contiguous seq held per origin.
-    pub heads: Vec<(Origin, u64)>,
+    /// Highest contiguous seq held per origin, with the op_id held there (two stores that
+    /// hold different ops at one (origin, seq) are split brain, even with equal heads).
+    pub heads: Vec<Head>,
+}
+
+/// One origin's head in a `Hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Head {
+    /// The origin.
+    pub origin: Origin,
+    /// Highest contiguous seq held.
+    pub seq: u64,
+    /// The op held at that seq.
+    pub op_id: OpId,
 }
 
 type Config = bincode::config::Configuration<
@@ -135,7 +147,7 @@ mod tests {
             node_id: [4; 16],
             origin: Origin([5; 16]),
             hlc: Hlc { wall_ms: 6, counter: 7, node: Origin([5; 16]) },
-            heads: vec![(Origin([5; 16]), 9)],
+            heads: vec![Head { origin: Origin([5; 16]), seq: 9, op_id: OpId([6; 16]) }],
         })
     }
 

@@ -10,11 +10,11 @@
 
 use std::collections::VecDeque;
 
-use feral_log::{Hlc, Op, Origin};
+use feral_log::{Hlc, Op, OpId, Origin};
 
 use crate::error::SyncError;
 use crate::limits::{FRAME_OPS_BYTES_TARGET, FRAME_OPS_MAX, HELLO_ORIGINS_MAX, PROTOCOL_VERSION};
-use crate::message::{Hello, SyncMessage};
+use crate::message::{Head, Hello, SyncMessage};
 
 /// What a session needs from the local store.
 pub trait SyncStore {
@@ -62,7 +62,7 @@ struct Range {
 pub struct SyncSession {
     identity: Identity,
     hlc: Hlc,
-    local_heads: Vec<(Origin, u64)>,
+    local_heads: Vec<Head>,
     hello_sent: bool,
     peer: Option<Hello>,
     plan: VecDeque<Range>,
@@ -80,7 +80,12 @@ impl SyncSession {
         hlc: Hlc,
         store: &dyn SyncStore,
     ) -> Result<SyncSession, SyncError> {
-        let mut local_heads = store.heads()?;
+        let mut local_heads = Vec::new();
+        for (origin, seq) in store.heads()? {
+            if let Some(op_id) = op_id_at(store, &origin, seq)? {
+                local_heads.push(Head { origin, seq, op_id });
+            }
+        }
         local_heads.sort_unstable();
         Ok(SyncSession {
             identity,
@@ -174,7 +179,7 @@ impl SyncSession {
             return Err(SyncError::Malformed("message after the session ended".into()));
         }
         let outcome = match message {
-            SyncMessage::Hello(hello) => self.handle_hello(hello),
+            SyncMessage::Hello(hello) => self.handle_hello(hello, store),
             SyncMessage::Ops(ops) => self.handle_ops(ops, store),
             SyncMessage::Done { sent } => {
                 if self.peer.is_none() {
@@ -202,7 +207,7 @@ impl SyncSession {
         outcome
     }
 
-    fn handle_hello(&mut self, hello: Hello) -> Result<(), SyncError> {
+    fn handle_hello(&mut self, hello: Hello, store: &dyn SyncStore) -> Result<(), SyncError> {
         if self.peer.is_some() {
             return Err(SyncError::Malformed("a second hello".into()));
         }
@@ -223,10 +228,16 @@ impl SyncSession {
         }
         let mut theirs = hello.heads.clone();
         theirs.sort_unstable();
-        for (origin, head) in &self.local_heads {
-            let known = theirs.binary_search_by(|(o, _)| o.cmp(origin)).map_or(0, |i| theirs[i].1);
-            if *head > known {
-                self.plan.push_back(Range { origin: *origin, next: known + 1, last: *head });
+        for head in &self.local_heads {
+            let known = match theirs.binary_search_by(|h| h.origin.cmp(&head.origin)) {
+                Ok(i) => {
+                    check_same_history(&theirs[i], head, store)?;
+                    theirs[i].seq
+                }
+                Err(_) => 0,
+            };
+            if head.seq > known {
+                self.plan.push_back(Range { origin: head.origin, next: known + 1, last: head.seq });
             }
         }
         self.peer = Some(hello);
@@ -246,6 +257,11 @@ impl SyncSession {
     }
 }
 
+/// The op_id the store holds at (origin, seq).
+fn op_id_at(store: &dyn SyncStore, origin: &Origin, seq: u64) -> Result<Option<OpId>, SyncError> {
+    Ok(store.read(origin, seq, seq, 1)?.first().map(|op| op.op_id))
+}
+
 /// Keeps ops until the frame reaches its byte target (always at least one op).
 fn trim_to_target(mut ops: Vec<Op>) -> Vec<Op> {
     let mut bytes = 0;
@@ -258,4 +274,24 @@ fn trim_to_target(mut ops: Vec<Op>) -> Vec<Op> {
         .map_or(ops.len(), |i| i.max(1));
     ops.truncate(keep);
     ops
+}
+
+/// Where this side holds the peer's head seq of an origin, it must hold the same op there;
+/// otherwise two writers used one origin (the side with the higher head sees it).
+fn check_same_history(theirs: &Head, ours: &Head, store: &dyn SyncStore) -> Result<(), SyncError> {
+    if theirs.seq == 0 || theirs.seq > ours.seq {
+        return Ok(());
+    }
+    let held = if theirs.seq == ours.seq {
+        Some(ours.op_id)
+    } else {
+        op_id_at(store, &theirs.origin, theirs.seq)?
+    };
+    match held {
+        Some(id) if id != theirs.op_id => Err(SyncError::SplitBrain(format!(
+            "origin {} seq {}: op {} here, op {} on the peer",
+            theirs.origin, theirs.seq, id, theirs.op_id
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -221,3 +221,20 @@ fn messages_out_of_order_are_malformed() {
     a.handle(hello.clone(), &mut s).expect("hello");
     assert_eq!(a.handle(hello, &mut s).expect_err("twice").code(), "malformed_frame");
 }
+
+#[test]
+fn equal_heads_holding_different_ops_are_split_brain() {
+    let mut sa = store(&[(5, 4)], 10);
+    let mut sb = store(&[(5, 4)], 10);
+    sb.ops.get_mut(&(Origin([5; 16]), 4)).expect("op").op_id = OpId([0xee; 16]);
+    let (mut a, mut b) = (session(1, &sa), session(2, &sb));
+    let (_, error) = pump(&mut a, &mut sa, &mut b, &mut sb, None);
+    assert_eq!(error.map(|e| e.code().to_string()), Some("split_brain".into()));
+    // And where one side is ahead, the side that holds the other's head seq sees it.
+    let mut sc = store(&[(5, 9)], 10);
+    let mut sd = store(&[(5, 4)], 10);
+    sd.ops.get_mut(&(Origin([5; 16]), 4)).expect("op").op_id = OpId([0xee; 16]);
+    let (mut c, mut d) = (session(3, &sc), session(4, &sd));
+    let (_, error) = pump(&mut c, &mut sc, &mut d, &mut sd, None);
+    assert_eq!(error.map(|e| e.code().to_string()), Some("split_brain".into()));
+}

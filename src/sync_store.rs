@@ -1,0 +1,66 @@
+//! The node as a sync store: the protocol state machine (feral-sync) reads heads and ops from
+//! the log and applies received ops through [`Node::ingest`] (durable, deduplicated, split
+//! brain and drift refused).
+
+use feral_log::{Op, Origin};
+use feral_sync::{Identity, SyncError, SyncSession, SyncStore};
+
+use crate::error::Error;
+use crate::node::Node;
+
+/// A borrowed node, seen by a sync session.
+#[derive(Debug)]
+pub struct NodeStore<'a> {
+    node: &'a Node,
+}
+
+fn sync_error(e: Error) -> SyncError {
+    SyncError::from_store(e.code(), e.to_string())
+}
+
+impl SyncStore for NodeStore<'_> {
+    fn heads(&self) -> Result<Vec<(Origin, u64)>, SyncError> {
+        self.node.wal.heads().map_err(|e| sync_error(e.into()))
+    }
+
+    fn read(
+        &self,
+        origin: &Origin,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Op>, SyncError> {
+        let records = self
+            .node
+            .wal
+            .range_by_origin(origin, from, to, limit)
+            .map_err(|e| sync_error(e.into()))?;
+        Ok(records.into_iter().map(|r| r.op).collect())
+    }
+
+    fn apply(&mut self, ops: Vec<Op>) -> Result<usize, SyncError> {
+        self.node.ingest(ops).map_err(sync_error)
+    }
+}
+
+impl Node {
+    /// This node as a sync store.
+    pub fn sync_store(&self) -> NodeStore<'_> {
+        NodeStore { node: self }
+    }
+
+    /// A sync session of this node in the cluster `cluster_id`, starting from its current
+    /// heads. A paused node refuses at once with `disk_full` (or the pause's code).
+    pub fn sync_session(&self, cluster_id: [u8; 32]) -> Result<SyncSession, SyncError> {
+        if let Some(pause) = self.wal.pause() {
+            let code = if pause.kind == feral_log::PauseKind::DiskFull {
+                "disk_full"
+            } else {
+                "io_paused"
+            };
+            return Err(SyncError::from_store(code, pause.detail));
+        }
+        let identity = Identity { cluster_id, node_id: self.node_id.0, origin: self.wal.origin() };
+        SyncSession::new(identity, self.wal.clock(), &self.sync_store())
+    }
+}
