@@ -1,0 +1,323 @@
+//! Certificates and TLS: a cluster CA (rcgen), node certificates issued for a node's own key
+//! (so the node id, the hash of the key, survives renewal), and the rustls configurations quinn
+//! uses: TLS 1.3 only, ALPN `feral-sync/1`, both sides' certificates checked against the
+//! cluster CA(s), ring as the only crypto provider.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+use crate::error::TransportError;
+
+/// The ALPN protocol of a sync connection.
+pub const ALPN: &[u8] = b"feral-sync/1";
+/// The DNS name every node certificate carries; clients connect with it.
+pub const SERVER_NAME: &str = "feral-node";
+/// The CA certificate file in a CA or data directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// The CA key file in a CA directory (never copied to a node).
+pub const CA_KEY_FILE: &str = "ca.key";
+/// The node certificate file in a data directory.
+pub const NODE_CERT_FILE: &str = "node.pem";
+/// Lifetime of a new CA.
+pub const CA_VALID_DAYS: i64 = 3650;
+/// Lifetime of a new node certificate.
+pub const NODE_CERT_VALID_DAYS: i64 = 397;
+const CA_COMMON_NAME: &str = "feral-memory cluster CA";
+
+fn tls_error(what: &str, e: impl std::fmt::Display) -> TransportError {
+    TransportError::Tls(format!("{what}: {e}"))
+}
+
+/// A node id: the first 16 bytes of SHA-256 over the key's SubjectPublicKeyInfo.
+pub fn node_id_of(spki_der: &[u8]) -> [u8; 16] {
+    let hash = Sha256::digest(spki_der);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash[..16]);
+    id
+}
+
+/// The cluster id: SHA-256 of the CA certificate (DER).
+pub fn cluster_id_of(ca_der: &[u8]) -> [u8; 32] {
+    Sha256::digest(ca_der).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, CA_COMMON_NAME);
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// A cluster certificate authority: its certificate and key (PEM).
+#[derive(Debug, Clone)]
+pub struct Ca {
+    /// The CA certificate.
+    pub cert_pem: String,
+    key_pem: String,
+}
+
+impl Ca {
+    /// A new CA valid from an hour ago for `CA_VALID_DAYS`.
+    pub fn generate() -> Result<Ca, TransportError> {
+        let key = KeyPair::generate().map_err(|e| tls_error("generating the CA key", e))?;
+        let mut params = ca_params();
+        params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(CA_VALID_DAYS);
+        let cert = params.self_signed(&key).map_err(|e| tls_error("signing the CA", e))?;
+        Ok(Ca { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// Writes `ca.pem` and `ca.key` (mode 0600) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), TransportError> {
+        std::fs::create_dir_all(dir).map_err(|e| TransportError::io(dir, e))?;
+        write_file(&dir.join(CA_CERT_FILE), self.cert_pem.as_bytes(), false)?;
+        write_file(&dir.join(CA_KEY_FILE), self.key_pem.as_bytes(), true)
+    }
+
+    /// Reads a CA saved by [`Ca::save`].
+    pub fn load(dir: &Path) -> Result<Ca, TransportError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|e| TransportError::io(&path, e))
+        };
+        Ok(Ca { cert_pem: read(CA_CERT_FILE)?, key_pem: read(CA_KEY_FILE)? })
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> Result<[u8; 32], TransportError> {
+        Ok(cluster_id_of(&pem_certs(&self.cert_pem)?[0]))
+    }
+
+    /// Issues a certificate for a node's own key, valid over `[not_before, not_after]`. The
+    /// subject names the node id; the DNS name is [`SERVER_NAME`].
+    pub fn issue(
+        &self,
+        node_key: &KeyPair,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<String, TransportError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem).map_err(|e| tls_error("the CA key", e))?;
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let node_id = node_id_of(&node_key.subject_public_key_info());
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, hex(&node_id));
+        params.distinguished_name = name;
+        params.subject_alt_names = vec![SanType::DnsName(
+            SERVER_NAME.try_into().map_err(|e| tls_error("the DNS name", e))?,
+        )];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.signed_by(node_key, &issuer).map_err(|e| tls_error("issuing", e))?;
+        Ok(cert.pem())
+    }
+
+    /// Issues a certificate valid from an hour ago for [`NODE_CERT_VALID_DAYS`].
+    pub fn issue_default(&self, node_key: &KeyPair) -> Result<String, TransportError> {
+        let now = OffsetDateTime::now_utc();
+        self.issue(node_key, now - Duration::hours(1), now + Duration::days(NODE_CERT_VALID_DAYS))
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TransportError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    let write = || -> std::io::Result<()> {
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| TransportError::io(path, e))
+}
+
+/// Every certificate in a PEM text, as DER.
+pub fn pem_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error("reading PEM", e))?;
+    if certs.is_empty() {
+        return Err(TransportError::Tls("no certificate in the PEM text".into()));
+    }
+    Ok(certs)
+}
+
+/// What a node presents and trusts.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Its certificate (first) and any intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Its key (PKCS#8 DER).
+    pub key_der: Vec<u8>,
+    /// The trusted CA certificates (two during a CA rotation).
+    pub roots: Vec<CertificateDer<'static>>,
+}
+
+impl Credentials {
+    /// From PEM texts: the node certificate, the node key, the CA certificate(s).
+    pub fn from_pem(cert: &str, key: &KeyPair, ca: &str) -> Result<Credentials, TransportError> {
+        Ok(Credentials {
+            chain: pem_certs(cert)?,
+            key_der: key.serialize_der(),
+            roots: pem_certs(ca)?,
+        })
+    }
+
+    /// The cluster id (of the first trusted CA).
+    pub fn cluster_id(&self) -> [u8; 32] {
+        cluster_id_of(&self.roots[0])
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+
+    fn root_store(&self) -> Result<Arc<rustls::RootCertStore>, TransportError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &self.roots {
+            roots.add(ca.clone()).map_err(|e| tls_error("a CA certificate", e))?;
+        }
+        Ok(Arc::new(roots))
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server side: TLS 1.3, ALPN, a client certificate from a trusted CA required.
+pub fn server_crypto(creds: &Credentials) -> Result<rustls::ServerConfig, TransportError> {
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(creds.root_store()?, provider())
+            .build()
+            .map_err(|e| tls_error("the client verifier", e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error("TLS 1.3", e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(creds.chain.clone(), creds.key())
+        .map_err(|e| tls_error("the node certificate", e))?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// The client side: TLS 1.3, ALPN, the server's certificate checked against the trusted CAs;
+/// presents `creds`' certificate unless `present_certificate` is false (tests of refusal).
+pub fn client_crypto(
+    creds: &Credentials,
+    present_certificate: bool,
+) -> Result<rustls::ClientConfig, TransportError> {
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(creds.root_store()?, provider())
+            .build()
+            .map_err(|e| tls_error("the server verifier", e))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error("TLS 1.3", e))?
+        .with_webpki_verifier(verifier);
+    let mut config = if present_certificate {
+        builder
+            .with_client_auth_cert(creds.chain.clone(), creds.key())
+            .map_err(|e| tls_error("the node certificate", e))?
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// The SubjectPublicKeyInfo of a DER certificate (a bounded walk of its first fields).
+pub fn spki_of(cert_der: &[u8]) -> Option<&[u8]> {
+    let (cert, _) = der_element(cert_der, 0x30)?;
+    let (tbs, _) = der_element(cert.content, 0x30)?;
+    let mut rest = tbs.content;
+    if rest.first() == Some(&0xa0) {
+        rest = der_element(rest, 0xa0)?.1; // version
+    }
+    for tag in [0x02, 0x30, 0x30, 0x30, 0x30] {
+        rest = der_element(rest, tag)?.1; // serial, signature, issuer, validity, subject
+    }
+    let (spki, _) = der_element(rest, 0x30)?;
+    Some(spki.whole)
+}
+
+struct DerElement<'a> {
+    whole: &'a [u8],
+    content: &'a [u8],
+}
+
+/// One DER element with the expected tag: (element, what follows it).
+fn der_element(bytes: &[u8], tag: u8) -> Option<(DerElement<'_>, &[u8])> {
+    if *bytes.first()? != tag {
+        return None;
+    }
+    let first = *bytes.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = bytes.get(2..2 + n)?.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    let whole = bytes.get(..end)?;
+    Some((DerElement { whole, content: &whole[header..] }, &bytes[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_names_its_keys_node_id_and_renewal_keeps_it() {
+        let ca = Ca::generate().expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let first = pem_certs(&ca.issue_default(&key).expect("issue")).expect("pem");
+        let second = pem_certs(&ca.issue_default(&key).expect("renew")).expect("pem");
+        let id = node_id_of(&key.subject_public_key_info());
+        for cert in [&first[0], &second[0]] {
+            assert_eq!(spki_of(cert).map(node_id_of), Some(id));
+        }
+        assert_ne!(first[0], second[0], "a renewal is a new certificate");
+    }
+
+    #[test]
+    fn der_walk_refuses_truncated_input() {
+        let ca = Ca::generate().expect("ca");
+        let der = pem_certs(&ca.cert_pem).expect("pem").remove(0);
+        for cut in 0..der.len() {
+            let _ = spki_of(&der[..cut]);
+        }
+        assert!(spki_of(&der).is_some());
+        assert!(spki_of(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+    }
+}
