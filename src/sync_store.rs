@@ -64,3 +64,17 @@ impl Node {
         SyncSession::new(identity, self.wal.clock(), &self.sync_store())
     }
 }
+
+impl feral_transport::SyncHost for Node {
+    fn session(&self, cluster_id: [u8; 32]) -> Result<SyncSession, SyncError> {
+        self.sync_session(cluster_id)
+    }
+
+    fn store(&self) -> Box<dyn SyncStore + Send + '_> {
+        Box::new(self.sync_store())
+    }
+
+    fn io_paused(&self) -> bool {
+        Node::io_paused(self)
+    }
+}

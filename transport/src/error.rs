@@ -64,7 +64,9 @@ impl TransportError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            TransportError::Connect(_) | TransportError::Timeout(_) | TransportError::ConnectionLost(_)
+            TransportError::Connect(_)
+                | TransportError::Timeout(_)
+                | TransportError::ConnectionLost(_)
         )
     }
 }

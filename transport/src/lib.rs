@@ -2,7 +2,12 @@
 //! (rustls, ring only): certificates (`tls`), the driver that runs a feral-sync session over
 //! one bidirectional stream (`driver`), and `sync_with_peer` with retries (`peer`).
 
+pub mod driver;
 pub mod error;
+pub mod limits;
+pub mod peer;
 pub mod tls;
 
+pub use driver::{SyncHost, Timeouts};
 pub use error::TransportError;
+pub use peer::{PeerLocks, Sleeper, SyncOptions, SyncResult, Syncer, TokioSleeper, serve};

@@ -54,10 +54,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn ca_params() -> CertificateParams {
+/// The CA's parameters. Its name carries a hash of its key, so two clusters' CAs never share
+/// a name (a verifier picks the issuer by name) and the name is rebuilt from the key alone.
+fn ca_params(ca_key: &KeyPair) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, CA_COMMON_NAME);
+    let id = node_id_of(&ca_key.subject_public_key_info());
+    name.push(DnType::CommonName, format!("{CA_COMMON_NAME} {}", hex(&id[..8])));
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -76,7 +79,7 @@ impl Ca {
     /// A new CA valid from an hour ago for `CA_VALID_DAYS`.
     pub fn generate() -> Result<Ca, TransportError> {
         let key = KeyPair::generate().map_err(|e| tls_error("generating the CA key", e))?;
-        let mut params = ca_params();
+        let mut params = ca_params(&key);
         params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(CA_VALID_DAYS);
         let cert = params.self_signed(&key).map_err(|e| tls_error("signing the CA", e))?;
@@ -113,7 +116,7 @@ impl Ca {
         not_after: OffsetDateTime,
     ) -> Result<String, TransportError> {
         let ca_key = KeyPair::from_pem(&self.key_pem).map_err(|e| tls_error("the CA key", e))?;
-        let issuer = Issuer::new(ca_params(), ca_key);
+        let issuer = Issuer::new(ca_params(&ca_key), ca_key);
         let node_id = node_id_of(&node_key.subject_public_key_info());
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -213,10 +216,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The server side: TLS 1.3, ALPN, a client certificate from a trusted CA required.
 pub fn server_crypto(creds: &Credentials) -> Result<rustls::ServerConfig, TransportError> {
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(creds.root_store()?, provider())
-            .build()
-            .map_err(|e| tls_error("the client verifier", e))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        creds.root_store()?,
+        provider(),
+    )
+    .build()
+    .map_err(|e| tls_error("the client verifier", e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_error("TLS 1.3", e))?
@@ -233,10 +238,12 @@ pub fn client_crypto(
     creds: &Credentials,
     present_certificate: bool,
 ) -> Result<rustls::ClientConfig, TransportError> {
-    let verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(creds.root_store()?, provider())
-            .build()
-            .map_err(|e| tls_error("the server verifier", e))?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        creds.root_store()?,
+        provider(),
+    )
+    .build()
+    .map_err(|e| tls_error("the server verifier", e))?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_error("TLS 1.3", e))?

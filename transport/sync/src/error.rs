@@ -25,6 +25,14 @@ pub enum SyncError {
     /// The peer belongs to another cluster (another CA).
     #[error("peer belongs to another cluster")]
     WrongCluster,
+    /// The node id in the peer's hello is not the one its certificate proves.
+    #[error("peer's hello names node {claimed}, its certificate {proven}")]
+    NodeIdMismatch {
+        /// From the hello.
+        claimed: String,
+        /// From the certificate.
+        proven: String,
+    },
     /// The peer has this node's own node id (a copied key).
     #[error("peer has this node's own node id")]
     DuplicateNodeId,
@@ -64,6 +72,7 @@ impl SyncError {
             SyncError::ProtocolVersion { .. } => "protocol_version",
             SyncError::WrongCluster => "wrong_cluster",
             SyncError::DuplicateNodeId => "duplicate_node_id",
+            SyncError::NodeIdMismatch { .. } => "node_id_mismatch",
             SyncError::SplitBrain(_) => "split_brain",
             SyncError::ClockDrift(_) => "clock_drift",
             SyncError::DiskFull(_) => "disk_full",

@@ -71,6 +71,7 @@ pub struct SyncSession {
     refusal: Option<SyncMessage>,
     failed: bool,
     stats: SyncStats,
+    expected_peer: Option<[u8; 16]>,
 }
 
 impl SyncSession {
@@ -99,7 +100,13 @@ impl SyncSession {
             refusal: None,
             failed: false,
             stats: SyncStats::default(),
+            expected_peer: None,
         })
+    }
+
+    /// The node id the peer's certificate proves: a hello naming another is refused.
+    pub fn expect_peer_node_id(&mut self, node_id: [u8; 16]) {
+        self.expected_peer = Some(node_id);
     }
 
     /// The peer's handshake, once received.
@@ -222,6 +229,13 @@ impl SyncSession {
         }
         if hello.node_id == self.identity.node_id {
             return Err(SyncError::DuplicateNodeId);
+        }
+        if let Some(proven) = self.expected_peer.filter(|id| *id != hello.node_id) {
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+            return Err(SyncError::NodeIdMismatch {
+                claimed: hex(&hello.node_id),
+                proven: hex(&proven),
+            });
         }
         if hello.heads.len() > HELLO_ORIGINS_MAX {
             return Err(SyncError::Malformed(format!("{} origins in a hello", hello.heads.len())));

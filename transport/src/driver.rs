@@ -1,0 +1,276 @@
+//! The thin quinn driver: one QUIC connection per sync, one bidirectional stream, and the
+//! feral-sync state machine fed with the bytes read and asked for the frames to write. Store
+//! calls (durable applies) run with `block_in_place`, so the driver needs tokio's multi-thread
+//! runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use feral_sync::{FrameDecoder, SyncError, SyncSession, SyncStats, SyncStore, encode_frame};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::task::block_in_place;
+use tokio::time::Instant;
+
+use crate::error::{TransportError, from_connection};
+use crate::limits::{IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, READ_CHUNK_BYTES};
+use crate::tls::{self, Credentials, SERVER_NAME};
+
+/// What the driver needs from a node.
+pub trait SyncHost: Send + Sync + 'static {
+    /// A new session from the node's current heads (refused while the node is paused).
+    fn session(&self, cluster_id: [u8; 32]) -> Result<SyncSession, SyncError>;
+    /// The store the session reads from and applies to.
+    fn store(&self) -> Box<dyn SyncStore + Send + '_>;
+    /// True while the node refuses writes (disk full, failed sync, corruption).
+    fn io_paused(&self) -> bool;
+}
+
+/// How long the stages of a sync may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From sending the first packet to an established connection.
+    pub connect: Duration,
+    /// From the connection to the peer's hello.
+    pub handshake: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(5), handshake: Duration::from_secs(10) }
+    }
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut config = quinn::TransportConfig::default();
+    // Keep-alives below the idle timeout: a half-open peer is detected within IDLE_TIMEOUT.
+    config.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    config.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    Arc::new(config)
+}
+
+/// A server endpoint bound to `addr`.
+pub fn server_endpoint(creds: &Credentials, addr: SocketAddr) -> Result<Endpoint, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto(creds)?)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport_config());
+    Endpoint::server(config, addr).map_err(|e| TransportError::Connect(format!("bind {addr}: {e}")))
+}
+
+/// A client endpoint on an ephemeral port of `bind`; presents this node's certificate unless
+/// `present_certificate` is false.
+pub fn client_endpoint(
+    creds: &Credentials,
+    bind: SocketAddr,
+    present_certificate: bool,
+) -> Result<Endpoint, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_crypto(
+        creds,
+        present_certificate,
+    )?)
+    .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config());
+    let mut endpoint =
+        Endpoint::client(bind).map_err(|e| TransportError::Connect(format!("bind {bind}: {e}")))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// The node id the peer's certificate proves.
+fn peer_node_id(connection: &Connection) -> Result<[u8; 16], TransportError> {
+    let certs = connection
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .ok_or(TransportError::Certificate {
+            code: "no_client_certificate",
+            reason: "the peer presented no certificate".into(),
+        })?;
+    let spki = certs.first().and_then(|c| tls::spki_of(c)).ok_or(TransportError::Certificate {
+        code: "bad_certificate",
+        reason: "the peer's certificate has no readable public key".into(),
+    })?;
+    Ok(tls::node_id_of(spki))
+}
+
+/// One sync as the client. Returns the session counters, and whether the handshake completed
+/// (failures before it are worth a retry; after it, the next sync resumes).
+pub async fn connect_and_sync<H: SyncHost>(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    host: &H,
+    cluster_id: [u8; 32],
+    timeouts: Timeouts,
+) -> (Result<SyncStats, TransportError>, bool) {
+    let mut handshaken = false;
+    let outcome = async {
+        let connecting = endpoint
+            .connect(addr, SERVER_NAME)
+            .map_err(|e| TransportError::Connect(format!("{addr}: {e}")))?;
+        let connection = tokio::time::timeout(timeouts.connect, connecting)
+            .await
+            .map_err(|_| TransportError::Timeout("connect"))?
+            .map_err(|e| from_connection(&e))?;
+        let proven = peer_node_id(&connection)?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| from_connection(&e))?;
+        let mut session = host.session(cluster_id)?;
+        session.expect_peer_node_id(proven);
+        let mut store = host.store();
+        let result =
+            run_session(&mut session, &mut *store, &mut send, &mut recv, timeouts.handshake).await;
+        handshaken = session.peer().is_some();
+        connection.close(0u32.into(), b"done");
+        result.map(|()| session.stats())
+    }
+    .await;
+    (outcome, handshaken)
+}
+
+/// Serves one incoming connection to its end.
+pub async fn serve_connection<H: SyncHost>(
+    incoming: quinn::Incoming,
+    host: &H,
+    cluster_id: [u8; 32],
+    timeouts: Timeouts,
+) -> Result<SyncStats, TransportError> {
+    let connection = tokio::time::timeout(timeouts.handshake, incoming)
+        .await
+        .map_err(|_| TransportError::Timeout("handshake"))?
+        .map_err(|e| from_connection(&e))?;
+    let proven = peer_node_id(&connection)?;
+    let (mut send, mut recv) = tokio::time::timeout(timeouts.handshake, connection.accept_bi())
+        .await
+        .map_err(|_| TransportError::Timeout("handshake"))?
+        .map_err(|e| from_connection(&e))?;
+    let mut session = match host.session(cluster_id) {
+        Ok(session) => session,
+        Err(e) => {
+            connection.close(1u32.into(), e.code().as_bytes());
+            return Err(e.into());
+        }
+    };
+    session.expect_peer_node_id(proven);
+    let mut store = host.store();
+    let result =
+        run_session(&mut session, &mut *store, &mut send, &mut recv, timeouts.handshake).await;
+    // The client closes once it has read everything; wait for that (bounded).
+    let _ = tokio::time::timeout(IDLE_TIMEOUT, connection.closed()).await;
+    result.map(|()| session.stats())
+}
+
+/// Runs one session over one stream pair until both sides are done. A protocol error sends
+/// the refusal to the peer before it is returned.
+async fn run_session(
+    session: &mut SyncSession,
+    store: &mut (dyn SyncStore + Send + '_),
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    handshake: Duration,
+) -> Result<(), TransportError> {
+    let deadline = Instant::now() + handshake;
+    let mut decoder = FrameDecoder::default();
+    let (mut out, mut at) = (Vec::new(), 0);
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut peer_finished = false;
+    loop {
+        if at == out.len() {
+            out.clear();
+            at = 0;
+            if let Some(message) = block_in_place(|| session.poll_transmit(&*store))? {
+                encode_frame(&message, &mut out);
+            }
+        }
+        if at == out.len() && session.is_finished() {
+            break;
+        }
+        if at == out.len() && peer_finished {
+            return Err(TransportError::ConnectionLost(
+                "the peer ended its stream before the session finished".into(),
+            ));
+        }
+        let handshaking = session.peer().is_none();
+        tokio::select! {
+            read = recv.read(&mut buf), if !peer_finished => match read.map_err(read_error)? {
+                Some(n) => {
+                    decoder.push(&buf[..n]);
+                    if let Err(e) = deliver(session, store, &mut decoder) {
+                        let refusal = refusal_frame(session, &*store);
+                        send_refusal(refusal, send).await;
+                        return Err(e);
+                    }
+                }
+                None => peer_finished = true,
+            },
+            written = send.write(&out[at..]), if at < out.len() => {
+                at += written.map_err(write_error)?;
+            }
+            () = tokio::time::sleep_until(deadline), if handshaking => {
+                return Err(TransportError::Timeout("handshake"));
+            }
+        }
+    }
+    let _ = send.finish();
+    // Read the peer's end of stream, so its last frames were taken before we close.
+    while !peer_finished {
+        match tokio::time::timeout(handshake, recv.read(&mut buf)).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => peer_finished = true,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Hands every whole frame received to the session.
+fn deliver(
+    session: &mut SyncSession,
+    store: &mut (dyn SyncStore + Send + '_),
+    decoder: &mut FrameDecoder,
+) -> Result<(), TransportError> {
+    loop {
+        let message = match decoder.next_message() {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        block_in_place(|| session.handle(message, store))?;
+    }
+}
+
+/// Best effort: tells the peer why the session ends (the refusal the session queued).
+async fn send_refusal(refusal: Option<Vec<u8>>, send: &mut SendStream) {
+    if let Some(frame) = refusal {
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&frame)).await;
+    }
+    let _ = send.finish();
+}
+
+/// The framed refusal the session queued after an error, if any.
+fn refusal_frame(
+    session: &mut SyncSession,
+    store: &(dyn SyncStore + Send + '_),
+) -> Option<Vec<u8>> {
+    match session.poll_transmit(store) {
+        Ok(Some(m @ feral_sync::SyncMessage::Refuse { .. })) => {
+            let mut out = Vec::new();
+            encode_frame(&m, &mut out);
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+fn read_error(e: quinn::ReadError) -> TransportError {
+    match e {
+        quinn::ReadError::ConnectionLost(c) => from_connection(&c),
+        other => TransportError::ConnectionLost(other.to_string()),
+    }
+}
+
+fn write_error(e: quinn::WriteError) -> TransportError {
+    match e {
+        quinn::WriteError::ConnectionLost(c) => from_connection(&c),
+        other => TransportError::ConnectionLost(other.to_string()),
+    }
+}

@@ -1,0 +1,14 @@
+//! Every limit of the transport in one place.
+
+use std::time::Duration;
+
+/// A QUIC connection with no packet for this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Keep-alive pings, well below the idle timeout, so a half-open peer is detected.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Bytes read from a stream at once.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Attempts of connect + handshake in one `sync_with_peer`.
+pub const SYNC_ATTEMPTS_DEFAULT: u32 = 3;
+/// The first backoff between attempts; it doubles after each.
+pub const SYNC_BACKOFF_BASE: Duration = Duration::from_secs(1);
