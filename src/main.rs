@@ -3,6 +3,7 @@
 //! 65 data corruption, 75 disk full. Every error is one line on stderr.
 
 mod cli_append;
+mod cli_sync;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -118,6 +119,26 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
         /// JSON output (the manifest).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Certificates: a cluster CA, this node's certificate.
+    Certs {
+        #[command(subcommand)]
+        command: cli_sync::Certs,
+    },
+    /// Serve sync to peers until SIGINT or SIGTERM.
+    Run {
+        /// QUIC address to listen on.
+        #[arg(long, default_value = "0.0.0.0:7411")]
+        listen: std::net::SocketAddr,
+    },
+    /// Run one sync session with a peer and print the result object.
+    Sync {
+        /// The peer's QUIC address.
+        #[arg(long)]
+        peer: std::net::SocketAddr,
+        /// JSON output (one line).
         #[arg(long)]
         json: bool,
     },
@@ -332,6 +353,9 @@ fn run(command: Command, data: &Path) -> Outcome {
             Ok(0)
         }
         Command::Demo => Ok(0), // handled before a data directory is chosen
+        Command::Certs { command } => cli_sync::certs(command, data),
+        Command::Run { listen } => cli_sync::run(data, listen),
+        Command::Sync { peer, json } => cli_sync::sync(data, peer, json),
         Command::Restore { from, force, json } => {
             let restored = backup::restore(&from, data, force, Config::default())?;
             if json {

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 /// A QUIC connection with no packet for this long is dead.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive pings, well below the idle timeout, so a half-open peer is detected.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// Bytes read from a stream at once.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Attempts of connect + handshake in one `sync_with_peer`.

@@ -1,0 +1,164 @@
+//! `feral-node certs …`, `run` and `sync`: certificates, serving sync, one sync session.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Subcommand;
+use feral_memory::Node;
+use feral_transport::driver::{client_endpoint, server_endpoint};
+use feral_transport::tls::{CA_CERT_FILE, Ca, Credentials, NODE_CERT_FILE};
+use feral_transport::{PeerLocks, SyncOptions, Syncer, Timeouts, serve};
+
+use crate::{Failure, Outcome, fail, open, print_json};
+
+/// `feral-node certs …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Certs {
+    /// Create a cluster CA (ca.pem, ca.key) in a directory kept off the nodes.
+    NewCa {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue this node a certificate for its own key, and install the CA certificate.
+    Issue {
+        /// The CA directory.
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Issue a fresh certificate for the same key (the node id stays the same).
+    Renew {
+        /// The CA directory.
+        #[arg(long)]
+        ca: PathBuf,
+    },
+}
+
+fn transport(e: feral_transport::TransportError) -> Failure {
+    fail(1, e.to_string())
+}
+
+pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
+    match command {
+        Certs::NewCa { out } => {
+            let ca = Ca::generate().map_err(transport)?;
+            ca.save(&out).map_err(transport)?;
+            let id: String =
+                ca.cluster_id().map_err(transport)?.iter().map(|b| format!("{b:02x}")).collect();
+            println!(
+                "created a cluster CA in {} (cluster id {id}); keep ca.key off the nodes",
+                out.display()
+            );
+            Ok(0)
+        }
+        Certs::Issue { ca } | Certs::Renew { ca } => {
+            let ca = Ca::load(&ca).map_err(transport)?;
+            let node = open(data)?;
+            let cert = ca.issue_default(node.key()).map_err(transport)?;
+            write(&data.join(NODE_CERT_FILE), &cert)?;
+            write(&data.join(CA_CERT_FILE), &ca.cert_pem)?;
+            println!("issued a certificate for node {} into {}", node.node_id(), data.display());
+            node.close()?;
+            Ok(0)
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Failure> {
+    std::fs::write(path, text).map_err(|e| fail(1, format!("{}: {e}", path.display())))
+}
+
+/// The node's certificate, key and trusted CA(s) from its data directory.
+fn credentials(node: &Node) -> Result<Credentials, Failure> {
+    let read = |name: &str| {
+        let path = node.dir().join(name);
+        std::fs::read_to_string(&path).map_err(|e| {
+            fail(1, format!("{}: {e}; run `feral-node certs issue --ca DIR` first", path.display()))
+        })
+    };
+    Credentials::from_pem(&read(NODE_CERT_FILE)?, node.key(), &read(CA_CERT_FILE)?)
+        .map_err(transport)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(1, format!("starting the runtime: {e}")))
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// `feral-node run --listen ADDR:PORT`: serves sync until SIGINT or SIGTERM.
+pub(crate) fn run(data: &Path, listen: SocketAddr) -> Outcome {
+    let node = Arc::new(open(data)?);
+    let creds = credentials(&node)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let endpoint = server_endpoint(&creds, listen).map_err(transport)?;
+        let addr = endpoint.local_addr().map_err(|e| fail(1, e.to_string()))?;
+        println!("listening on {addr} (node id {})", node.node_id());
+        serve(endpoint, node.clone(), creds.cluster_id(), Timeouts::default(), shutdown_signal())
+            .await;
+        Ok::<(), Failure>(())
+    })?;
+    drop(rt);
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.close()?,
+        Err(_) => return Err(fail(1, "a sync task still holds the store")),
+    }
+    eprintln!("feral-node: stopped");
+    Ok(0)
+}
+
+/// `feral-node sync --peer ADDR:PORT`: one session; prints the result object.
+pub(crate) fn sync(data: &Path, peer: SocketAddr, json: bool) -> Outcome {
+    let node = Arc::new(open(data)?);
+    let creds = credentials(&node)?;
+    let rt = runtime()?;
+    let bind: SocketAddr = if peer.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }
+        .map_err(|e| fail(1, format!("{e}")))?;
+    let result = rt.block_on(async {
+        let syncer = Syncer {
+            host: node.clone(),
+            endpoint: client_endpoint(&creds, bind, true).map_err(transport)?,
+            cluster_id: creds.cluster_id(),
+            locks: Arc::new(PeerLocks::default()),
+            options: SyncOptions::default(),
+        };
+        let result = syncer.sync_with_peer(peer).await;
+        syncer.endpoint.wait_idle().await;
+        Ok::<_, Failure>(result)
+    })?;
+    drop(rt);
+    if json {
+        print_json(&result, false)?;
+    } else if result.success {
+        println!("synced with {}: sent {}, received {}", result.peer, result.sent, result.received);
+    } else {
+        print_json(&result, true)?;
+    }
+    if let Ok(node) = Arc::try_unwrap(node) {
+        node.close()?;
+    }
+    Ok(match result.error.as_deref() {
+        None => 0,
+        Some("disk_full") => crate::EXIT_DISK_FULL,
+        Some(_) => 1,
+    })
+}
