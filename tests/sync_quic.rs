@@ -231,3 +231,44 @@ async fn a_second_concurrent_sync_with_one_peer_is_already_syncing() {
     assert_eq!(s.locks.held(), 0);
     holder.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_frame_length_is_refused_and_the_server_carries_on() {
+    let ca = Ca::generate().expect("ca");
+    let (server, client) = (peer(&ca), peer(&ca));
+    let (addr, stop, task) = start_server(&server);
+    let endpoint =
+        client_endpoint(&client.creds, LOCALHOST.parse().expect("addr"), true).expect("client");
+    let connection = endpoint
+        .connect(addr, feral_transport::tls::SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("connected");
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    // A length prefix of 2 GiB: refused from the prefix alone, nothing allocated for it.
+    send.write_all(&0x7fff_ffffu32.to_le_bytes()).await.expect("write");
+    let mut decoder = feral_sync::FrameDecoder::default();
+    let mut buf = [0u8; 4096];
+    let reply = loop {
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => {
+                decoder.push(&buf[..n]);
+                if let Some(m) = decoder.next_message().expect("the server's frames are valid") {
+                    if matches!(m, feral_sync::SyncMessage::Refuse { .. }) {
+                        break m;
+                    }
+                }
+            }
+            other => panic!("no refusal before the stream ended: {other:?}"),
+        }
+    };
+    match reply {
+        feral_sync::SyncMessage::Refuse { code, .. } => assert_eq!(code, "frame_too_large"),
+        other => panic!("{other:?}"),
+    }
+    connection.close(0u32.into(), b"");
+    // The server is still serving.
+    ok(&syncer(&client, SyncOptions::default()).sync_with_peer(addr).await);
+    drop(stop);
+    task.await.expect("server task");
+}

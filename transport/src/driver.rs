@@ -195,9 +195,8 @@ async fn run_session(
                 Some(n) => {
                     decoder.push(&buf[..n]);
                     if let Err(e) = deliver(session, store, &mut decoder) {
-                        let refusal = refusal_frame(session, &*store);
-                        send_refusal(refusal, send).await;
-                        return Err(e);
+                        send_refusal(refusal_frame(&e), send).await;
+                        return Err(e.into());
                     }
                 }
                 None => peer_finished = true,
@@ -227,15 +226,11 @@ fn deliver(
     session: &mut SyncSession,
     store: &mut (dyn SyncStore + Send + '_),
     decoder: &mut FrameDecoder,
-) -> Result<(), TransportError> {
-    loop {
-        let message = match decoder.next_message() {
-            Ok(Some(message)) => message,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
+) -> Result<(), SyncError> {
+    while let Some(message) = decoder.next_message()? {
         block_in_place(|| session.handle(message, store))?;
     }
+    Ok(())
 }
 
 /// Best effort: tells the peer why the session ends (the refusal the session queued).
@@ -246,19 +241,19 @@ async fn send_refusal(refusal: Option<Vec<u8>>, send: &mut SendStream) {
     let _ = send.finish();
 }
 
-/// The framed refusal the session queued after an error, if any.
-fn refusal_frame(
-    session: &mut SyncSession,
-    store: &(dyn SyncStore + Send + '_),
-) -> Option<Vec<u8>> {
-    match session.poll_transmit(store) {
-        Ok(Some(m @ feral_sync::SyncMessage::Refuse { .. })) => {
-            let mut out = Vec::new();
-            encode_frame(&m, &mut out);
-            Some(out)
-        }
-        _ => None,
+/// The framed refusal that tells the peer why this side ends the session (none when the
+/// peer ended it).
+fn refusal_frame(error: &SyncError) -> Option<Vec<u8>> {
+    if matches!(error, SyncError::PeerRefused { .. }) {
+        return None;
     }
+    let refusal = feral_sync::SyncMessage::Refuse {
+        code: error.code().to_string(),
+        reason: error.to_string(),
+    };
+    let mut out = Vec::new();
+    encode_frame(&refusal, &mut out);
+    Some(out)
 }
 
 fn read_error(e: quinn::ReadError) -> TransportError {
