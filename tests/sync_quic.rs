@@ -253,10 +253,10 @@ async fn a_forged_frame_length_is_refused_and_the_server_carries_on() {
         match recv.read(&mut buf).await {
             Ok(Some(n)) => {
                 decoder.push(&buf[..n]);
-                if let Some(m) = decoder.next_message().expect("the server's frames are valid") {
-                    if matches!(m, feral_sync::SyncMessage::Refuse { .. }) {
-                        break m;
-                    }
+                if let Some(m) = decoder.next_message().expect("the server's frames are valid")
+                    && matches!(m, feral_sync::SyncMessage::Refuse { .. })
+                {
+                    break m;
                 }
             }
             other => panic!("no refusal before the stream ended: {other:?}"),
