@@ -272,3 +272,34 @@ async fn a_forged_frame_length_is_refused_and_the_server_carries_on() {
     drop(stop);
     task.await.expect("server task");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_new_op_on_a_hundred_thousand_shared_costs_a_handshake_and_that_op() {
+    const SHARED: usize = 100_000;
+    let ca = Ca::generate().expect("ca");
+    let (a, b) = (peer(&ca), peer(&ca));
+    for start in (0..SHARED).step_by(1000) {
+        let batch = (start..start + 1000)
+            .map(|i| {
+                let e = a.node.prepare_episode(&doc(&format!("e{i}"), "s", i as f64), None);
+                (e.expect("valid"), None)
+            })
+            .collect();
+        a.node.append_episodes(batch).expect("append");
+    }
+    let (addr, stop, task) = start_server(&b);
+    let s = syncer(&a, SyncOptions::default());
+    let first = s.sync_with_peer(addr).await;
+    ok(&first);
+    assert_eq!(first.sent, SHARED as u64);
+    a.node.append_episode(&doc("new", "s", 1.0), None).expect("append");
+    let second = s.sync_with_peer(addr).await;
+    ok(&second);
+    assert_eq!((second.sent, second.received), (1, 0));
+    let bytes = second.bytes_sent + second.bytes_received;
+    println!("incremental sync of 1 op over {SHARED} shared: {bytes} bytes on the stream");
+    assert!(bytes < 2048, "a handshake and one op, not the store: {bytes} bytes");
+    assert_eq!(a.node.digest().expect("digest"), b.node.digest().expect("digest"));
+    drop(stop);
+    task.await.expect("server task");
+}

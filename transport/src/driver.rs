@@ -26,6 +26,17 @@ pub trait SyncHost: Send + Sync + 'static {
     fn io_paused(&self) -> bool;
 }
 
+/// What one session moved: ops (from the state machine) and bytes on the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// Op counters.
+    pub stats: SyncStats,
+    /// Stream bytes written (frames, prefixes included).
+    pub bytes_sent: u64,
+    /// Stream bytes read.
+    pub bytes_received: u64,
+}
+
 /// How long the stages of a sync may take.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -102,7 +113,7 @@ pub async fn connect_and_sync<H: SyncHost>(
     host: &H,
     cluster_id: [u8; 32],
     timeouts: Timeouts,
-) -> (Result<SyncStats, TransportError>, bool) {
+) -> (Result<Transfer, TransportError>, bool) {
     let mut handshaken = false;
     let outcome = async {
         let connecting = endpoint
@@ -117,11 +128,19 @@ pub async fn connect_and_sync<H: SyncHost>(
         let mut session = host.session(cluster_id)?;
         session.expect_peer_node_id(proven);
         let mut store = host.store();
-        let result =
-            run_session(&mut session, &mut *store, &mut send, &mut recv, timeouts.handshake).await;
+        let mut transfer = Transfer::default();
+        let result = run_session(
+            &mut session,
+            &mut *store,
+            (&mut send, &mut recv),
+            &mut transfer,
+            timeouts.handshake,
+        )
+        .await;
         handshaken = session.peer().is_some();
         connection.close(0u32.into(), b"done");
-        result.map(|()| session.stats())
+        transfer.stats = session.stats();
+        result.map(|()| transfer)
     }
     .await;
     (outcome, handshaken)
@@ -133,7 +152,7 @@ pub async fn serve_connection<H: SyncHost>(
     host: &H,
     cluster_id: [u8; 32],
     timeouts: Timeouts,
-) -> Result<SyncStats, TransportError> {
+) -> Result<Transfer, TransportError> {
     let connection = tokio::time::timeout(timeouts.handshake, incoming)
         .await
         .map_err(|_| TransportError::Timeout("handshake"))?
@@ -152,11 +171,19 @@ pub async fn serve_connection<H: SyncHost>(
     };
     session.expect_peer_node_id(proven);
     let mut store = host.store();
-    let result =
-        run_session(&mut session, &mut *store, &mut send, &mut recv, timeouts.handshake).await;
+    let mut transfer = Transfer::default();
+    let result = run_session(
+        &mut session,
+        &mut *store,
+        (&mut send, &mut recv),
+        &mut transfer,
+        timeouts.handshake,
+    )
+    .await;
     // The client closes once it has read everything; wait for that (bounded).
     let _ = tokio::time::timeout(IDLE_TIMEOUT, connection.closed()).await;
-    result.map(|()| session.stats())
+    transfer.stats = session.stats();
+    result.map(|()| transfer)
 }
 
 /// Runs one session over one stream pair until both sides are done. A protocol error sends
@@ -164,8 +191,8 @@ pub async fn serve_connection<H: SyncHost>(
 async fn run_session(
     session: &mut SyncSession,
     store: &mut (dyn SyncStore + Send + '_),
-    send: &mut SendStream,
-    recv: &mut RecvStream,
+    (send, recv): (&mut SendStream, &mut RecvStream),
+    transfer: &mut Transfer,
     handshake: Duration,
 ) -> Result<(), TransportError> {
     let deadline = Instant::now() + handshake;
@@ -193,6 +220,7 @@ async fn run_session(
         tokio::select! {
             read = recv.read(&mut buf), if !peer_finished => match read.map_err(read_error)? {
                 Some(n) => {
+                    transfer.bytes_received += n as u64;
                     decoder.push(&buf[..n]);
                     if let Err(e) = deliver(session, store, &mut decoder) {
                         send_refusal(refusal_frame(&e), send).await;
@@ -202,7 +230,9 @@ async fn run_session(
                 None => peer_finished = true,
             },
             written = send.write(&out[at..]), if at < out.len() => {
-                at += written.map_err(write_error)?;
+                let n = written.map_err(write_error)?;
+                transfer.bytes_sent += n as u64;
+                at += n;
             }
             () = tokio::time::sleep_until(deadline), if handshaking => {
                 return Err(TransportError::Timeout("handshake"));

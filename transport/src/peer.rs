@@ -70,6 +70,10 @@ pub struct SyncResult {
     pub sent: u64,
     /// Ops received.
     pub received: u64,
+    /// Stream bytes sent.
+    pub bytes_sent: u64,
+    /// Stream bytes received.
+    pub bytes_received: u64,
     /// The failure's stable code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -94,6 +98,8 @@ impl SyncResult {
             attempts,
             sent: 0,
             received: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
             error: Some(code),
             detail: Some(detail),
             io_paused,
@@ -173,13 +179,15 @@ impl<H: SyncHost> Syncer<H> {
             )
             .await;
             let error = match outcome {
-                Ok(stats) => {
+                Ok(transfer) => {
                     return SyncResult {
                         success: true,
                         peer: peer.to_string(),
                         attempts: attempt,
-                        sent: stats.sent,
-                        received: stats.received,
+                        sent: transfer.stats.sent,
+                        received: transfer.stats.received,
+                        bytes_sent: transfer.bytes_sent,
+                        bytes_received: transfer.bytes_received,
                         error: None,
                         detail: None,
                         io_paused: false,
@@ -219,7 +227,7 @@ pub async fn serve<H: SyncHost>(
                 tasks.spawn(async move {
                     let peer = incoming.remote_address();
                     match serve_connection(incoming, &*host, cluster_id, timeouts).await {
-                        Ok(stats) => tracing::info!(%peer, sent = stats.sent, received = stats.received, "served a sync"),
+                        Ok(t) => tracing::info!(%peer, sent = t.stats.sent, received = t.stats.received, "served a sync"),
                         Err(e) => tracing::warn!(%peer, error = %e, code = %e.code(), "a served sync failed"),
                     }
                 });
