@@ -102,6 +102,36 @@ pub struct NodeStatus {
     pub drift_refusals: u64,
     /// Projection counters.
     pub projection: ProjectionStats,
+    /// This node's sync certificate, when one is installed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+}
+
+/// The installed node certificate's validity.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateStatus {
+    /// Valid from (unix seconds).
+    pub not_before_unix_s: i64,
+    /// Valid until (unix seconds).
+    pub not_after_unix_s: i64,
+    /// Whole days left (negative once expired).
+    pub expires_in_days: i64,
+    /// False when the certificate is for another key than this node's.
+    pub matches_node_key: bool,
+}
+
+fn certificate_status(node: &Node) -> Option<CertificateStatus> {
+    let pem = std::fs::read_to_string(node.dir.join(feral_transport::tls::NODE_CERT_FILE)).ok()?;
+    let cert = feral_transport::tls::pem_certs(&pem).ok()?.into_iter().next()?;
+    let (from, to) = feral_transport::tls::validity_of(&cert)?;
+    let proven = feral_transport::tls::spki_of(&cert).map(feral_transport::tls::node_id_of);
+    let now = node.time.now_ms() as i64 / 1000;
+    Some(CertificateStatus {
+        not_before_unix_s: from,
+        not_after_unix_s: to,
+        expires_in_days: (to - now).div_euclid(86_400),
+        matches_node_key: proven == Some(node.node_id.0),
+    })
 }
 
 impl NodeStatus {
@@ -135,6 +165,7 @@ impl NodeStatus {
             clock: log.clock,
             drift_refusals: log.drift_refusals,
             projection,
+            certificate: certificate_status(node),
         }
     }
 }

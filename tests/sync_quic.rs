@@ -249,19 +249,21 @@ async fn a_forged_frame_length_is_refused_and_the_server_carries_on() {
     send.write_all(&0x7fff_ffffu32.to_le_bytes()).await.expect("write");
     let mut decoder = feral_sync::FrameDecoder::default();
     let mut buf = [0u8; 4096];
-    let reply = loop {
+    // Every frame the server sent, until it ends its stream (one read may hold several).
+    let mut frames = Vec::new();
+    loop {
         match recv.read(&mut buf).await {
             Ok(Some(n)) => {
                 decoder.push(&buf[..n]);
-                if let Some(m) = decoder.next_message().expect("the server's frames are valid")
-                    && matches!(m, feral_sync::SyncMessage::Refuse { .. })
-                {
-                    break m;
+                while let Some(m) = decoder.next_message().expect("the server's frames are valid") {
+                    frames.push(m);
                 }
             }
-            other => panic!("no refusal before the stream ended: {other:?}"),
+            Ok(None) => break,
+            Err(e) => panic!("the stream failed: {e}"),
         }
-    };
+    }
+    let reply = frames.pop().expect("the server sent a refusal last");
     match reply {
         feral_sync::SyncMessage::Refuse { code, .. } => assert_eq!(code, "frame_too_large"),
         other => panic!("{other:?}"),

@@ -13,7 +13,7 @@ use tokio::task::block_in_place;
 use tokio::time::Instant;
 
 use crate::error::{TransportError, from_connection};
-use crate::limits::{IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, READ_CHUNK_BYTES};
+use crate::limits::{IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, READ_CHUNK_BYTES, REFUSAL_WRITE_TIMEOUT};
 use crate::tls::{self, Credentials, SERVER_NAME};
 
 /// What the driver needs from a node.
@@ -223,7 +223,11 @@ async fn run_session(
                     transfer.bytes_received += n as u64;
                     decoder.push(&buf[..n]);
                     if let Err(e) = deliver(session, store, &mut decoder) {
-                        send_refusal(refusal_frame(&e), send).await;
+                        // The frame being written goes out whole first, so the refusal
+                        // follows a frame boundary.
+                        let mut tail = out[at..].to_vec();
+                        tail.extend(refusal_frame(&e).unwrap_or_default());
+                        send_refusal(&tail, send).await;
                         return Err(e.into());
                     }
                 }
@@ -263,10 +267,11 @@ fn deliver(
     Ok(())
 }
 
-/// Best effort: tells the peer why the session ends (the refusal the session queued).
-async fn send_refusal(refusal: Option<Vec<u8>>, send: &mut SendStream) {
-    if let Some(frame) = refusal {
-        let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&frame)).await;
+/// Best effort, bounded: writes the last bytes (ending with the refusal that tells the peer
+/// why the session ends) and finishes the stream.
+async fn send_refusal(bytes: &[u8], send: &mut SendStream) {
+    if !bytes.is_empty() {
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, send.write_all(bytes)).await;
     }
     let _ = send.finish();
 }

@@ -12,3 +12,5 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub const SYNC_ATTEMPTS_DEFAULT: u32 = 3;
 /// The first backoff between attempts; it doubles after each.
 pub const SYNC_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// How long the last frames and the refusal of a failing session may take to write.
+pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);

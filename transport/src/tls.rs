@@ -274,6 +274,43 @@ pub fn spki_of(cert_der: &[u8]) -> Option<&[u8]> {
     Some(spki.whole)
 }
 
+/// The validity of a DER certificate as unix seconds: (not before, not after).
+pub fn validity_of(cert_der: &[u8]) -> Option<(i64, i64)> {
+    let (cert, _) = der_element(cert_der, 0x30)?;
+    let (tbs, _) = der_element(cert.content, 0x30)?;
+    let mut rest = tbs.content;
+    if rest.first() == Some(&0xa0) {
+        rest = der_element(rest, 0xa0)?.1;
+    }
+    for tag in [0x02, 0x30, 0x30] {
+        rest = der_element(rest, tag)?.1; // serial, signature, issuer
+    }
+    let (validity, _) = der_element(rest, 0x30)?;
+    let (from, after) = der_time(validity.content)?;
+    let (to, _) = der_time(after)?;
+    Some((from, to))
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as unix seconds.
+fn der_time(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let tag = *bytes.first()?;
+    let (element, rest) = der_element(bytes, tag)?;
+    let text = std::str::from_utf8(element.content).ok()?.strip_suffix('Z')?;
+    let (year, rest_text) = match tag {
+        0x17 if text.len() == 12 => {
+            let yy: i32 = text[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 14 => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let num = |r: std::ops::Range<usize>| rest_text.get(r)?.parse::<u8>().ok();
+    let month = time::Month::try_from(num(0..2)?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, num(2..4)?).ok()?;
+    let clock = time::Time::from_hms(num(4..6)?, num(6..8)?, num(8..10)?).ok()?;
+    Some((date.with_time(clock).assume_utc().unix_timestamp(), rest))
+}
+
 struct DerElement<'a> {
     whole: &'a [u8],
     content: &'a [u8],
@@ -318,11 +355,26 @@ mod tests {
     }
 
     #[test]
+    fn validity_reads_back_what_was_issued() {
+        let ca = Ca::generate().expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let at = |y, m, d, h| {
+            let date = time::Date::from_calendar_date(y, m, d).expect("date");
+            date.with_hms(h, 4, 5).expect("time").assume_utc()
+        };
+        let from = at(2026, time::Month::January, 2, 3);
+        let to = at(2061, time::Month::June, 7, 8);
+        let cert = pem_certs(&ca.issue(&key, from, to).expect("issue")).expect("pem").remove(0);
+        assert_eq!(validity_of(&cert), Some((from.unix_timestamp(), to.unix_timestamp())));
+    }
+
+    #[test]
     fn der_walk_refuses_truncated_input() {
         let ca = Ca::generate().expect("ca");
         let der = pem_certs(&ca.cert_pem).expect("pem").remove(0);
         for cut in 0..der.len() {
             let _ = spki_of(&der[..cut]);
+            let _ = validity_of(&der[..cut]);
         }
         assert!(spki_of(&der).is_some());
         assert!(spki_of(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
