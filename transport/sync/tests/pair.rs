@@ -238,3 +238,22 @@ fn equal_heads_holding_different_ops_are_split_brain() {
     let (_, error) = pump(&mut c, &mut sc, &mut d, &mut sd, None);
     assert_eq!(error.map(|e| e.code().to_string()), Some("split_brain".into()));
 }
+
+#[test]
+fn another_protocol_version_is_refused() {
+    let mut s = MemStore::default();
+    let mut a = session(1, &s);
+    let hello = match session(2, &s).poll_transmit(&s).expect("hello") {
+        Some(SyncMessage::Hello(mut h)) => {
+            h.version += 1;
+            SyncMessage::Hello(h)
+        }
+        other => panic!("hello expected, got {other:?}"),
+    };
+    let err = a.handle(hello, &mut s).expect_err("refused");
+    assert_eq!(err.code(), "protocol_version", "{err}");
+    assert!(matches!(
+        a.poll_transmit(&s).expect("refusal"),
+        Some(SyncMessage::Refuse { code, .. }) if code == "protocol_version"
+    ));
+}
