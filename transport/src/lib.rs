@@ -2,6 +2,7 @@
 //! (rustls, ring only): certificates (`tls`), the driver that runs a feral-sync session over
 //! one bidirectional stream (`driver`), and `sync_with_peer` with retries (`peer`).
 
+pub mod discovery;
 pub mod driver;
 pub mod error;
 pub mod limits;
