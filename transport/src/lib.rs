@@ -7,6 +7,7 @@ pub mod driver;
 pub mod error;
 pub mod limits;
 pub mod peer;
+pub mod scheduler;
 pub mod tls;
 
 pub use driver::{SyncHost, Timeouts};

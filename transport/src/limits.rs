@@ -14,3 +14,9 @@ pub const SYNC_ATTEMPTS_DEFAULT: u32 = 3;
 pub const SYNC_BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// How long the last frames and the refusal of a failing session may take to write.
 pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often every peer is synced.
+pub const SYNC_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
+/// The scheduler's first wait after a failed sync; it doubles after each failure.
+pub const SCHEDULE_BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// The scheduler's longest wait after failures.
+pub const SCHEDULE_BACKOFF_MAX: Duration = Duration::from_secs(300);
