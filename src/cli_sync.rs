@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use feral_memory::Node;
-use feral_transport::driver::{client_endpoint, server_endpoint};
+use feral_memory::service::{Service, ServiceConfig};
+use feral_transport::driver::client_endpoint;
 use feral_transport::tls::{CA_CERT_FILE, Ca, Credentials, NODE_CERT_FILE};
-use feral_transport::{PeerLocks, SyncOptions, Syncer, Timeouts, serve};
+use feral_transport::{PeerLocks, SyncOptions, Syncer};
 
 use crate::{Failure, Outcome, fail, open, print_json};
 
@@ -104,17 +105,49 @@ async fn shutdown_signal() {
     }
 }
 
-/// `feral-node run --listen ADDR:PORT`: serves sync until SIGINT or SIGTERM.
-pub(crate) fn run(data: &Path, listen: SocketAddr) -> Outcome {
+/// On a fresh machine: the store, and a local CA (kept in `<data>/local-ca`) with a
+/// certificate for this node, so `run` works with no set-up. A cluster of several machines
+/// issues from one CA instead (`certs new-ca`, `certs issue`).
+fn first_run(data: &Path) -> Result<(), Failure> {
+    if !data.join(feral_log::wal::ORIGIN_FILE).exists() {
+        Node::open(data, feral_log::Config::default())?.close()?;
+        eprintln!("feral-node: created a store in {}", data.display());
+    }
+    if !data.join(NODE_CERT_FILE).exists() {
+        let ca_dir = data.join("local-ca");
+        let ca = match Ca::load(&ca_dir) {
+            Ok(ca) => ca,
+            Err(_) => {
+                let ca = Ca::generate().map_err(transport)?;
+                ca.save(&ca_dir).map_err(transport)?;
+                ca
+            }
+        };
+        let node = open(data)?;
+        write(&data.join(NODE_CERT_FILE), &ca.issue_default(node.key()).map_err(transport)?)?;
+        write(&data.join(CA_CERT_FILE), &ca.cert_pem)?;
+        node.close()?;
+        eprintln!(
+            "feral-node: created a local CA in {} and a certificate for this node; to sync with \
+             other machines, issue every node from one CA (feral-node certs --help)",
+            ca_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `feral-node run`: serves sync, discovers peers and syncs on schedule until SIGINT/SIGTERM.
+pub(crate) fn run(data: &Path, config: ServiceConfig) -> Outcome {
+    first_run(data)?;
     let node = Arc::new(open(data)?);
     let creds = credentials(&node)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let endpoint = server_endpoint(&creds, listen).map_err(transport)?;
-        let addr = endpoint.local_addr().map_err(|e| fail(1, e.to_string()))?;
-        println!("listening on {addr} (node id {})", node.node_id());
-        serve(endpoint, node.clone(), creds.cluster_id(), Timeouts::default(), shutdown_signal())
-            .await;
+        let service = Service::start(node.clone(), &creds, config).map_err(transport)?;
+        println!("listening on {} (node id {})", service.local_addr(), node.node_id());
+        shutdown_signal().await;
+        eprintln!("feral-node: stopping");
+        service.stop().await;
         Ok::<(), Failure>(())
     })?;
     drop(rt);

@@ -8,6 +8,7 @@ pub mod identity;
 pub mod limits;
 pub mod node;
 pub mod report;
+pub mod service;
 pub mod sync_store;
 
 pub use error::{Error, Result};

@@ -127,11 +127,21 @@ enum Command {
         #[command(subcommand)]
         command: cli_sync::Certs,
     },
-    /// Serve sync to peers until SIGINT or SIGTERM.
+    /// Run the node: serve sync, find peers (mDNS and static), sync on a schedule; until
+    /// SIGINT or SIGTERM. On a fresh machine it creates the store, a local CA and a certificate.
     Run {
         /// QUIC address to listen on.
         #[arg(long, default_value = "0.0.0.0:7411")]
         listen: std::net::SocketAddr,
+        /// Seconds between syncs with each peer.
+        #[arg(long, default_value_t = 30)]
+        sync_interval: u64,
+        /// Do not advertise or browse with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// Static peers, `host:port,host:port` (also $FERAL_SYNC_PEERS).
+        #[arg(long, env = "FERAL_SYNC_PEERS", default_value = "")]
+        peers: String,
     },
     /// Run one sync session with a peer and print the result object.
     Sync {
@@ -354,7 +364,15 @@ fn run(command: Command, data: &Path) -> Outcome {
         }
         Command::Demo => Ok(0), // handled before a data directory is chosen
         Command::Certs { command } => cli_sync::certs(command, data),
-        Command::Run { listen } => cli_sync::run(data, listen),
+        Command::Run { listen, sync_interval, no_mdns, peers } => {
+            let config = feral_memory::service::ServiceConfig {
+                listen,
+                sync_interval: std::time::Duration::from_secs(sync_interval.max(1)),
+                mdns: !no_mdns,
+                static_peers: feral_transport::discovery::parse_static_peers(&peers),
+            };
+            cli_sync::run(data, config)
+        }
         Command::Sync { peer, json } => cli_sync::sync(data, peer, json),
         Command::Restore { from, force, json } => {
             let restored = backup::restore(&from, data, force, Config::default())?;

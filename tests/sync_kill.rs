@@ -23,7 +23,7 @@ fn start_receiver(data: &Path) -> (Child, SocketAddr) {
     let mut child = feral_node()
         .arg("--data")
         .arg(data)
-        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(["run", "--no-mdns", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -1,0 +1,192 @@
+//! `feral-node run` as a service: serve sync, find peers (mDNS and a static list), and sync
+//! with each on the schedule (every interval, at once when found, on demand, with backoff).
+//! Everything it starts is stopped and joined by [`Service::stop`].
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use feral_transport::discovery::{Discovery, PeerBook, PeerInfo, add_static};
+use feral_transport::driver::{client_endpoint, server_endpoint};
+use feral_transport::scheduler::{PeerSchedule, Schedule};
+use feral_transport::tls::Credentials;
+use feral_transport::{
+    PeerLocks, SyncOptions, SyncResult, Syncer, Timeouts, TransportError, serve,
+};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::node::Node;
+
+/// How often the scheduler looks at its peers (new ones are synced within this).
+const SCHEDULER_TICK: Duration = Duration::from_secs(1);
+
+/// What `run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// QUIC address to serve sync on.
+    pub listen: SocketAddr,
+    /// How often every peer is synced.
+    pub sync_interval: Duration,
+    /// Advertise and browse with mDNS.
+    pub mdns: bool,
+    /// Peers from `--peers`, `FERAL_SYNC_PEERS` or the config file.
+    pub static_peers: Vec<SocketAddr>,
+}
+
+/// A running node service.
+#[derive(Debug)]
+pub struct Service {
+    /// The store.
+    pub node: Arc<Node>,
+    /// Known peers.
+    pub book: Arc<PeerBook>,
+    schedule: Arc<Mutex<Schedule>>,
+    syncer: Arc<Syncer<Node>>,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    wake: Arc<Notify>,
+    tasks: JoinSet<()>,
+    discovery: Option<Discovery>,
+}
+
+impl Service {
+    /// Starts serving, discovering and scheduling on the current tokio runtime.
+    pub fn start(
+        node: Arc<Node>,
+        creds: &Credentials,
+        config: ServiceConfig,
+    ) -> Result<Service, TransportError> {
+        let endpoint = server_endpoint(creds, config.listen)?;
+        let addr = endpoint.local_addr().map_err(|e| TransportError::Connect(e.to_string()))?;
+        let bind: SocketAddr =
+            if addr.is_ipv6() { ([0u16; 8], 0).into() } else { ([0u8; 4], 0).into() };
+        let syncer = Arc::new(Syncer {
+            host: node.clone(),
+            endpoint: client_endpoint(creds, bind, true)?,
+            cluster_id: creds.cluster_id(),
+            locks: Arc::new(PeerLocks::default()),
+            options: SyncOptions::default(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut on_stop = stopped.clone();
+        tasks.spawn(serve(
+            endpoint,
+            node.clone(),
+            creds.cluster_id(),
+            Timeouts::default(),
+            async move {
+                let _ = on_stop.wait_for(|s| *s).await;
+            },
+        ));
+        let book = Arc::new(PeerBook::default());
+        add_static(&book, &config.static_peers);
+        let discovery = config.mdns.then(|| {
+            Discovery::start(
+                book.clone(),
+                &node.node_id().to_string(),
+                addr.port(),
+                env!("CARGO_PKG_VERSION"),
+            )
+        });
+        let schedule = Arc::new(Mutex::new(Schedule::new(config.sync_interval)));
+        let wake = Arc::new(Notify::new());
+        tasks.spawn(schedule_loop(
+            book.clone(),
+            schedule.clone(),
+            syncer.clone(),
+            wake.clone(),
+            stopped,
+        ));
+        tracing::info!(%addr, node_id = %node.node_id(), mdns = config.mdns, "serving sync");
+        Ok(Service { node, book, schedule, syncer, addr, stop, wake, tasks, discovery })
+    }
+
+    /// The QUIC address sync is served on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Known peers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.book.list()
+    }
+
+    /// Every peer's schedule (last sync, backoff).
+    pub fn schedule(&self) -> Vec<PeerSchedule> {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .status(tokio::time::Instant::now().into_std())
+    }
+
+    /// Syncs with one peer now (it joins the book as a manual peer) and returns the result.
+    pub async fn sync_now(&self, peer: SocketAddr) -> SyncResult {
+        if !self.book.list().iter().any(|p| p.addr == peer) {
+            self.book.add(PeerInfo {
+                addr: peer,
+                node_id: None,
+                source: feral_transport::discovery::PeerSource::Manual,
+            });
+        }
+        self.syncer.sync_with_peer(peer).await
+    }
+
+    /// Asks the scheduler to sync every healthy peer now.
+    pub fn sync_all_soon(&self) {
+        let now = tokio::time::Instant::now().into_std();
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner()).request(None, now);
+        self.wake.notify_one();
+    }
+
+    /// Stops everything it started and waits for it: no task outlives the service.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        self.wake.notify_one();
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(discovery) = self.discovery.take() {
+            let _ = tokio::task::spawn_blocking(move || discovery.shutdown()).await;
+        }
+        self.syncer.endpoint.close(0u32.into(), b"stopping");
+        self.syncer.endpoint.wait_idle().await;
+    }
+}
+
+/// Syncs due peers, each in its own task, until told to stop; then waits for them.
+async fn schedule_loop(
+    book: Arc<PeerBook>,
+    schedule: Arc<Mutex<Schedule>>,
+    syncer: Arc<Syncer<Node>>,
+    wake: Arc<Notify>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut running = JoinSet::new();
+    loop {
+        let now = tokio::time::Instant::now().into_std();
+        let due = {
+            let mut s = schedule.lock().unwrap_or_else(|p| p.into_inner());
+            let known: Vec<SocketAddr> = book.list().iter().map(|p| p.addr).collect();
+            s.set_peers(&known, now);
+            s.take_due(now)
+        };
+        for peer in due {
+            let (syncer, schedule) = (syncer.clone(), schedule.clone());
+            running.spawn(async move {
+                let result = syncer.sync_with_peer(peer).await;
+                if !result.success {
+                    tracing::warn!(%peer, error = ?result.error, "scheduled sync failed");
+                }
+                let now = tokio::time::Instant::now().into_std();
+                schedule.lock().unwrap_or_else(|p| p.into_inner()).record(peer, now, result.error);
+            });
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(SCHEDULER_TICK) => {}
+            () = wake.notified() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
