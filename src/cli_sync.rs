@@ -1,5 +1,6 @@
 //! `feral-node certs …`, `run` and `sync`: certificates, serving sync, one sync session.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,17 +137,36 @@ fn first_run(data: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `feral-node run`: serves sync, discovers peers and syncs on schedule until SIGINT/SIGTERM.
-pub(crate) fn run(data: &Path, config: ServiceConfig) -> Outcome {
+/// `feral-node run`: serves sync and the HTTP API, discovers peers and syncs on schedule,
+/// until SIGINT/SIGTERM.
+pub(crate) fn run(data: &Path, config: ServiceConfig, api_addr: SocketAddr) -> Outcome {
     first_run(data)?;
     let node = Arc::new(open(data)?);
     let creds = credentials(&node)?;
+    let token = feral_memory::api::token_for(api_addr, data)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let service = Service::start(node.clone(), &creds, config).map_err(transport)?;
-        println!("listening on {} (node id {})", service.local_addr(), node.node_id());
+        let service = Arc::new(Service::start(node.clone(), &creds, config).map_err(transport)?);
+        let listener = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .map_err(|e| fail(1, format!("api {api_addr}: {e}")))?;
+        let api_at = listener.local_addr().map_err(|e| fail(1, e.to_string()))?;
+        let needs_token = token.is_some();
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = feral_memory::api::router(service.clone(), token);
+        let api = tokio::spawn(feral_memory::api::serve_api(listener, router, async {
+            let _ = api_stopped.await;
+        }));
+        // Whoever started us may stop reading stdout; a closed pipe must not stop the node.
+        let auth = if needs_token { " (bearer token in api.token)" } else { "" };
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "listening on {} (node id {})", service.local_addr(), node.node_id());
+        let _ = writeln!(out, "api on http://{api_at}{auth}");
+        let _ = out.flush();
         shutdown_signal().await;
         eprintln!("feral-node: stopping");
+        let _ = stop_api.send(());
+        let _ = api.await;
         service.stop().await;
         Ok::<(), Failure>(())
     })?;

@@ -1,6 +1,7 @@
 //! feral-memory: an event-sourced, replicated long-term memory store. The `Node` facade owns
 //! one data directory's log, index and episodes projection; `feral-node` is its command line.
 
+pub mod api;
 mod applier;
 pub mod backup;
 pub mod error;

@@ -142,6 +142,9 @@ enum Command {
         /// Static peers, `host:port,host:port` (also $FERAL_SYNC_PEERS).
         #[arg(long, env = "FERAL_SYNC_PEERS", default_value = "")]
         peers: String,
+        /// HTTP API address (off loopback, a bearer token from <data>/api.token is required).
+        #[arg(long, default_value = "127.0.0.1:7412")]
+        api: std::net::SocketAddr,
     },
     /// Run one sync session with a peer and print the result object.
     Sync {
@@ -364,14 +367,14 @@ fn run(command: Command, data: &Path) -> Outcome {
         }
         Command::Demo => Ok(0), // handled before a data directory is chosen
         Command::Certs { command } => cli_sync::certs(command, data),
-        Command::Run { listen, sync_interval, no_mdns, peers } => {
+        Command::Run { listen, sync_interval, no_mdns, peers, api } => {
             let config = feral_memory::service::ServiceConfig {
                 listen,
                 sync_interval: std::time::Duration::from_secs(sync_interval.max(1)),
                 mdns: !no_mdns,
                 static_peers: feral_transport::discovery::parse_static_peers(&peers),
             };
-            cli_sync::run(data, config)
+            cli_sync::run(data, config, api)
         }
         Command::Sync { peer, json } => cli_sync::sync(data, peer, json),
         Command::Restore { from, force, json } => {

@@ -46,8 +46,37 @@ pub struct Service {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     wake: Arc<Notify>,
-    tasks: JoinSet<()>,
-    discovery: Option<Discovery>,
+    tasks: Mutex<JoinSet<()>>,
+    discovery: Mutex<Option<Discovery>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Counters the service keeps for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Ops appended through the API.
+    pub ops_appended: std::sync::atomic::AtomicU64,
+    /// Ops received by sync (sessions this node started).
+    pub ops_received: std::sync::atomic::AtomicU64,
+    /// Stream bytes sent by sync.
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+    /// Stream bytes received by sync.
+    pub bytes_received: std::sync::atomic::AtomicU64,
+    /// Sync sessions by result (`ok` or the error code).
+    pub sessions: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    /// Counts one finished sync.
+    pub fn record(&self, result: &SyncResult) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ops_received.fetch_add(result.received, Relaxed);
+        self.bytes_sent.fetch_add(result.bytes_sent, Relaxed);
+        self.bytes_received.fetch_add(result.bytes_received, Relaxed);
+        let key = result.error.clone().unwrap_or_else(|| "ok".into());
+        *self.sessions.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(0) += 1;
+    }
 }
 
 impl Service {
@@ -92,15 +121,28 @@ impl Service {
         });
         let schedule = Arc::new(Mutex::new(Schedule::new(config.sync_interval)));
         let wake = Arc::new(Notify::new());
+        let metrics = Arc::new(Metrics::default());
         tasks.spawn(schedule_loop(
             book.clone(),
             schedule.clone(),
             syncer.clone(),
             wake.clone(),
+            metrics.clone(),
             stopped,
         ));
         tracing::info!(%addr, node_id = %node.node_id(), mdns = config.mdns, "serving sync");
-        Ok(Service { node, book, schedule, syncer, addr, stop, wake, tasks, discovery })
+        Ok(Service {
+            node,
+            book,
+            schedule,
+            syncer,
+            addr,
+            stop,
+            wake,
+            tasks: Mutex::new(tasks),
+            discovery: Mutex::new(discovery),
+            metrics,
+        })
     }
 
     /// The QUIC address sync is served on.
@@ -130,7 +172,9 @@ impl Service {
                 source: feral_transport::discovery::PeerSource::Manual,
             });
         }
-        self.syncer.sync_with_peer(peer).await
+        let result = self.syncer.sync_with_peer(peer).await;
+        self.metrics.record(&result);
+        result
     }
 
     /// Asks the scheduler to sync every healthy peer now.
@@ -141,11 +185,13 @@ impl Service {
     }
 
     /// Stops everything it started and waits for it: no task outlives the service.
-    pub async fn stop(mut self) {
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
         self.wake.notify_one();
-        while self.tasks.join_next().await.is_some() {}
-        if let Some(discovery) = self.discovery.take() {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        while tasks.join_next().await.is_some() {}
+        let discovery = self.discovery.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(discovery) = discovery {
             let _ = tokio::task::spawn_blocking(move || discovery.shutdown()).await;
         }
         self.syncer.endpoint.close(0u32.into(), b"stopping");
@@ -159,6 +205,7 @@ async fn schedule_loop(
     schedule: Arc<Mutex<Schedule>>,
     syncer: Arc<Syncer<Node>>,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut running = JoinSet::new();
@@ -171,9 +218,10 @@ async fn schedule_loop(
             s.take_due(now)
         };
         for peer in due {
-            let (syncer, schedule) = (syncer.clone(), schedule.clone());
+            let (syncer, schedule, metrics) = (syncer.clone(), schedule.clone(), metrics.clone());
             running.spawn(async move {
                 let result = syncer.sync_with_peer(peer).await;
+                metrics.record(&result);
                 if !result.success {
                     tracing::warn!(%peer, error = ?result.error, "scheduled sync failed");
                 }

@@ -23,13 +23,16 @@ fn start_receiver(data: &Path) -> (Child, SocketAddr) {
     let mut child = feral_node()
         .arg("--data")
         .arg(data)
-        .args(["run", "--no-mdns", "--listen", "127.0.0.1:0"])
+        .args(["run", "--no-mdns", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn run");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    stdout.read_line(&mut line).expect("read");
+    // Keep draining what it prints, so the node never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let addr = line
         .split_whitespace()
         .nth(2)
