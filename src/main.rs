@@ -155,9 +155,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A short tour on one machine: create a store (in a new temporary directory unless --data
-    /// is given), append episodes, list them, delete one, check, back up, restore the backup
-    /// elsewhere and compare digests.
+    /// Two nodes on loopback (in a new temporary directory unless --data is given) with their
+    /// own CA: both write episodes, they sync over QUIC with mutual TLS, and the demo prints
+    /// what moved, the time it took and the two equal digests.
     Demo,
     /// Restore a backup into --data (absent or empty; --force moves an existing one aside).
     Restore {
