@@ -159,6 +159,14 @@ pub(crate) fn run(data: &Path, config: ServiceConfig, api_addr: SocketAddr) -> O
         }));
         // Whoever started us may stop reading stdout; a closed pipe must not stop the node.
         let auth = if needs_token { " (bearer token in api.token)" } else { "" };
+        // Store commands run while the node does go through this API.
+        let local: SocketAddr = if api_at.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api_at.port())
+        } else {
+            api_at
+        };
+        let addr_file = data.join(crate::cli_remote::API_ADDR_FILE);
+        let _ = std::fs::write(&addr_file, local.to_string());
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening on {} (node id {})", service.local_addr(), node.node_id());
         let _ = writeln!(out, "api on http://{api_at}{auth}");
@@ -167,6 +175,7 @@ pub(crate) fn run(data: &Path, config: ServiceConfig, api_addr: SocketAddr) -> O
         eprintln!("feral-node: stopping");
         let _ = stop_api.send(());
         let _ = api.await;
+        let _ = std::fs::remove_file(&addr_file);
         service.stop().await;
         Ok::<(), Failure>(())
     })?;

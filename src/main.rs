@@ -3,6 +3,7 @@
 //! 65 data corruption, 75 disk full. Every error is one line on stderr.
 
 mod cli_append;
+mod cli_remote;
 mod cli_sync;
 mod demo;
 
@@ -15,9 +16,9 @@ use feral_memory::{CheckReport, Error, Node, backup};
 use serde::Serialize;
 
 /// Exit status for damaged data (EX_DATAERR).
-const EXIT_CORRUPTION: u8 = 65;
+pub(crate) const EXIT_CORRUPTION: u8 = 65;
 /// Exit status for a full disk (EX_TEMPFAIL: free space and retry).
-const EXIT_DISK_FULL: u8 = 75;
+pub(crate) const EXIT_DISK_FULL: u8 = 75;
 
 #[derive(Debug, Parser)]
 #[command(name = "feral-node", version, about = "An assistant's long-term memory store")]
@@ -30,7 +31,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Create the store (log, index, projection, node key); harmless when it exists.
     Init {
         /// Segment size in bytes (a multiple of 4096), fixed when the store is created.
@@ -260,6 +261,9 @@ fn print_json(value: &impl Serialize, pretty: bool) -> Outcome {
 }
 
 fn run(command: Command, data: &Path) -> Outcome {
+    if let Some(remote) = cli_remote::Remote::find(data) {
+        return cli_remote::forward(command, &remote);
+    }
     match command {
         Command::Init { segment_bytes } => init(data, segment_bytes),
         Command::Append { file, strict, json } => {

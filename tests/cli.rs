@@ -123,3 +123,52 @@ fn op_id_makes_a_retry_idempotent_and_digest_prints_one_hex_line() {
     assert!(run(&data, &["delete", "e1"], "").status.success());
     assert_eq!(run(&data, &["get", "e1"], "").status.code(), Some(1));
 }
+
+#[test]
+fn while_a_node_runs_the_store_commands_go_through_its_api() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("store");
+    let mut node = feral_node()
+        .arg("--data")
+        .arg(&data)
+        .args(["run", "--no-mdns", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    let mut lines = std::io::BufReader::new(node.stdout.take().expect("stdout")).lines();
+    loop {
+        let line = lines.next().expect("the node printed its addresses").expect("line");
+        if line.starts_with("api on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let input = format!(
+        "{GOOD}\n{}\n",
+        r#"{"id":"e2","session_id":"s1","event_type":"chat","summary":""}"#
+    );
+    let out = run(&data, &["append"], &input);
+    assert_eq!(out.status.code(), Some(1), "one line refused");
+    assert!(text(&out.stderr).contains("line 2: field `summary`"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&run(&data, &["episodes", "--json"], "").stdout).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let got: serde_json::Value =
+        serde_json::from_slice(&run(&data, &["get", "e1", "--json"], "").stdout).expect("json");
+    assert_eq!(got["summary"], "hello");
+    assert_eq!(run(&data, &["check"], "").status.code(), Some(0));
+    let status: serde_json::Value =
+        serde_json::from_slice(&run(&data, &["status", "--json"], "").stdout).expect("json");
+    assert_eq!(status["io_paused"], false);
+    let refused = run(&data, &["digest"], "");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("a node is running"), "{}", text(&refused.stderr));
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
+    assert!(node.wait().expect("wait").success(), "clean shutdown");
+    let digest = run(&data, &["digest", "--json"], "");
+    assert!(digest.status.success(), "the store is local again: {}", text(&digest.stderr));
+}

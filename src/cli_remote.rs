@@ -1,0 +1,313 @@
+//! When a node runs on the data directory (its lock is held and it wrote `api.addr`), the store
+//! commands talk to it through its HTTP API instead of failing on the lock.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{Failure, Outcome, fail};
+
+/// The file a running node writes its API address into.
+pub(crate) const API_ADDR_FILE: &str = "api.addr";
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running node's API, when the data directory belongs to one.
+pub(crate) struct Remote {
+    addr: SocketAddr,
+    token: Option<String>,
+}
+
+impl Remote {
+    /// The API of the node holding `data`, if one does.
+    pub(crate) fn find(data: &Path) -> Option<Remote> {
+        let addr = std::fs::read_to_string(data.join(API_ADDR_FILE)).ok()?.trim().parse().ok()?;
+        // Only forward when the store really is held: a stale file after a crash is ignored.
+        match feral_log::lock::DirLock::acquire(data) {
+            Ok(_free) => None,
+            Err(_) => {
+                let token = std::fs::read_to_string(data.join(feral_memory::api::TOKEN_FILE))
+                    .ok()
+                    .map(|t| t.trim().to_string());
+                Some(Remote { addr, token })
+            }
+        }
+    }
+
+    /// One request; returns the status and the body as JSON.
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), Failure> {
+        let io =
+            |e: std::io::Error| fail(1, format!("the running node's API at {}: {e}", self.addr));
+        let mut stream =
+            TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).map_err(io)?;
+        stream.set_read_timeout(Some(REMOTE_TIMEOUT)).map_err(io)?;
+        let payload = body.map(Value::to_string).unwrap_or_default();
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: feral-node\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+            payload.len()
+        )
+        .map_err(io)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).map_err(io)?;
+        let text = String::from_utf8_lossy(&raw);
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        Ok((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+    }
+
+    /// A request whose non-2xx answer becomes the command's failure (507 → exit 75).
+    pub(crate) fn expect_ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        let (status, value) = self.call(method, path, body)?;
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        let code = value["error"].as_str().unwrap_or("error");
+        let message = value["message"].as_str().unwrap_or("");
+        let exit = match (status, code) {
+            (507, _) => crate::EXIT_DISK_FULL,
+            (_, c) if c.ends_with("corruption") => crate::EXIT_CORRUPTION,
+            _ => 1,
+        };
+        Err(fail(exit, format!("{code}: {message} (through the running node's API)")))
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Percent-encodes a path segment.
+pub(crate) fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A store command the running node cannot take over its API.
+pub(crate) fn refuse(remote: &Remote, what: &str) -> Outcome {
+    Err(fail(
+        1,
+        format!(
+            "a node is running on this data directory (API at {}); stop it before `{what}`",
+            remote.addr
+        ),
+    ))
+}
+
+/// Runs a store command through the running node's API.
+pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
+    use crate::Command as C;
+    match command {
+        C::Episodes { limit, session, json } => {
+            let mut path = format!("/v1/episodes?limit={limit}");
+            if let Some(s) = session {
+                path.push_str(&format!("&session={}", segment(&s)));
+            }
+            let list = remote.expect_ok("GET", &path, None)?;
+            if json {
+                return crate::print_json(&list, false);
+            }
+            for e in list.as_array().into_iter().flatten() {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    e["id"].as_str().unwrap_or(""),
+                    e["session_id"].as_str().unwrap_or(""),
+                    e["created_at"],
+                    e["event_type"].as_str().unwrap_or(""),
+                    e["summary"].as_str().unwrap_or("")
+                );
+            }
+            Ok(0)
+        }
+        C::Get { id, json } => {
+            let view = remote.expect_ok("GET", &format!("/v1/episodes/{}", segment(&id)), None)?;
+            crate::print_json(&view, !json)
+        }
+        C::Delete { id, op_id: None, json } => {
+            let done =
+                remote.expect_ok("DELETE", &format!("/v1/episodes/{}", segment(&id)), None)?;
+            if json {
+                return crate::print_json(&done, false);
+            }
+            println!(
+                "{} {}",
+                done["op_id"].as_str().unwrap_or(""),
+                done["hlc"].as_str().unwrap_or("")
+            );
+            Ok(0)
+        }
+        C::Status { json } => {
+            crate::print_json(&remote.expect_ok("GET", "/v1/status", None)?, !json)
+        }
+        C::Check { json } => report(&remote.expect_ok("GET", "/v1/check", None)?, json),
+        C::Resume { json } => report(&remote.expect_ok("POST", "/v1/resume", None)?, json),
+        C::Sync { peer, json } => {
+            let results = remote.expect_ok(
+                "POST",
+                "/v1/sync",
+                Some(&serde_json::json!({"peer": peer.to_string()})),
+            )?;
+            let result = results.get(0).cloned().unwrap_or(Value::Null);
+            crate::print_json(&result, !json)?;
+            Ok(if result["success"] == true { 0 } else { 1 })
+        }
+        C::Append { file, strict, json } => append(remote, file.as_deref(), strict, json),
+        C::Delete { .. } => refuse(remote, "delete --op-id"),
+        other => refuse(remote, command_name(&other)),
+    }
+}
+
+fn command_name(command: &crate::Command) -> &'static str {
+    use crate::Command as C;
+    match command {
+        C::Init { .. } => "init",
+        C::Rebuild { .. } => "rebuild",
+        C::Digest { .. } => "digest",
+        C::Dump => "dump",
+        C::Backup { .. } => "backup",
+        C::Restore { .. } => "restore",
+        C::Certs { .. } => "certs",
+        C::Run { .. } => "run",
+        _ => "this command",
+    }
+}
+
+/// Prints a check report received from the API; exit 0 when ok, 65 when damaged.
+fn report(value: &Value, json: bool) -> Outcome {
+    if json {
+        crate::print_json(value, false)?;
+    } else if value["ok"] == true {
+        println!(
+            "ok: {} records in {} segments verified; index and episodes ok",
+            value["records"], value["segments"]
+        );
+    } else {
+        crate::print_json(value, true)?;
+    }
+    Ok(match value["error"].as_str() {
+        None => 0,
+        Some(code) if code.ends_with("corruption") => crate::EXIT_CORRUPTION,
+        Some(_) => 1,
+    })
+}
+
+/// `append` through the API: lines parsed here, sent in arrays of up to 1,000; a refused
+/// array is retried line by line so each refused line is named.
+fn append(remote: &Remote, file: Option<&Path>, strict: bool, json: bool) -> Outcome {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| fail(1, format!("{}: {e}", path.display())))?,
+        None => {
+            let mut all = String::new();
+            std::io::stdin()
+                .read_to_string(&mut all)
+                .map_err(|e| fail(1, format!("stdin: {e}")))?;
+            all
+        }
+    };
+    let mut refused = 0;
+    let mut docs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(doc) => docs.push((i + 1, doc)),
+            Err(e) => {
+                refused += 1;
+                eprintln!("feral-node: line {}: not a JSON object: {e}", i + 1);
+            }
+        }
+    }
+    if strict && refused > 0 {
+        return Err(fail(1, format!("{refused} lines refused; nothing appended (--strict)")));
+    }
+    let print = |line: usize, a: &Value| -> Result<(), Failure> {
+        if json {
+            let mut a = a.clone();
+            a["line"] = line.into();
+            crate::print_json(&a, false).map(|_| ())
+        } else {
+            let dup = if a["duplicate"] == true { " duplicate" } else { "" };
+            println!(
+                "{} {}{dup}",
+                a["op_id"].as_str().unwrap_or(""),
+                a["hlc"].as_str().unwrap_or("")
+            );
+            Ok(())
+        }
+    };
+    for chunk in docs.chunks(1000) {
+        let array = Value::Array(chunk.iter().map(|(_, d)| d.clone()).collect());
+        let (status, value) = remote.call("POST", "/v1/episodes", Some(&array))?;
+        if status == 200 {
+            for ((line, _), a) in
+                chunk.iter().zip(value["appended"].as_array().into_iter().flatten())
+            {
+                print(*line, a)?;
+            }
+            continue;
+        }
+        if status != 400 && status != 409 || strict {
+            remote.expect_ok("POST", "/v1/episodes", Some(&array))?;
+        }
+        for (line, doc) in chunk {
+            let (status, value) = remote.call("POST", "/v1/episodes", Some(doc))?;
+            match status {
+                200 => print(*line, &value["appended"][0])?,
+                400 | 409 => {
+                    refused += 1;
+                    let message = value["message"].as_str().unwrap_or("refused");
+                    let message = message.strip_prefix("episode 0: ").unwrap_or(message);
+                    let message = message.strip_prefix("invalid episode: ").unwrap_or(message);
+                    eprintln!("feral-node: line {line}: {message}");
+                }
+                _ => {
+                    remote.expect_ok("POST", "/v1/episodes", Some(doc))?;
+                }
+            }
+        }
+    }
+    if refused > 0 {
+        return Err(fail(1, format!("{refused} lines refused")));
+    }
+    Ok(0)
+}
