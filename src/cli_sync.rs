@@ -137,9 +137,73 @@ fn first_run(data: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `run`'s flags, before the config file and the defaults fill what they leave out.
+#[derive(Debug)]
+pub(crate) struct RunFlags {
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) sync_interval: Option<u64>,
+    pub(crate) no_mdns: bool,
+    pub(crate) peers: Option<String>,
+    pub(crate) api: Option<SocketAddr>,
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// The optional config file (`feral.toml`): every key optional, unknown keys refused.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    api: Option<SocketAddr>,
+    sync_interval_secs: Option<u64>,
+    mdns: Option<bool>,
+    #[serde(default)]
+    peers: Vec<String>,
+}
+
+const CONFIG_FILE: &str = "feral.toml";
+const CONFIG_BYTES_MAX: u64 = 1024 * 1024;
+
+fn read_config(data: &Path, explicit: Option<&Path>) -> Result<FileConfig, Failure> {
+    let path = explicit.map(Path::to_path_buf).unwrap_or_else(|| data.join(CONFIG_FILE));
+    let bad = |why: String| fail(2, format!("{}: {why}", path.display()));
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            return Ok(FileConfig::default());
+        }
+        Err(e) => return Err(bad(e.to_string())),
+        Ok(meta) if meta.len() > CONFIG_BYTES_MAX => {
+            return Err(bad(format!("larger than {CONFIG_BYTES_MAX} bytes")));
+        }
+        Ok(_) => {}
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// Flags win over the config file, which wins over the defaults.
+fn resolve(data: &Path, flags: RunFlags) -> Result<(ServiceConfig, SocketAddr), Failure> {
+    let file = read_config(data, flags.config.as_deref())?;
+    let defaults = ([0, 0, 0, 0], 7411).into();
+    let mut static_peers = feral_transport::discovery::parse_static_peers(&file.peers.join(","));
+    if let Some(list) = &flags.peers {
+        static_peers.extend(feral_transport::discovery::parse_static_peers(list));
+    }
+    let config = ServiceConfig {
+        listen: flags.listen.or(file.listen).unwrap_or(defaults),
+        sync_interval: std::time::Duration::from_secs(
+            flags.sync_interval.or(file.sync_interval_secs).unwrap_or(30).max(1),
+        ),
+        mdns: !flags.no_mdns && file.mdns.unwrap_or(true),
+        static_peers,
+    };
+    let api = flags.api.or(file.api).unwrap_or(([127, 0, 0, 1], 7412).into());
+    Ok((config, api))
+}
+
 /// `feral-node run`: serves sync and the HTTP API, discovers peers and syncs on schedule,
 /// until SIGINT/SIGTERM.
-pub(crate) fn run(data: &Path, config: ServiceConfig, api_addr: SocketAddr) -> Outcome {
+pub(crate) fn run(data: &Path, flags: RunFlags) -> Outcome {
+    let (config, api_addr) = resolve(data, flags)?;
     first_run(data)?;
     let node = Arc::new(open(data)?);
     let creds = credentials(&node)?;
@@ -223,4 +287,53 @@ pub(crate) fn sync(data: &Path, peer: SocketAddr, json: bool) -> Outcome {
         Some("disk_full") => crate::EXIT_DISK_FULL,
         Some(_) => 1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> RunFlags {
+        RunFlags {
+            listen: None,
+            sync_interval: None,
+            no_mdns: false,
+            peers: None,
+            api: None,
+            config: None,
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, api) = resolve(dir.path(), flags()).map_err(|f| f.message).expect("defaults");
+        assert_eq!(config.listen, "0.0.0.0:7411".parse().expect("addr"));
+        assert_eq!(api, "127.0.0.1:7412".parse().expect("addr"));
+        assert!(config.mdns && config.static_peers.is_empty());
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = \"127.0.0.1:9000\"\nsync_interval_secs = 5\nmdns = false\npeers = [\"127.0.0.1:9001\", \"bad\"]\n",
+        )
+        .expect("write");
+        let (config, _) = resolve(dir.path(), flags()).map_err(|f| f.message).expect("file");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.sync_interval.as_secs(), 5);
+        assert!(!config.mdns);
+        assert_eq!(
+            config.static_peers,
+            ["127.0.0.1:9001".parse().expect("addr")],
+            "bad entry skipped"
+        );
+        let mut f = flags();
+        f.listen = Some("127.0.0.1:9100".parse().expect("addr"));
+        f.peers = Some("127.0.0.1:9002".into());
+        let (config, _) = resolve(dir.path(), f).map_err(|f| f.message).expect("flags");
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.static_peers.len(), 2);
+        std::fs::write(dir.path().join(CONFIG_FILE), "lisen = \"x\"\n").expect("write");
+        let err = resolve(dir.path(), flags()).err().expect("a typo is refused");
+        assert_eq!(err.status, 2);
+        assert!(err.message.contains("lisen"), "{}", err.message);
+    }
 }

@@ -131,21 +131,26 @@ pub(crate) enum Command {
     /// Run the node: serve sync, find peers (mDNS and static), sync on a schedule; until
     /// SIGINT or SIGTERM. On a fresh machine it creates the store, a local CA and a certificate.
     Run {
-        /// QUIC address to listen on.
-        #[arg(long, default_value = "0.0.0.0:7411")]
-        listen: std::net::SocketAddr,
-        /// Seconds between syncs with each peer.
-        #[arg(long, default_value_t = 30)]
-        sync_interval: u64,
+        /// QUIC address to listen on [default 0.0.0.0:7411].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Seconds between syncs with each peer [default 30].
+        #[arg(long)]
+        sync_interval: Option<u64>,
         /// Do not advertise or browse with mDNS.
         #[arg(long)]
         no_mdns: bool,
         /// Static peers, `host:port,host:port` (also $FERAL_SYNC_PEERS).
-        #[arg(long, env = "FERAL_SYNC_PEERS", default_value = "")]
-        peers: String,
-        /// HTTP API address (off loopback, a bearer token from <data>/api.token is required).
-        #[arg(long, default_value = "127.0.0.1:7412")]
-        api: std::net::SocketAddr,
+        #[arg(long, env = "FERAL_SYNC_PEERS")]
+        peers: Option<String>,
+        /// HTTP API address [default 127.0.0.1:7412]; off loopback a bearer token from
+        /// <data>/api.token is required.
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
+        /// A TOML config file [default <data>/feral.toml, if present]: listen, api,
+        /// sync_interval_secs, mdns, peers. Flags win over it.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run one sync session with a peer and print the result object.
     Sync {
@@ -371,14 +376,9 @@ fn run(command: Command, data: &Path) -> Outcome {
         }
         Command::Demo => Ok(0), // handled before a data directory is chosen
         Command::Certs { command } => cli_sync::certs(command, data),
-        Command::Run { listen, sync_interval, no_mdns, peers, api } => {
-            let config = feral_memory::service::ServiceConfig {
-                listen,
-                sync_interval: std::time::Duration::from_secs(sync_interval.max(1)),
-                mdns: !no_mdns,
-                static_peers: feral_transport::discovery::parse_static_peers(&peers),
-            };
-            cli_sync::run(data, config, api)
+        Command::Run { listen, sync_interval, no_mdns, peers, api, config } => {
+            let flags = cli_sync::RunFlags { listen, sync_interval, no_mdns, peers, api, config };
+            cli_sync::run(data, flags)
         }
         Command::Sync { peer, json } => cli_sync::sync(data, peer, json),
         Command::Restore { from, force, json } => {
