@@ -332,7 +332,7 @@ mod tests {
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.static_peers.len(), 2);
         std::fs::write(dir.path().join(CONFIG_FILE), "lisen = \"x\"\n").expect("write");
-        let err = resolve(dir.path(), flags()).err().expect("a typo is refused");
+        let err = resolve(dir.path(), flags()).expect_err("a typo is refused");
         assert_eq!(err.status, 2);
         assert!(err.message.contains("lisen"), "{}", err.message);
     }
