@@ -267,7 +267,22 @@ pub(crate) fn sync(data: &Path, peer: SocketAddr, json: bool) -> Outcome {
             locks: Arc::new(PeerLocks::default()),
             options: SyncOptions::default(),
         };
-        let result = syncer.sync_with_peer(peer).await;
+        let progress = crate::progress::Progress::start(format!("syncing with {peer}"));
+        let start_lsn = node.wal().durable_lsn();
+        let result = {
+            let work = syncer.sync_with_peer(peer);
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    () = tokio::time::sleep(crate::progress::TICK) => {
+                        let received = node.wal().durable_lsn().saturating_sub(start_lsn);
+                        progress.update(&format!("{received} ops received"));
+                    }
+                }
+            }
+        };
+        progress.finish();
         syncer.endpoint.wait_idle().await;
         Ok::<_, Failure>(result)
     })?;

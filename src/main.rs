@@ -6,6 +6,7 @@ mod cli_append;
 mod cli_remote;
 mod cli_sync;
 mod demo;
+mod progress;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -328,7 +329,11 @@ fn run(command: Command, data: &Path) -> Outcome {
         }
         Command::Rebuild { json } => {
             let node = open(data)?;
-            let (indexed, projected) = node.rebuild()?;
+            let progress =
+                progress::Progress::start("rebuilding the index and the projection".into());
+            let rebuilt = node.rebuild();
+            progress.finish();
+            let (indexed, projected) = rebuilt?;
             node.close()?;
             #[derive(Serialize)]
             struct Rebuilt {
@@ -361,7 +366,8 @@ fn run(command: Command, data: &Path) -> Outcome {
         }
         Command::Backup { to, json } => {
             let node = open(data)?;
-            let manifest = node.backup(&to)?;
+            let what = format!("backing up to {}", to.display());
+            let manifest = progress::with_progress(what, || node.backup(&to))?;
             if json {
                 return print_json(&manifest, false);
             }
