@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,10 @@ use feral_memory::service::{Service, ServiceConfig};
 use feral_transport::discovery::PeerSource;
 use feral_transport::tls::{Ca, Credentials};
 
-const INSIDE: &str = "FERAL_IN_NETNS";
+#[path = "../transport/tests/common/netns.rs"]
+mod netns;
+
+use netns::{inside_fresh_netns, loopback_with_multicast, run_in_netns};
 
 struct Member {
     node: Arc<Node>,
@@ -78,43 +80,14 @@ async fn with_mdns_disabled_static_peers_are_used_and_sync() {
 
 #[test]
 fn two_services_find_each_other_by_mdns_and_converge() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED: a network namespace needs root (CI runs as root)");
-        return;
-    }
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new("unshare")
-        .args(["-n", "--"])
-        .arg(exe)
-        .args(["--exact", "inner_mdns_converge", "--ignored", "--nocapture"])
-        .env(INSIDE, "1")
-        .output()
-        .expect("unshare");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// True only inside the namespace the outer test creates: nothing but `lo`.
-fn inside_fresh_netns() -> bool {
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
-    let names: Vec<&str> =
-        dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
-    std::env::var_os(INSIDE).is_some() && names == ["lo"]
+    run_in_netns("inner_mdns_converge");
 }
 
 #[test]
 #[ignore = "runs only inside the network namespace its outer test creates"]
 fn inner_mdns_converge() {
     assert!(inside_fresh_netns(), "refusing to run mDNS outside a fresh network namespace");
-    for args in [["link", "set", "lo", "up"], ["link", "set", "lo", "multicast"]] {
-        let mut cmd = Command::new("ip");
-        cmd.args(args);
-        if args[3] == "multicast" {
-            cmd.arg("on");
-        }
-        assert!(cmd.status().expect("ip").success());
-    }
+    loopback_with_multicast();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

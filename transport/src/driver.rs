@@ -127,20 +127,10 @@ pub async fn connect_and_sync<H: SyncHost>(
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| from_connection(&e))?;
         let mut session = host.session(cluster_id)?;
         session.expect_peer_node_id(proven);
-        let mut store = host.store();
-        let mut transfer = Transfer::default();
-        let result = run_session(
-            &mut session,
-            &mut *store,
-            (&mut send, &mut recv),
-            &mut transfer,
-            timeouts.handshake,
-        )
-        .await;
+        let result = session_over(host, &mut session, (&mut send, &mut recv), timeouts).await;
         handshaken = session.peer().is_some();
         connection.close(0u32.into(), b"done");
-        transfer.stats = session.stats();
-        result.map(|()| transfer)
+        result
     }
     .await;
     (outcome, handshaken)
@@ -170,18 +160,23 @@ pub async fn serve_connection<H: SyncHost>(
         }
     };
     session.expect_peer_node_id(proven);
-    let mut store = host.store();
-    let mut transfer = Transfer::default();
-    let result = run_session(
-        &mut session,
-        &mut *store,
-        (&mut send, &mut recv),
-        &mut transfer,
-        timeouts.handshake,
-    )
-    .await;
+    let result = session_over(host, &mut session, (&mut send, &mut recv), timeouts).await;
     // The client closes once it has read everything; wait for that (bounded).
     let _ = tokio::time::timeout(IDLE_TIMEOUT, connection.closed()).await;
+    result
+}
+
+/// Runs `session` over the stream pair against the host's store; what moved, or why not.
+async fn session_over<H: SyncHost>(
+    host: &H,
+    session: &mut SyncSession,
+    streams: (&mut SendStream, &mut RecvStream),
+    timeouts: Timeouts,
+) -> Result<Transfer, TransportError> {
+    let mut store = host.store();
+    let mut transfer = Transfer::default();
+    let result =
+        run_session(session, &mut *store, streams, &mut transfer, timeouts.handshake).await;
     transfer.stats = session.stats();
     result.map(|()| transfer)
 }

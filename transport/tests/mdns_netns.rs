@@ -3,50 +3,15 @@
 //! loopback exists. Two discoveries find each other (ignoring themselves), and a departed one
 //! is removed. With loopback down, discovery starts without an error and the static peers stand.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use feral_transport::discovery::{Discovery, PeerBook, PeerSource, add_static, parse_static_peers};
 
-const INSIDE: &str = "FERAL_IN_NETNS";
+#[path = "common/netns.rs"]
+mod netns;
 
-unsafe extern "C" {
-    fn geteuid() -> u32;
-}
-
-/// Runs the named ignored test of this binary inside a new network namespace.
-fn run_in_netns(test: &str) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { geteuid() } != 0 {
-        println!("SKIPPED: a network namespace needs root (CI runs as root)");
-        return;
-    }
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new("unshare")
-        .args(["-n", "--"])
-        .arg(exe)
-        .args(["--exact", test, "--ignored", "--nocapture"])
-        .env(INSIDE, "1")
-        .output()
-        .expect("unshare");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(out.status.success(), "{test} in a netns: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// True only inside the namespace this file creates: nothing but `lo` (read from
-/// /proc/self/net/dev, which is per network namespace; /sys/class/net is not).
-fn inside_fresh_netns() -> bool {
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
-    let names: Vec<&str> =
-        dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
-    std::env::var_os(INSIDE).is_some() && names == ["lo"]
-}
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("ip");
-    assert!(status.success(), "ip {args:?}");
-}
+use netns::{inside_fresh_netns, loopback_with_multicast, run_in_netns};
 
 /// Polls a condition, with a deadline.
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -66,8 +31,7 @@ fn two_nodes_find_each_other_by_mdns_in_a_netns() {
 #[ignore = "runs only inside the network namespace its outer test creates"]
 fn inner_two_nodes_find_each_other() {
     assert!(inside_fresh_netns(), "refusing to run mDNS outside a fresh network namespace");
-    ip(&["link", "set", "lo", "up"]);
-    ip(&["link", "set", "lo", "multicast", "on"]);
+    loopback_with_multicast();
     let (book_a, book_b) = (Arc::new(PeerBook::default()), Arc::new(PeerBook::default()));
     let a = Discovery::start(book_a.clone(), "aaaa", 7001, "1");
     let b = Discovery::start(book_b.clone(), "bbbb", 7002, "1");
