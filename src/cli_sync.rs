@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Subcommand;
 use feral_memory::Node;
 use feral_memory::service::{Service, ServiceConfig};
-use feral_transport::driver::client_endpoint;
+use feral_transport::driver::{Timeouts, client_endpoint};
 use feral_transport::tls::{CA_CERT_FILE, Ca, Credentials, NODE_CERT_FILE};
 use feral_transport::{PeerLocks, SyncOptions, Syncer};
 
@@ -158,6 +158,8 @@ struct FileConfig {
     mdns: Option<bool>,
     #[serde(default)]
     peers: Vec<String>,
+    connect_timeout_ms: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
 }
 
 const CONFIG_FILE: &str = "feral.toml";
@@ -180,6 +182,18 @@ fn read_config(data: &Path, explicit: Option<&Path>) -> Result<FileConfig, Failu
     toml::from_str(&text).map_err(|e| bad(e.to_string()))
 }
 
+/// The session timeouts, from the config file (at least 100 ms each) or the defaults.
+fn timeouts(file: &FileConfig) -> Timeouts {
+    let ms = |v: Option<u64>, d: std::time::Duration| {
+        v.map_or(d, |ms| std::time::Duration::from_millis(ms.max(100)))
+    };
+    let d = Timeouts::default();
+    Timeouts {
+        connect: ms(file.connect_timeout_ms, d.connect),
+        handshake: ms(file.handshake_timeout_ms, d.handshake),
+    }
+}
+
 /// Flags win over the config file, which wins over the defaults.
 fn resolve(data: &Path, flags: RunFlags) -> Result<(ServiceConfig, SocketAddr), Failure> {
     let file = read_config(data, flags.config.as_deref())?;
@@ -195,6 +209,7 @@ fn resolve(data: &Path, flags: RunFlags) -> Result<(ServiceConfig, SocketAddr), 
         ),
         mdns: !flags.no_mdns && file.mdns.unwrap_or(true),
         static_peers,
+        timeouts: timeouts(&file),
     };
     let api = flags.api.or(file.api).unwrap_or(([127, 0, 0, 1], 7412).into());
     Ok((config, api))
@@ -335,6 +350,7 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.sync_interval.as_secs(), 5);
         assert!(!config.mdns);
+        assert_eq!(config.timeouts, Timeouts::default());
         assert_eq!(
             config.static_peers,
             ["127.0.0.1:9001".parse().expect("addr")],

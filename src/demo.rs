@@ -81,6 +81,7 @@ pub(crate) fn run(data: Option<&Path>) -> Result<(), Failure> {
     let (laptop, desktop) = (&nodes[0], &nodes[1]);
     let moved = rt.block_on(async {
         let service_config = ServiceConfig {
+            timeouts: Default::default(),
             listen: "127.0.0.1:0".parse().map_err(|e| crate::fail(1, format!("{e}")))?,
             sync_interval: Duration::from_secs(3600),
             mdns: false,

@@ -32,6 +32,8 @@ pub struct ServiceConfig {
     pub mdns: bool,
     /// Peers from `--peers`, `FERAL_SYNC_PEERS` or the config file.
     pub static_peers: Vec<SocketAddr>,
+    /// Connect and handshake timeouts, for the sessions this node starts and serves.
+    pub timeouts: Timeouts,
 }
 
 /// A running node service.
@@ -95,7 +97,7 @@ impl Service {
             endpoint: client_endpoint(creds, bind, true)?,
             cluster_id: creds.cluster_id(),
             locks: Arc::new(PeerLocks::default()),
-            options: SyncOptions::default(),
+            options: SyncOptions { timeouts: config.timeouts, ..SyncOptions::default() },
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -104,7 +106,7 @@ impl Service {
             endpoint,
             node.clone(),
             creds.cluster_id(),
-            Timeouts::default(),
+            config.timeouts,
             async move {
                 let _ = on_stop.wait_for(|s| *s).await;
             },

@@ -70,6 +70,7 @@ async fn start(ca: &Ca, dir: &std::path::Path, token: Option<String>) -> Running
     std::fs::write(dir.join(feral_transport::tls::NODE_CERT_FILE), &cert).expect("install cert");
     let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).expect("creds");
     let config = ServiceConfig {
+        timeouts: Default::default(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         sync_interval: Duration::from_secs(3600),
         mdns: false,

@@ -89,6 +89,7 @@ fn api_append(c: &mut Criterion) {
                 let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).expect("creds");
                 total += rt.block_on(async {
                     let config = ServiceConfig {
+                        timeouts: Default::default(),
                         listen: "127.0.0.1:0".parse().expect("addr"),
                         sync_interval: Duration::from_secs(3600),
                         mdns: false,

@@ -136,11 +136,24 @@ impl Wal {
             record::finish_frame(buf, start, active.header.salt, p.lsn, durable);
             buffered += 1;
         }
+        if let (Some(at), Some(active)) =
+            (crate::failpoint::armed_at("log.torn_write"), writer.active.as_mut())
+            && let Some(e) = entries.iter().find(|e| e.lsn == at)
+        {
+            // Half of that record's frame reaches the file, as when the process dies mid-write.
+            let start = (e.offset - active.write_offset) as usize;
+            let end = buf.len().min(start + record::FRAME_HEADER_BYTES + 8);
+            let _ = active.write(&buf[..end], 0);
+            crate::failpoint::pause("log.torn_write", at);
+        }
         if let Some(Err(failure)) = writer.active.as_mut().map(|a| flush(a, buf, buffered)) {
             entries.retain(|e| e.lsn <= durable);
             return (durable, entries, Some(failure));
         }
         durable = batch.last().map_or(durable, |p| p.lsn);
+        if let Some(first) = batch.first() {
+            crate::failpoint::reached("log.synced", first.lsn, durable);
+        }
         (durable, entries, None)
     }
 

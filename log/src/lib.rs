@@ -6,6 +6,7 @@ pub mod check;
 pub mod codec;
 mod commit;
 pub mod error;
+pub mod failpoint;
 pub mod fault;
 pub mod hlc;
 pub mod index;

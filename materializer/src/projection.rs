@@ -206,6 +206,7 @@ impl Materializer {
                 }
                 last = change.lsn;
                 newly += 1;
+                feral_log::failpoint::reached("projection.apply", last, last);
                 let episode = match &change.effect {
                     Effect::Other => continue,
                     Effect::Skip(reason) => {

@@ -38,7 +38,7 @@ pub struct Transfer {
 }
 
 /// How long the stages of a sync may take.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// From sending the first packet to an established connection.
     pub connect: Duration,

@@ -355,6 +355,7 @@ impl Index {
                 meta.indexed_lsn = last.lsn;
                 write_meta(&mut meta_table, &meta)?;
             }
+            crate::failpoint::reached("index.commit", entries[0].lsn, last.lsn);
             txn.commit().map_err(redb_error)?;
             if durable {
                 self.non_durable_ops.store(0, Ordering::Relaxed);
