@@ -313,6 +313,12 @@ async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
         "Ops received by sync sessions this node started.",
         vec![(String::new(), m.ops_received.load(Ordering::Relaxed))],
     );
+    line(
+        "runtime_alive_tasks",
+        "gauge",
+        "Tasks alive in the node's async runtime (a leak shows as growth).",
+        vec![(String::new(), tokio::runtime::Handle::current().metrics().num_alive_tasks() as u64)],
+    );
     let sessions = m.sessions.lock().unwrap_or_else(|p| p.into_inner()).clone();
     line(
         "sync_sessions_total",

@@ -1,5 +1,5 @@
 //! Backup of an open store (sealed segments whole, the active one up to its last synced
-//! record, the node key, a manifest with SHA-256 of every file) and restore into a new data
+//! record, the node key and certificates, a manifest with SHA-256 of every file) and restore into a new data
 //! directory, which gets a new origin (SPEC 2) and rebuilds index and projection from the log.
 
 use std::fs::{self, File};
@@ -52,6 +52,10 @@ pub struct Manifest {
     /// The files.
     pub files: Vec<BackupFile>,
 }
+
+/// The identity files a backup carries besides the log (the key; the certificates if issued).
+const IDENTITY_FILES: [&str; 3] =
+    [NODE_KEY_FILE, feral_transport::tls::NODE_CERT_FILE, feral_transport::tls::CA_CERT_FILE];
 
 fn backup_error(what: impl std::fmt::Display) -> Error {
     Error::Backup(what.to_string())
@@ -120,15 +124,20 @@ impl Node {
                 sha256,
             });
         }
-        let key_from = self.dir.join(NODE_KEY_FILE);
-        let key_bytes = fs::metadata(&key_from).map_err(|e| Error::io(&key_from, e))?.len();
-        let sha256 = copy_prefix(&key_from, &to.join(NODE_KEY_FILE), key_bytes)?;
-        files.push(BackupFile {
-            name: NODE_KEY_FILE.into(),
-            bytes: key_bytes,
-            capacity: key_bytes,
-            sha256,
-        });
+        // The node's identity: its key, and (when issued) its certificate and the cluster CA
+        // certificate, so a restored node can sync at once. The CA's private key is never here.
+        for name in IDENTITY_FILES {
+            let from = self.dir.join(name);
+            let bytes = match fs::metadata(&from) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != NODE_KEY_FILE => {
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&from, e)),
+            };
+            let sha256 = copy_prefix(&from, &to.join(name), bytes)?;
+            files.push(BackupFile { name: name.into(), bytes, capacity: bytes, sha256 });
+        }
         sync_dir(&wal_to)?;
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
@@ -170,7 +179,7 @@ pub fn verify(from: &Path) -> Result<Manifest> {
         return Err(backup_error(format!("manifest format {} is not supported", manifest.format)));
     }
     for f in &manifest.files {
-        let safe = f.name == NODE_KEY_FILE
+        let safe = IDENTITY_FILES.contains(&f.name.as_str())
             || f.name
                 .strip_prefix(&format!("{WAL_DIR}/"))
                 .is_some_and(|n| !n.is_empty() && !n.contains('/') && !n.starts_with('.'));

@@ -224,6 +224,16 @@ impl Harness {
     }
 }
 
+/// POST /v1/sync with one peer to the API at `api`; returns the result object.
+pub fn sync_via(api: SocketAddr, peer: SocketAddr) -> Result<Value> {
+    let body = json!({ "peer": peer.to_string() }).to_string();
+    let (status, v) = http::request(api, "POST", "/v1/sync", Some(&body), API_TIMEOUT)?;
+    if status != 200 {
+        bail!("POST /v1/sync: {status} {v}");
+    }
+    v.get(0).cloned().with_context(|| format!("no result in {v}"))
+}
+
 /// A `feral-node run` process.
 #[derive(Debug)]
 pub struct Running {
@@ -250,12 +260,7 @@ impl Running {
 
     /// POST /v1/sync with one peer; returns the result object.
     pub fn sync_with(&self, peer: SocketAddr) -> Result<Value> {
-        let body = json!({ "peer": peer.to_string() }).to_string();
-        let (status, v) = self.post("/v1/sync", Some(&body))?;
-        if status != 200 {
-            bail!("POST /v1/sync: {status} {v}");
-        }
-        v.get(0).cloned().with_context(|| format!("no result in {v}"))
+        sync_via(self.api, peer)
     }
 
     /// GET /v1/status.
