@@ -263,6 +263,19 @@ impl Running {
         sync_via(self.api, peer)
     }
 
+    /// POST /v1/sync until the session is this call's own (the scheduler may hold the peer:
+    /// `already_syncing`), or the deadline; returns the last result.
+    pub fn sync_own(&self, peer: SocketAddr, within: Duration) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.sync_with(peer)?;
+            if r["error"] != "already_syncing" || Instant::now() >= deadline {
+                return Ok(r);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// GET /v1/status.
     pub fn status(&self) -> Result<Value> {
         let (status, v) = self.get("/v1/status")?;

@@ -1,11 +1,11 @@
 //! One JSON object per iteration: the scenario, its seed, each guarantee with whether it held,
 //! and the figures measured.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// One promise checked in an iteration.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Guarantee {
     /// What is promised (snake_case).
     pub name: String,
@@ -16,7 +16,7 @@ pub struct Guarantee {
 }
 
 /// The outcome of one iteration of one scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The scenario's name.
     pub scenario: String,
@@ -29,7 +29,7 @@ pub struct Report {
     /// True when every guarantee held (and the iteration was not skipped).
     pub held: bool,
     /// Why the iteration could not run here (held stays true; nothing was checked).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
     /// Every guarantee checked.
     pub guarantees: Vec<Guarantee>,

@@ -112,9 +112,9 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     let (code, check) = h.check(&a)?;
     let located = match target {
         "index" => check.get("index_detail").is_some_and(|d| !d.is_null()),
-        _ => check
-            .get("wal_detail")
-            .is_some_and(|d| d.to_string().contains(path.file_name().and_then(|n| n.to_str()).unwrap_or("?"))),
+        _ => check.get("wal_detail").is_some_and(|d| {
+            d.to_string().contains(path.file_name().and_then(|n| n.to_str()).unwrap_or("?"))
+        }),
     };
     report.check(
         "check_reports_damage_with_location",
@@ -139,7 +139,10 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     report.check(
         "digest_equals_peer_after_resync",
         code == 0 && code_check == 0 && da["digest"] == db["digest"],
-        format!("sync exit {code}; check exit {code_check}; A {} B {} ({} ops)", da["digest"], db["digest"], da["ops"]),
+        format!(
+            "sync exit {code}; check exit {code_check}; A {} B {} ({} ops)",
+            da["digest"], db["digest"], da["ops"]
+        ),
     );
     Ok(())
 }

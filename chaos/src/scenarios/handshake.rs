@@ -116,10 +116,8 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
         result["success"] == Value::Bool(false) && code == "handshake_timeout",
         format!("success {}, error {code:?}, detail {}", result["success"], result["detail"]),
     );
-    let gaps: Vec<i64> = hellos
-        .windows(2)
-        .map(|w| w[1] as i64 - w[0] as i64 - HANDSHAKE_MS as i64)
-        .collect();
+    let gaps: Vec<i64> =
+        hellos.windows(2).map(|w| w[1] as i64 - w[0] as i64 - HANDSHAKE_MS as i64).collect();
     report.figure("backoff_ms", gaps.clone());
     let within = |got: i64, want: i64| got >= want - 150 && got <= want + 750;
     report.check(

@@ -2,7 +2,7 @@
 
 mod apply;
 mod corrupt;
-mod disk_full;
+pub(crate) mod disk_full;
 mod handshake;
 mod mdns;
 mod partition;
