@@ -53,8 +53,8 @@ fn api_append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append_100k_episodes_in_batches_of_1000");
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(20))
-        .warm_up_time(Duration::from_secs(1));
+        .measurement_time(feral_benches::measure(Duration::from_secs(20)))
+        .warm_up_time(feral_benches::warm_up(Duration::from_secs(1)));
     group.throughput(Throughput::Elements(EPISODES as u64));
     group.bench_function("library", |b| {
         b.iter_custom(|iters| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use feral_benches::{RawAppender, RawIndex, frame_bytes, settle};
+use feral_benches::{NoSyncStorage, RawAppender, RawIndex, frame_bytes, settle};
 use feral_log::{Config, OpDraft, Wal};
 
 const DATA_BYTES: usize = 256;
@@ -41,6 +41,28 @@ fn append(c: &mut Criterion) {
             )
         });
     }
+    group.finish();
+    // Non-durable: every fsync skipped (through the storage seam), beside raw writes without
+    // fdatasync; the log's own cost per op with the disk flush taken away.
+    let fast = Wal::open(
+        dir.path().join("nosync"),
+        Config { storage: std::sync::Arc::new(NoSyncStorage::default()), ..Config::default() },
+    )
+    .expect("open");
+    let mut group = c.benchmark_group("log_append_256B_non_durable");
+    timing(&mut group, 20);
+    let n = 128;
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_with_input(BenchmarkId::new("raw_write", n), &n, |b, &n| {
+        b.iter(|| raw.append_group_unsynced(n, frame).expect("raw append"))
+    });
+    group.bench_with_input(BenchmarkId::new("feral_append_batch", n), &n, |b, &n| {
+        b.iter_batched(
+            || (0..n).map(draft).collect::<Vec<_>>(),
+            |drafts| black_box(fast.append_batch(drafts).expect("append")),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 
@@ -105,8 +127,8 @@ fn timing(
 ) {
     group
         .sample_size(samples)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1));
+        .measurement_time(feral_benches::measure(Duration::from_secs(4)))
+        .warm_up_time(feral_benches::warm_up(Duration::from_secs(1)));
 }
 
 /// Where benchmark files go: `FERAL_BENCH_DIR`, else the system temp directory.

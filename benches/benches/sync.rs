@@ -2,7 +2,9 @@
 //! moving the same bytes and beside the receiver ingesting the same ops locally; and the
 //! incremental sync of one op over a large shared store.
 //!
-//! `FERAL_BENCH_OPS` sets the store size (default 1,000,000 ops of about 256 bytes).
+//! `FERAL_BENCH_SYNC_OPS` sets the store sizes (default 100,000 and 1,000,000 ops of about
+//! 256 bytes). The last group runs the catch-up between two `feral-node` processes (release
+//! binary beside the bench, or `FERAL_NODE_BIN`) and records each side's peak RSS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,8 +23,13 @@ fn bench_dir() -> PathBuf {
     std::env::var_os("FERAL_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into)
 }
 
-fn ops_count() -> usize {
-    std::env::var("FERAL_BENCH_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+/// Store sizes: `FERAL_BENCH_SYNC_OPS` (comma-separated; default 100,000 and 1,000,000).
+fn ops_counts() -> Vec<usize> {
+    std::env::var("FERAL_BENCH_SYNC_OPS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![100_000, 1_000_000])
 }
 
 fn episode(i: usize) -> Episode {
@@ -117,7 +124,12 @@ async fn raw_stream(server: &Side, client: &Side, bytes: u64) -> Duration {
 }
 
 fn catch_up(c: &mut Criterion) {
-    let n = ops_count();
+    for n in ops_counts() {
+        catch_up_n(c, n);
+    }
+}
+
+fn catch_up_n(c: &mut Criterion, n: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -132,8 +144,8 @@ fn catch_up(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("sync_catch_up_{n}_ops"));
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(30))
-        .warm_up_time(Duration::from_secs(1));
+        .measurement_time(feral_benches::measure(Duration::from_secs(30)))
+        .warm_up_time(feral_benches::warm_up(Duration::from_secs(1)));
     group.throughput(Throughput::Elements(n as u64));
     let mut stream_bytes = 0;
     group.bench_function("feral_sync", |b| {
@@ -185,7 +197,7 @@ fn catch_up(c: &mut Criterion) {
     let (raddr, rstop) = start(&rt, &receiver);
     assert!(rt.block_on(s.sync_with_peer(raddr)).success);
     let mut group = c.benchmark_group(format!("sync_incremental_1_op_over_{n}"));
-    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group.sample_size(20).measurement_time(feral_benches::measure(Duration::from_secs(10)));
     let mut i = n;
     group.bench_function("feral_sync", |b| {
         b.iter_custom(|iters| {
@@ -205,5 +217,134 @@ fn catch_up(c: &mut Criterion) {
     drop((stop, rstop));
 }
 
-criterion_group!(benches, catch_up);
+/// The `feral-node` binary: `$FERAL_NODE_BIN`, else in the target directory above the bench.
+fn node_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FERAL_NODE_BIN") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("feral-node");
+    bin.exists().then_some(bin)
+}
+
+/// A closed store of `fill` episodes with a certificate from `ca`, for a `feral-node` process.
+fn process_store(ca: &Ca, fill: usize) -> tempfile::TempDir {
+    let s = side(ca, fill);
+    let cert = ca.issue_default(s.node.key()).expect("issue");
+    std::fs::write(s._dir.path().join(feral_transport::tls::NODE_CERT_FILE), cert).expect("cert");
+    std::fs::write(s._dir.path().join(feral_transport::tls::CA_CERT_FILE), &ca.cert_pem)
+        .expect("ca");
+    let Side { node, _dir, .. } = s;
+    Arc::into_inner(node).expect("one owner").close().expect("close");
+    _dir
+}
+
+/// Peak resident set (VmHWM) of a live process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `feral-node sync` against a serving `feral-node run`; returns the time and the peak RSS
+/// (KiB) of the receiver (from wait4) and of the sender.
+fn process_catch_up(
+    bin: &std::path::Path,
+    sender: &std::path::Path,
+    receiver: &std::path::Path,
+) -> (Duration, u64, u64) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut serve = Command::new(bin)
+        .arg("--data")
+        .arg(sender)
+        .args(["run", "--no-mdns", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("feral-node run");
+    let mut out = std::io::BufReader::new(serve.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let addr = line.split_whitespace().nth(2).expect("address").to_string();
+    let t = Instant::now();
+    #[expect(clippy::zombie_processes, reason = "reaped below by wait4, for its rusage")]
+    let child = Command::new(bin)
+        .arg("--data")
+        .arg(receiver)
+        .args(["sync", "--json", "--peer", &addr])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("feral-node sync");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into locals that outlive the call.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let took = t.elapsed();
+    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "sync failed");
+    let sender_kib = peak_rss_kib(serve.id());
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(serve.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = serve.wait();
+    (took, usage.ru_maxrss as u64, sender_kib)
+}
+
+/// Catch-up between two real processes, with each side's peak RSS (target: under 256 MiB).
+fn catch_up_processes(c: &mut Criterion) {
+    let Some(bin) = node_bin() else {
+        println!(
+            "SKIPPED sync_catch_up_processes: no feral-node beside the bench (cargo build --release --bin feral-node, or FERAL_NODE_BIN)"
+        );
+        return;
+    };
+    let n = *ops_counts().last().unwrap_or(&100_000);
+    let ca = Ca::generate().expect("ca");
+    let sender = process_store(&ca, n);
+    let mut group = c.benchmark_group(format!("sync_catch_up_processes_{n}_ops"));
+    group
+        .sample_size(10)
+        .measurement_time(feral_benches::measure(Duration::from_secs(30)))
+        .warm_up_time(feral_benches::warm_up(Duration::from_millis(1)));
+    group.throughput(Throughput::Elements(n as u64));
+    let (mut receiver_max, mut sender_max) = (0u64, 0u64);
+    group.bench_function("feral_node_processes", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let receiver = process_store(&ca, 0);
+                let (took, r, s) = process_catch_up(&bin, sender.path(), receiver.path());
+                total += took;
+                receiver_max = receiver_max.max(r);
+                sender_max = sender_max.max(s);
+            }
+            total
+        })
+    });
+    group.finish();
+    let line = format!(
+        "{{\"ops\":{n},\"receiver_peak_rss_mib\":{:.1},\"sender_peak_rss_mib\":{:.1}}}",
+        receiver_max as f64 / 1024.0,
+        sender_max as f64 / 1024.0
+    );
+    println!("peak RSS during the {n}-op catch-up: {line}");
+    // Beside criterion's own results: <target>/criterion (the bench runs from <target>/<profile>/deps).
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()));
+    let dir = target
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("criterion")
+        .join(format!("sync_catch_up_processes_{n}_ops"));
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("rss.json"), line);
+}
+
+criterion_group!(benches, catch_up, catch_up_processes);
 criterion_main!(benches);

@@ -100,6 +100,19 @@ impl RawIndex {
         txn.commit()?;
         Ok(())
     }
+
+    /// Looks up every key inserted so far, one read transaction, one get each; returns how
+    /// many were found (the floor of an idempotence check or a point read).
+    pub fn get_all(&self) -> Result<usize, redb::Error> {
+        use redb::ReadableDatabase;
+        let txn = self.db.begin_read()?;
+        let ops = txn.open_table(RAW_OPS)?;
+        let mut found = 0;
+        for key in 2..=self.next {
+            found += usize::from(ops.get(key)?.is_some());
+        }
+        Ok(found)
+    }
 }
 
 /// Episode documents as the store benchmarks write them: time-ordered ids, ~300 bytes each.
@@ -139,4 +152,191 @@ pub fn raw_redb_batches(
         txn.commit()?;
     }
     Ok(())
+}
+
+/// One op as the original system stored it: the episode's columns, plus the op's identity.
+#[derive(Debug, Clone)]
+pub struct SqliteOp {
+    /// The episode.
+    pub episode: feral_materializer::Episode,
+    /// The op_id (hex).
+    pub op_id: String,
+    /// The HLC (text, ordered like the engine's).
+    pub hlc: String,
+    /// The writer's origin (hex) and seq.
+    pub origin: String,
+    /// Seq within the origin.
+    pub seq: i64,
+    /// The op's data, as the sync log keeps it.
+    pub data: Vec<u8>,
+}
+
+/// The original system's schema in SQLite: the `episodes` table and its indexes, and the sync
+/// log keyed by op_id; WAL mode, `synchronous=FULL`.
+pub fn sqlite_open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS episodes (
+             id TEXT PRIMARY KEY, session_id TEXT NOT NULL, event_type TEXT NOT NULL,
+             summary TEXT NOT NULL, detail TEXT, importance REAL, created_at REAL,
+             emotions TEXT, participants TEXT, location TEXT, hlc TEXT NOT NULL,
+             op_id TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS episodes_time ON episodes(created_at);
+         CREATE INDEX IF NOT EXISTS episodes_session ON episodes(session_id, created_at);
+         CREATE TABLE IF NOT EXISTS sync_wal (
+             op_id TEXT PRIMARY KEY, origin TEXT NOT NULL, seq INTEGER NOT NULL,
+             hlc TEXT NOT NULL, table_name TEXT NOT NULL, row_id TEXT NOT NULL,
+             kind TEXT NOT NULL, data BLOB NOT NULL);",
+    )?;
+    Ok(conn)
+}
+
+/// The same idempotent upserts the engine does, the way the original did them: the op into the
+/// sync log (ignored when its op_id is there), the episode row replaced only by a later HLC;
+/// `per_commit` ops per transaction (1 = one commit per op).
+pub fn sqlite_ingest(
+    conn: &mut rusqlite::Connection,
+    ops: &[SqliteOp],
+    per_commit: usize,
+) -> rusqlite::Result<()> {
+    for chunk in ops.chunks(per_commit.max(1)) {
+        let txn = conn.transaction()?;
+        {
+            let mut log = txn.prepare_cached(
+                "INSERT OR IGNORE INTO sync_wal (op_id, origin, seq, hlc, table_name, row_id, kind, data)
+                 VALUES (?1, ?2, ?3, ?4, 'episodes', ?5, 'insert', ?6)",
+            )?;
+            let mut row = txn.prepare_cached(
+                "INSERT INTO episodes (id, session_id, event_type, summary, detail, importance,
+                     created_at, emotions, participants, location, hlc, op_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(id) DO UPDATE SET session_id = excluded.session_id,
+                     event_type = excluded.event_type, summary = excluded.summary,
+                     detail = excluded.detail, importance = excluded.importance,
+                     created_at = excluded.created_at, emotions = excluded.emotions,
+                     participants = excluded.participants, location = excluded.location,
+                     hlc = excluded.hlc, op_id = excluded.op_id
+                 WHERE excluded.hlc > episodes.hlc",
+            )?;
+            for op in chunk {
+                let e = &op.episode;
+                let inserted = log.execute(rusqlite::params![
+                    op.op_id, op.origin, op.seq, op.hlc, e.id, op.data
+                ])?;
+                if inserted == 0 {
+                    continue; // already applied: idempotent
+                }
+                row.execute(rusqlite::params![
+                    e.id,
+                    e.session_id,
+                    e.event_type,
+                    e.summary,
+                    e.detail,
+                    e.importance,
+                    e.created_at,
+                    serde_json::to_string(&e.emotions).unwrap_or_default(),
+                    serde_json::to_string(&e.participants).unwrap_or_default(),
+                    e.location,
+                    op.hlc,
+                    op.op_id,
+                ])?;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(())
+}
+
+/// `n` ops for the SQLite probe, built from the same episodes as the engine's benchmark.
+pub fn sqlite_ops(episodes: &[feral_materializer::Episode]) -> Vec<SqliteOp> {
+    episodes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SqliteOp {
+            episode: e.clone(),
+            op_id: format!("{:032x}", 0x0190_0000_0000_0000_0000_0000_0000_0000u128 + i as u128),
+            hlc: format!("{:013}.{:010}.{}", 1_795_000_000_000u64 + i as u64, 0, "ab".repeat(16)),
+            origin: "ab".repeat(16),
+            seq: i as i64 + 1,
+            data: e.to_data(),
+        })
+        .collect()
+}
+
+/// The real filesystem with every fsync skipped: the log's non-durable cost (CPU, copies,
+/// page cache), measured beside raw writes without fdatasync. Never for data that matters.
+#[derive(Debug, Default)]
+pub struct NoSyncStorage(feral_log::FsStorage);
+
+#[derive(Debug)]
+struct NoSyncFile(Box<dyn feral_log::StorageFile>);
+
+impl feral_log::StorageFile for NoSyncFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.0.allocate(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+}
+
+impl feral_log::Storage for NoSyncStorage {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn feral_log::StorageFile>> {
+        Ok(Box::new(NoSyncFile(self.0.create(path)?)))
+    }
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Box<dyn feral_log::StorageFile>> {
+        Ok(Box::new(NoSyncFile(self.0.open(path, writable)?)))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.0.remove(path)
+    }
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+        self.0.list(dir)
+    }
+}
+
+impl RawAppender {
+    /// Appends `records` records of `record_bytes` each with one write, no fdatasync.
+    pub fn append_group_unsynced(&mut self, records: usize, record_bytes: usize) -> io::Result<()> {
+        self.buf.resize(records * record_bytes, 0xab);
+        if self.at + self.buf.len() as u64 > self.wrap_bytes {
+            self.file.set_len(0)?;
+            self.at = 0;
+        }
+        self.file.write_all_at(&self.buf, self.at)?;
+        self.at += self.buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// True for `benches/run.sh --quick` (`FERAL_BENCH_QUICK=1`): shorter measurements.
+pub fn quick() -> bool {
+    std::env::var_os("FERAL_BENCH_QUICK").is_some_and(|v| v != "0")
+}
+
+/// A group's measurement time: `full`, or one second in a quick run.
+pub fn measure(full: std::time::Duration) -> std::time::Duration {
+    if quick() { full.min(std::time::Duration::from_secs(1)) } else { full }
+}
+
+/// A group's warm-up time: `full`, or 100 ms in a quick run.
+pub fn warm_up(full: std::time::Duration) -> std::time::Duration {
+    if quick() { full.min(std::time::Duration::from_millis(100)) } else { full }
 }
