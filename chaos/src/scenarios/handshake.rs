@@ -35,12 +35,14 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
-/// Polls `/metrics` until alive tasks are back to `baseline` (or the deadline).
-fn tasks_settle(node: &Running, baseline: f64, deadline: Instant) -> Result<f64> {
+/// Polls until alive tasks (from `/metrics`) and open descriptors are back to their baselines
+/// (or the deadline); returns the last values.
+fn settle(node: &Running, tasks: f64, fds: usize, deadline: Instant) -> Result<(f64, usize)> {
     loop {
-        let now = node.metric("feral_runtime_alive_tasks")?.unwrap_or(f64::MAX);
-        if now <= baseline || Instant::now() >= deadline {
-            return Ok(now);
+        let now_tasks = node.metric("feral_runtime_alive_tasks")?.unwrap_or(f64::MAX);
+        let now_fds = open_fds(node.proc.pid());
+        if (now_tasks <= tasks && now_fds <= fds) || Instant::now() >= deadline {
+            return Ok((now_tasks, now_fds));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -68,7 +70,6 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     };
     let node = h.start(&a, &opts)?;
     let peer: SocketAddr = ([127, 0, 0, 1], free_udp_port()?).into();
-    // A first, successful-or-not call warms the runtime so the baseline counts its steady tasks.
     let baseline_tasks = node.metric("feral_runtime_alive_tasks")?.unwrap_or(0.0);
     let baseline_fds = open_fds(node.proc.pid());
     let mut fake = fake_peer(ctx, &peer_dir, peer, mode)?;
@@ -125,8 +126,8 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
         gaps.len() == 2 && within(gaps[0], 1000) && within(gaps[1], 2000),
         format!("waits between attempts (after the {HANDSHAKE_MS} ms timeout): {gaps:?} ms"),
     );
-    let tasks = tasks_settle(&node, baseline_tasks, Instant::now() + Duration::from_secs(15))?;
-    let fds = open_fds(node.proc.pid());
+    let (tasks, fds) =
+        settle(&node, baseline_tasks, baseline_fds, Instant::now() + Duration::from_secs(15))?;
     report.figure("alive_tasks", serde_json::json!({ "before": baseline_tasks, "after": tasks }));
     report.figure("open_fds", serde_json::json!({ "before": baseline_fds, "after": fds }));
     report.check(
