@@ -37,3 +37,6 @@ pub const INDEX_REPLAY_BATCH_OPS: usize = 4096;
 pub const HLC_DRIFT_MS_MAX_DEFAULT: u64 = 5 * 60 * 1000;
 /// Bytes read at once while scanning a segment.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+/// redb's page cache for the index (its default is 1 GiB, which a catch-up of a large store
+/// fills: the process's resident memory grew past 256 MiB).
+pub const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;

@@ -107,7 +107,12 @@ impl Materializer {
     pub fn open(path: &Path) -> Result<Materializer> {
         let path = path.to_path_buf();
         let db = catch_redb_panic(
-            || Database::create(&path).map_err(|e| map_redb(&path, e)),
+            || {
+                redb::Builder::new()
+                    .set_cache_size(crate::limits::PROJECTION_CACHE_BYTES)
+                    .create(&path)
+                    .map_err(|e| map_redb(&path, e))
+            },
             corruption_from_panic,
         )?;
         let m = Materializer {

@@ -193,7 +193,12 @@ fn read_meta(table: &impl ReadableTable<&'static str, u64>) -> Result<IndexMeta>
 impl Index {
     /// Opens (creating if needed) the index file and its tables.
     pub fn open(path: &Path) -> Result<Index> {
-        let db = catch_panic(|| Database::create(path).map_err(redb_error))?;
+        let db = catch_panic(|| {
+            redb::Builder::new()
+                .set_cache_size(crate::limits::INDEX_CACHE_BYTES)
+                .create(path)
+                .map_err(redb_error)
+        })?;
         // From here the handle is owned by an `Index`, so a failure below leaks it rather than
         // running redb's drop on a damaged file.
         let index = Index {
