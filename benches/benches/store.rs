@@ -248,7 +248,10 @@ fn present_group(c: &mut Criterion) {
         raw.insert_group(BATCH).expect("raw insert");
     }
     let mut group = c.benchmark_group("present_100k_ops");
-    group.sample_size(10).measurement_time(feral_benches::measure(Duration::from_secs(10)));
+    group
+        .sample_size(10)
+        .measurement_time(feral_benches::measure(Duration::from_secs(10)))
+        .warm_up_time(feral_benches::warm_up(Duration::from_secs(1)));
     group.throughput(Throughput::Elements(INGEST_EPISODES as u64));
     settle();
     group.bench_function("raw_redb_get", |b| {

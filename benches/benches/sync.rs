@@ -197,7 +197,10 @@ fn catch_up_n(c: &mut Criterion, n: usize) {
     let (raddr, rstop) = start(&rt, &receiver);
     assert!(rt.block_on(s.sync_with_peer(raddr)).success);
     let mut group = c.benchmark_group(format!("sync_incremental_1_op_over_{n}"));
-    group.sample_size(20).measurement_time(feral_benches::measure(Duration::from_secs(10)));
+    group
+        .sample_size(20)
+        .measurement_time(feral_benches::measure(Duration::from_secs(10)))
+        .warm_up_time(feral_benches::warm_up(Duration::from_secs(1)));
     let mut i = n;
     group.bench_function("feral_sync", |b| {
         b.iter_custom(|iters| {

@@ -4,10 +4,36 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::SystemTime;
 
-/// Builds feral-node beside feral-chaos (a no-op after `cargo test --workspace`), so the suite
-/// never runs a stale node.
+/// Newest modification time of `path`, or of the files under it.
+fn newest(path: &Path) -> SystemTime {
+    let Ok(meta) = std::fs::metadata(path) else { return SystemTime::UNIX_EPOCH };
+    if !meta.is_dir() {
+        return meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    }
+    let Ok(entries) = std::fs::read_dir(path) else { return SystemTime::UNIX_EPOCH };
+    entries.flatten().map(|e| newest(&e.path())).max().unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Makes sure feral-node beside feral-chaos is built from the current sources. After
+/// `cargo test --workspace` it is (that run builds it for the root package's tests); otherwise
+/// (`cargo test -p feral-chaos`, or sources edited since) it is built here.
 fn build_node(chaos: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let crates = ["", "log", "materializer", "transport", "transport/sync"];
+    let sources = crates
+        .iter()
+        .flat_map(|c| [root.join(c).join("src"), root.join(c).join("Cargo.toml")])
+        .chain(std::iter::once(root.join("Cargo.lock")))
+        .map(|p| newest(&p))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let node = chaos.with_file_name("feral-node");
+    let built = std::fs::metadata(&node).and_then(|m| m.modified()).ok();
+    if built.is_some_and(|b| b >= sources) {
+        return;
+    }
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["build", "-p", "feral-memory", "--bin", "feral-node"]);
     if chaos.components().any(|c| c.as_os_str() == "release") {

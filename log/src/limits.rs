@@ -37,6 +37,10 @@ pub const INDEX_REPLAY_BATCH_OPS: usize = 4096;
 pub const HLC_DRIFT_MS_MAX_DEFAULT: u64 = 5 * 60 * 1000;
 /// Bytes read at once while scanning a segment.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
-/// redb's page cache for the index (its default is 1 GiB, which a catch-up of a large store
-/// fills: the process's resident memory grew past 256 MiB).
+/// Bytes read at once for a point read by op_id (a frame is usually well under this; a larger
+/// one is read whole). A scan-sized read per get cost 60 µs.
+pub const POINT_READ_CHUNK_BYTES: usize = 4096;
+/// redb's page cache for the index. redb's default lets it grow to 1 GiB as a large store is
+/// read; this bound keeps a node's resident memory small whatever the store's size (85 MiB at
+/// the peak while receiving 1,000,000 ops).
 pub const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;

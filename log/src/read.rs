@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::codec;
 use crate::error::{Error, Location, Result};
 use crate::index::IndexEntry;
+use crate::limits::{POINT_READ_CHUNK_BYTES, SCAN_CHUNK_BYTES};
 use crate::op::{Op, OpId, Origin};
 use crate::record::Decoded;
 use crate::recovery;
@@ -153,7 +154,11 @@ impl Wal {
     pub fn get(&self, op_id: &OpId) -> Result<Option<Record>> {
         self.inner.indexer.wait_indexed(self.durable_lsn())?;
         match self.with_index(|index| index.lookup(op_id))? {
-            Some(entry) => self.read_entry(&mut None, &entry).map(Some),
+            Some(entry) => {
+                // A point read: small reads, not a scan's buffer.
+                let mut open = Some(self.open_segment(entry.segment, POINT_READ_CHUNK_BYTES)?);
+                self.read_entry(&mut open, &entry).map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -181,15 +186,20 @@ impl Wal {
         self.with_index(|index| index.heads())
     }
 
+    /// Opens segment `base` for reads of `chunk` bytes at a time, checking its header.
+    fn open_segment(&self, base: Lsn, chunk: usize) -> Result<OpenSegment> {
+        let path = self.segment_path(base);
+        let file = self.storage().open(&path, false).map_err(|e| Error::from_io(&path, e))?;
+        let reader = SegmentReader::with_chunk(file, chunk);
+        let header = recovery::read_header(&reader, &path, base).map_err(Error::Corruption)?;
+        Ok(OpenSegment { base, path, reader, header })
+    }
+
     /// Reads one record where the index says it is, checking CRC, LSN and op_id. `open` keeps
     /// the segment last read open for the next call.
     fn read_entry(&self, open: &mut Option<OpenSegment>, entry: &IndexEntry) -> Result<Record> {
         if open.as_ref().is_none_or(|o| o.base != entry.segment) {
-            let path = self.segment_path(entry.segment);
-            let reader = open_reader(self.storage(), &path)?;
-            let header =
-                recovery::read_header(&reader, &path, entry.segment).map_err(Error::Corruption)?;
-            *open = Some(OpenSegment { base: entry.segment, path, reader, header });
+            *open = Some(self.open_segment(entry.segment, SCAN_CHUNK_BYTES)?);
         }
         let Some(OpenSegment { path, reader, header, .. }) = open.as_mut() else {
             return Err(Error::Index("segment not open".into()));

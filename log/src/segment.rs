@@ -163,22 +163,28 @@ pub struct SegmentReader {
     file: Box<dyn StorageFile>,
     buf: Vec<u8>,
     buf_start: u64,
+    chunk: usize,
 }
 
 impl SegmentReader {
-    /// Wraps an open file.
+    /// Wraps an open file, for scans (reads of `SCAN_CHUNK_BYTES`).
     pub fn new(file: Box<dyn StorageFile>) -> SegmentReader {
-        SegmentReader { file, buf: Vec::new(), buf_start: 0 }
+        SegmentReader::with_chunk(file, SCAN_CHUNK_BYTES)
     }
 
-    /// Bytes `[offset, min(offset + len, limit))`, read through a buffer of at least
-    /// `SCAN_CHUNK_BYTES`.
+    /// Wraps an open file, reading at least `chunk` bytes at a time.
+    pub fn with_chunk(file: Box<dyn StorageFile>, chunk: usize) -> SegmentReader {
+        SegmentReader { file, buf: Vec::new(), buf_start: 0, chunk: chunk.max(1) }
+    }
+
+    /// Bytes `[offset, min(offset + len, limit))`, read through a buffer of at least the
+    /// reader's chunk.
     pub fn bytes(&mut self, offset: u64, len: usize, limit: u64) -> io::Result<&[u8]> {
         let end = (offset + len as u64).min(limit);
         let want = (end.saturating_sub(offset)) as usize;
         let buf_end = self.buf_start + self.buf.len() as u64;
         if offset < self.buf_start || end > buf_end {
-            let fill = (limit - offset).min(want.max(SCAN_CHUNK_BYTES) as u64) as usize;
+            let fill = (limit - offset).min(want.max(self.chunk) as u64) as usize;
             self.buf.resize(fill, 0);
             read_exact_at(self.file.as_ref(), &mut self.buf, offset)?;
             self.buf_start = offset;
