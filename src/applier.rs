@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use feral_log::{Lsn, Wal};
 use feral_materializer::Change;
 
-use crate::limits::APPLY_QUEUE_OPS_MAX;
+use crate::limits::{APPLY_BATCH_OPS_MAX, APPLY_QUEUE_OPS_MAX};
 use crate::node::{ProjectionSlot, stop_projection};
 
 /// Changes of one append, and the highest LSN it covers (duplicates included).
@@ -88,7 +88,14 @@ impl Applier {
                 while q.jobs.is_empty() && !q.stop {
                     q = self.wait(q);
                 }
-                let Some(job) = q.jobs.pop_front() else { break };
+                let Some(mut job) = q.jobs.pop_front() else { break };
+                // Behind? Take the queued appends that follow into the same transaction.
+                while job.changes.len() < APPLY_BATCH_OPS_MAX
+                    && let Some(next) = q.jobs.pop_front()
+                {
+                    job.changes.extend(next.changes);
+                    job.max_lsn = job.max_lsn.max(next.max_lsn);
+                }
                 q.busy = true;
                 job
             };

@@ -43,4 +43,4 @@ pub const POINT_READ_CHUNK_BYTES: usize = 4096;
 /// redb's page cache for the index. redb's default lets it grow to 1 GiB as a large store is
 /// read; this bound keeps a node's resident memory small whatever the store's size (85 MiB at
 /// the peak while receiving 1,000,000 ops).
-pub const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;
+pub const INDEX_CACHE_BYTES: usize = 64 * 1024 * 1024;

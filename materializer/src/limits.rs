@@ -12,4 +12,4 @@ pub const PROJECTION_DURABLE_EVERY_OPS: u64 = 262_144;
 /// Largest `limit` a listing accepts.
 pub const LIST_LIMIT_MAX: usize = 10_000;
 /// redb's page cache for the projection (bounded like the index's: redb's default is 1 GiB).
-pub const PROJECTION_CACHE_BYTES: usize = 32 * 1024 * 1024;
+pub const PROJECTION_CACHE_BYTES: usize = 64 * 1024 * 1024;
