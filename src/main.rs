@@ -16,11 +16,6 @@ use feral_log::Config;
 use feral_memory::{CheckReport, Error, Node, backup};
 use serde::Serialize;
 
-/// mimalloc: malloc and free were a quarter of the cycles of a durable ingest with the system
-/// allocator; with mimalloc the ingest is 13 % faster (docs/performance.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit status for damaged data (EX_DATAERR).
 pub(crate) const EXIT_CORRUPTION: u8 = 65;
 /// Exit status for a full disk (EX_TEMPFAIL: free space and retry).

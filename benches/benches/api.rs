@@ -12,10 +12,6 @@ use feral_memory::service::{Service, ServiceConfig};
 use feral_transport::tls::{Ca, Credentials};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The allocator `feral-node` uses (see docs/performance.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const EPISODES: usize = 100_000;
 const BATCH: usize = 1000;
 

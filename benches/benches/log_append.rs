@@ -10,10 +10,6 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use feral_benches::{NoSyncStorage, RawAppender, RawIndex, frame_bytes, settle};
 use feral_log::{Config, OpDraft, Wal};
 
-/// The allocator `feral-node` uses (see docs/performance.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const DATA_BYTES: usize = 256;
 const GROUPS: [usize; 4] = [1, 16, 128, 1024];
 

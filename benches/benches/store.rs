@@ -16,10 +16,6 @@ use feral_log::Config;
 use feral_materializer::Episode;
 use feral_memory::Node;
 
-/// The allocator `feral-node` uses (see docs/performance.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const INGEST_EPISODES: usize = 100_000;
 const BATCH: usize = 1000;
 /// Ops in the one-commit-per-op SQLite line (each commit waits for an fsync).

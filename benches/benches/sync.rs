@@ -19,10 +19,6 @@ use feral_transport::driver::{client_endpoint, server_endpoint};
 use feral_transport::tls::{Ca, Credentials, SERVER_NAME};
 use feral_transport::{PeerLocks, SyncOptions, Syncer, Timeouts, serve};
 
-/// The allocator `feral-node` uses (see docs/performance.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn bench_dir() -> PathBuf {
     std::env::var_os("FERAL_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into)
 }
