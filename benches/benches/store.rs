@@ -72,7 +72,7 @@ fn ingest_group(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-                let mut conn = sqlite_open(&dir.path().join("memory.db")).expect("sqlite");
+                let mut conn = sqlite_open(dir.path()).expect("sqlite");
                 let start = Instant::now();
                 sqlite_ingest(&mut conn, &sql_ops, BATCH).expect("sqlite ingest");
                 total += start.elapsed();
@@ -89,7 +89,7 @@ fn ingest_group(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-                let mut conn = sqlite_open(&dir.path().join("memory.db")).expect("sqlite");
+                let mut conn = sqlite_open(dir.path()).expect("sqlite");
                 let start = Instant::now();
                 sqlite_ingest(&mut conn, &sql_ops[..SQLITE_SINGLE_OPS], 1).expect("sqlite ingest");
                 total += start.elapsed();

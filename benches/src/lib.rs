@@ -171,43 +171,79 @@ pub struct SqliteOp {
     pub data: Vec<u8>,
 }
 
-/// The original system's schema in SQLite: the `episodes` table and its indexes, and the sync
-/// log keyed by op_id; WAL mode, `synchronous=FULL`.
-pub fn sqlite_open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+/// The original system's two SQLite files: `memory.db` (the `episodes` table and its indexes)
+/// and `sync_wal.db` (the sync log keyed by op_id); WAL mode, `synchronous=FULL`.
+#[derive(Debug)]
+pub struct SqliteStore {
+    memory: rusqlite::Connection,
+    wal: rusqlite::Connection,
+}
+
+fn sqlite_connect(path: &Path, schema: &str) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(
+    conn.execute_batch(schema)?;
+    Ok(conn)
+}
+
+/// Creates both files in `dir`.
+pub fn sqlite_open(dir: &Path) -> rusqlite::Result<SqliteStore> {
+    let memory = sqlite_connect(
+        &dir.join("memory.db"),
         "CREATE TABLE IF NOT EXISTS episodes (
              id TEXT PRIMARY KEY, session_id TEXT NOT NULL, event_type TEXT NOT NULL,
              summary TEXT NOT NULL, detail TEXT, importance REAL, created_at REAL,
              emotions TEXT, participants TEXT, location TEXT, hlc TEXT NOT NULL,
              op_id TEXT NOT NULL);
          CREATE INDEX IF NOT EXISTS episodes_time ON episodes(created_at);
-         CREATE INDEX IF NOT EXISTS episodes_session ON episodes(session_id, created_at);
-         CREATE TABLE IF NOT EXISTS sync_wal (
+         CREATE INDEX IF NOT EXISTS episodes_session ON episodes(session_id, created_at);",
+    )?;
+    let wal = sqlite_connect(
+        &dir.join("sync_wal.db"),
+        "CREATE TABLE IF NOT EXISTS sync_wal (
              op_id TEXT PRIMARY KEY, origin TEXT NOT NULL, seq INTEGER NOT NULL,
              hlc TEXT NOT NULL, table_name TEXT NOT NULL, row_id TEXT NOT NULL,
              kind TEXT NOT NULL, data BLOB NOT NULL);",
     )?;
-    Ok(conn)
+    Ok(SqliteStore { memory, wal })
 }
 
-/// The same idempotent upserts the engine does, the way the original did them: the op into the
-/// sync log (ignored when its op_id is there), the episode row replaced only by a later HLC;
-/// `per_commit` ops per transaction (1 = one commit per op).
+/// The same idempotent work the engine does, the way the original did it: the op into the sync
+/// log (ignored when its op_id is there) and committed, then the episode row (replaced only by
+/// a later HLC) and committed; `per_commit` ops per transaction in each file (1 = one commit
+/// per op, as the original).
 pub fn sqlite_ingest(
-    conn: &mut rusqlite::Connection,
+    store: &mut SqliteStore,
     ops: &[SqliteOp],
     per_commit: usize,
 ) -> rusqlite::Result<()> {
     for chunk in ops.chunks(per_commit.max(1)) {
-        let txn = conn.transaction()?;
+        let mut fresh = Vec::with_capacity(chunk.len());
+        let txn = store.wal.transaction()?;
         {
             let mut log = txn.prepare_cached(
                 "INSERT OR IGNORE INTO sync_wal (op_id, origin, seq, hlc, table_name, row_id, kind, data)
                  VALUES (?1, ?2, ?3, ?4, 'episodes', ?5, 'insert', ?6)",
             )?;
+            for op in chunk {
+                let inserted = log.execute(rusqlite::params![
+                    op.op_id,
+                    op.origin,
+                    op.seq,
+                    op.hlc,
+                    op.episode.id,
+                    op.data
+                ])?;
+                // Already logged: idempotent, nothing to apply.
+                if inserted > 0 {
+                    fresh.push(op);
+                }
+            }
+        }
+        txn.commit()?;
+        let txn = store.memory.transaction()?;
+        {
             let mut row = txn.prepare_cached(
                 "INSERT INTO episodes (id, session_id, event_type, summary, detail, importance,
                      created_at, emotions, participants, location, hlc, op_id)
@@ -220,14 +256,8 @@ pub fn sqlite_ingest(
                      hlc = excluded.hlc, op_id = excluded.op_id
                  WHERE excluded.hlc > episodes.hlc",
             )?;
-            for op in chunk {
+            for op in fresh {
                 let e = &op.episode;
-                let inserted = log.execute(rusqlite::params![
-                    op.op_id, op.origin, op.seq, op.hlc, e.id, op.data
-                ])?;
-                if inserted == 0 {
-                    continue; // already applied: idempotent
-                }
                 row.execute(rusqlite::params![
                     e.id,
                     e.session_id,

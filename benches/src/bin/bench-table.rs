@@ -184,7 +184,7 @@ fn main() {
         let (e_op, r_op) = (e.per_op_s(), r.per_op_s());
         let result = match how {
             "of raw" => format!("{:.0} % of the reference's rate", 100.0 * r_op / e_op),
-            "times" => format!("{:.1}x faster", r_op / e_op),
+            "times" => format!("{:.2}x faster", r_op / e_op),
             _ => format!("{:.2}x the time per op", e_op / r_op),
         };
         println!(
