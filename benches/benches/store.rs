@@ -43,6 +43,20 @@ fn ingest(node: &Node, batches: Vec<Vec<(Episode, Option<feral_log::OpId>)>>) {
     node.wal().heads().expect("index caught up");
 }
 
+/// `iters` fresh SQLite stores each ingesting `ops`, `per_commit` per transaction; the time of
+/// the ingests alone.
+fn time_sqlite(iters: u64, ops: &[feral_benches::SqliteOp], per_commit: usize) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+        let mut store = sqlite_open(dir.path()).expect("sqlite");
+        let start = Instant::now();
+        sqlite_ingest(&mut store, ops, per_commit).expect("sqlite ingest");
+        total += start.elapsed();
+    }
+    total
+}
+
 fn ingest_group(c: &mut Criterion) {
     let eps = episodes(INGEST_EPISODES);
     let rows: Vec<(String, Vec<u8>)> = eps.iter().map(|e| (e.id.clone(), e.to_data())).collect();
@@ -68,34 +82,14 @@ fn ingest_group(c: &mut Criterion) {
     settle();
     let sql_ops = sqlite_ops(&eps);
     group.bench_function(BenchmarkId::new("sqlite_batch", BATCH), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-                let mut conn = sqlite_open(dir.path()).expect("sqlite");
-                let start = Instant::now();
-                sqlite_ingest(&mut conn, &sql_ops, BATCH).expect("sqlite ingest");
-                total += start.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| time_sqlite(iters, &sql_ops, BATCH))
     });
     settle();
     // One commit per op, as the original did: fewer ops (each commit is an fsync); compare
     // per-op times (the table divides by each line's own element count).
     group.throughput(Throughput::Elements(SQLITE_SINGLE_OPS as u64));
     group.bench_function(BenchmarkId::new("sqlite_one_commit_per_op", SQLITE_SINGLE_OPS), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-                let mut conn = sqlite_open(dir.path()).expect("sqlite");
-                let start = Instant::now();
-                sqlite_ingest(&mut conn, &sql_ops[..SQLITE_SINGLE_OPS], 1).expect("sqlite ingest");
-                total += start.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| time_sqlite(iters, &sql_ops[..SQLITE_SINGLE_OPS], 1))
     });
     group.throughput(Throughput::Elements(INGEST_EPISODES as u64));
     settle();

@@ -48,6 +48,12 @@ impl RawAppender {
 
     /// Appends `records` records of `record_bytes` each with one write, then fdatasync.
     pub fn append_group(&mut self, records: usize, record_bytes: usize) -> io::Result<()> {
+        self.append_group_unsynced(records, record_bytes)?;
+        self.file.sync_data()
+    }
+
+    /// Appends `records` records of `record_bytes` each with one write, no fdatasync.
+    pub fn append_group_unsynced(&mut self, records: usize, record_bytes: usize) -> io::Result<()> {
         self.buf.resize(records * record_bytes, 0xab);
         if self.at + self.buf.len() as u64 > self.wrap_bytes {
             self.file.set_len(0)?;
@@ -55,7 +61,7 @@ impl RawAppender {
         }
         self.file.write_all_at(&self.buf, self.at)?;
         self.at += self.buf.len() as u64;
-        self.file.sync_data()
+        Ok(())
     }
 }
 
@@ -339,20 +345,6 @@ impl feral_log::Storage for NoSyncStorage {
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
         self.0.list(dir)
-    }
-}
-
-impl RawAppender {
-    /// Appends `records` records of `record_bytes` each with one write, no fdatasync.
-    pub fn append_group_unsynced(&mut self, records: usize, record_bytes: usize) -> io::Result<()> {
-        self.buf.resize(records * record_bytes, 0xab);
-        if self.at + self.buf.len() as u64 > self.wrap_bytes {
-            self.file.set_len(0)?;
-            self.at = 0;
-        }
-        self.file.write_all_at(&self.buf, self.at)?;
-        self.at += self.buf.len() as u64;
-        Ok(())
     }
 }
 

@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use feral_sync::message::FrameDecoder;
 use feral_transport::driver::server_endpoint;
 use feral_transport::tls::{CA_CERT_FILE, Credentials, NODE_CERT_FILE};
+
+use crate::flag;
 
 /// The most the fake peer reads before it has a frame.
 const FIRST_FRAME_BYTES_MAX: usize = 1024 * 1024;
@@ -39,14 +41,6 @@ pub fn main(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn flag<'a>(args: &'a [String], name: &str) -> Result<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-        .with_context(|| format!("{name} is required"))
 }
 
 fn run(args: &[String]) -> Result<()> {

@@ -130,6 +130,15 @@ pub fn run_scenario(
     all_held
 }
 
+/// The value after `name` in a helper role's arguments (`--dir D`).
+pub fn flag<'a>(args: &'a [String], name: &str) -> anyhow::Result<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .ok_or_else(|| anyhow::anyhow!("{name} is required"))
+}
+
 /// Where `feral-node` is: `$FERAL_NODE_BIN`, else beside this binary.
 pub fn find_node_bin(chaos_bin: &Path) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("FERAL_NODE_BIN") {

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use crate::harness::{RunOpts, free_udp_port, last_json};
 use crate::proc::Proc;
 use crate::scenarios::disk_full::is_root;
-use crate::{Ctx, Report, Rng};
+use crate::{Ctx, Report, Rng, flag};
 
 const VARIANTS: &[&str] = &["no_multicast", "port_5353_taken"];
 
@@ -40,14 +40,6 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     }
     report.figures.extend(inner.figures);
     Ok(())
-}
-
-fn flag<'a>(args: &'a [String], name: &str) -> Result<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-        .with_context(|| format!("{name} is required"))
 }
 
 fn ip(args: &[&str]) -> Result<()> {
