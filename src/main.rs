@@ -257,7 +257,16 @@ fn open(data: &Path) -> Result<Node, Failure> {
     if !data.join(feral_log::wal::ORIGIN_FILE).exists() {
         return Err(fail(1, "no store here; run `feral-node init` first"));
     }
-    Ok(Node::open(data, Config::default())?)
+    Ok(Node::open(data, config())?)
+}
+
+/// The store configuration; the chaos suite's disk-full switch when its variable is set.
+fn config() -> Config {
+    let mut config = Config::default();
+    if let Some(storage) = feral_log::fault::storage_from_env() {
+        config.storage = storage;
+    }
+    config
 }
 
 fn print_json(value: &impl Serialize, pretty: bool) -> Outcome {
@@ -409,7 +418,7 @@ fn run(command: Command, data: &Path) -> Outcome {
 
 fn init(data: &Path, segment_bytes: Option<u64>) -> Outcome {
     let existed = data.join(feral_log::wal::ORIGIN_FILE).exists();
-    let mut config = Config::default();
+    let mut config = config();
     if let Some(bytes) = segment_bytes {
         config.segment_bytes = bytes;
     }

@@ -17,6 +17,7 @@ struct Plan {
     eio_at_sync: Option<u64>,
     torn_at_write: Option<(u64, usize)>,
     flip_at_write: Option<(u64, usize)>,
+    full_while: Option<PathBuf>,
 }
 
 /// Arms and observes faults; clones share one plan.
@@ -44,6 +45,12 @@ impl FaultHandle {
     /// Space is freed: writes succeed again.
     pub fn free_space(&self) {
         self.plan().full_from_write = None;
+    }
+
+    /// The device is full (ENOSPC on every write and allocation) while a file exists at
+    /// `flag`: a switch another process can flip.
+    pub fn full_while_exists(&self, flag: PathBuf) {
+        self.plan().full_while = Some(flag);
     }
 
     /// The `n`th sync from now fails with EIO (once).
@@ -82,6 +89,19 @@ impl FaultHandle {
     }
 }
 
+/// With this variable naming a path, `feral-node` stores its log through a [`FaultStorage`]
+/// that is full while a file exists there (the chaos suite's disk full where it cannot mount a
+/// tmpfs). Never set it in production.
+pub const DISK_FULL_FLAG_ENV: &str = "FERAL_FAULT_DISK_FULL_FLAG";
+
+/// The storage [`DISK_FULL_FLAG_ENV`] asks for, if it is set.
+pub fn storage_from_env() -> Option<Arc<dyn Storage>> {
+    let flag = std::env::var_os(DISK_FULL_FLAG_ENV)?;
+    let (storage, handle) = FaultStorage::new();
+    handle.full_while_exists(PathBuf::from(flag));
+    Some(Arc::new(storage))
+}
+
 /// The real filesystem with faults from a [`FaultHandle`].
 #[derive(Debug, Clone, Default)]
 pub struct FaultStorage {
@@ -109,7 +129,8 @@ impl FaultFile {
         let mut plan = self.handle.plan();
         plan.writes += 1;
         let n = plan.writes;
-        (n, plan.full_from_write.is_some_and(|from| n >= from))
+        let flagged = plan.full_while.as_ref().is_some_and(|flag| flag.exists());
+        (n, flagged || plan.full_from_write.is_some_and(|from| n >= from))
     }
 }
 

@@ -1,5 +1,6 @@
-//! disk_full: the node's data on a small real tmpfs (root only; elsewhere the iteration is
-//! skipped and says why). Appends through the API until the device is full: 507 disk_full,
+//! disk_full: the node's data on a small real tmpfs (root only), or the node's fault layer
+//! (a flag file makes its log storage return ENOSPC; the only way without root, and every other
+//! seed as root). Appends through the API until the device is full: 507 disk_full,
 //! status io_paused, sync returns disk_full at once and releases the per-peer lock, reads keep
 //! working; then space is freed (the tmpfs grows), resume, and every acknowledged op is there.
 
@@ -54,28 +55,73 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
-    report.variant = "tmpfs".into();
-    if !is_root() {
-        report.skip("mounting a size-limited tmpfs needs root (CI runs as root)");
-        return Ok(());
+/// What fills up: a real tmpfs, or the node's fault layer switched by a flag file.
+enum Device {
+    Tmpfs(Mount),
+    Flag(PathBuf),
+}
+
+impl Device {
+    /// Makes the device full now (the tmpfs fills by itself as the node writes).
+    fn fill(&self) -> Result<()> {
+        if let Device::Flag(flag) = self {
+            std::fs::write(flag, b"full")?;
+        }
+        Ok(())
     }
+
+    /// Frees space.
+    fn free(&self) -> Result<()> {
+        match self {
+            Device::Tmpfs(mount) => mount.resize("64m"),
+            Device::Flag(flag) => Ok(std::fs::remove_file(flag)?),
+        }
+    }
+}
+
+pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
+    // Even seeds use a real tmpfs (as root); odd seeds, and every seed without root, the
+    // node's own fault layer (FERAL_FAULT_DISK_FULL_FLAG): ENOSPC from the log's storage while a
+    // flag file exists.
+    let tmpfs = is_root() && ctx.seed % 2 == 0;
+    report.variant = if tmpfs {
+        "real tmpfs".into()
+    } else if is_root() {
+        "fault layer (flag file)".into()
+    } else {
+        "fault layer (flag file): not root, so no tmpfs".into()
+    };
     let h = ctx.harness()?;
-    let mount = Mount::new(&ctx.dir.join("tmpfs"), "6m")?;
-    let a = h.root.join("tmpfs").join("a");
+    let (device, a, env) = if tmpfs {
+        let mount = Mount::new(&ctx.dir.join("tmpfs"), "6m")?;
+        let a = h.root.join("tmpfs").join("a");
+        (Device::Tmpfs(mount), a, vec![])
+    } else {
+        let flag = h.root.join("disk-full.flag");
+        let env =
+            vec![(feral_log::fault::DISK_FULL_FLAG_ENV.to_string(), flag.display().to_string())];
+        (Device::Flag(flag), h.root.join("a"), env)
+    };
     std::fs::create_dir_all(&a)?;
     h.cli_ok(&a, &["init", "--segment-bytes", "524288"])?;
     h.cli_ok(&a, &["certs", "issue", "--ca", &h.ca.to_string_lossy()])?;
     let b = h.node("b", None)?;
     h.append_episodes(&b, "b", 10)?;
     let b_run = h.start(&b, &RunOpts::default())?;
-    let node = h.start(&a, &RunOpts::default())?;
+    let node = h.start(&a, &RunOpts { env, ..Default::default() })?;
+    // The flag device fills after a seeded number of acknowledged batches.
+    let fill_after = ctx.rng.range(1, 5);
     // Fill: batches of seeded size until the device refuses.
     let mut acked: BTreeSet<String> = BTreeSet::new();
     let mut refusal = None;
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut n = 0usize;
+    let mut batches = 0;
     while refusal.is_none() && Instant::now() < deadline {
+        if batches == fill_after {
+            device.fill()?;
+        }
+        batches += 1;
         let size = ctx.rng.range(50, 400) as usize;
         let docs: Vec<Value> = (n..n + size)
             .map(|i| episode(&format!("a-{i}"), &format!("s{}", i % 8), i as f64))
@@ -125,7 +171,7 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     };
     report.check("reads_keep_working", read == 200, format!("GET an acknowledged episode: {read}"));
     // Free space, resume.
-    mount.resize("64m")?;
+    device.free()?;
     let (code, resumed) = node.post("/v1/resume", None)?;
     let st = node.status()?;
     report.check(
@@ -159,6 +205,6 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     );
     let (code, check) = h.check(&a)?;
     report.check("check_ok_after", code == 0, format!("check exit {code}: {check}"));
-    drop(mount);
+    drop(device);
     Ok(())
 }

@@ -20,7 +20,7 @@ pub const SCENARIOS: &[Scenario] = &[
         run: handshake::run,
     },
     Scenario { name: "corrupt_wal", quick_iterations: 3, iterations: 12, run: corrupt::run },
-    Scenario { name: "disk_full", quick_iterations: 1, iterations: 4, run: disk_full::run },
+    Scenario { name: "disk_full", quick_iterations: 2, iterations: 6, run: disk_full::run },
     Scenario {
         name: "mdns_fail_static_fallback",
         quick_iterations: 2,
