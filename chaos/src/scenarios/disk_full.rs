@@ -83,7 +83,7 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     // Even seeds use a real tmpfs (as root); odd seeds, and every seed without root, the
     // node's own fault layer (FERAL_FAULT_DISK_FULL_FLAG): ENOSPC from the log's storage while a
     // flag file exists.
-    let tmpfs = is_root() && ctx.seed % 2 == 0;
+    let tmpfs = is_root() && ctx.seed.is_multiple_of(2);
     report.variant = if tmpfs {
         "real tmpfs".into()
     } else if is_root() {
