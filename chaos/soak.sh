@@ -24,6 +24,6 @@ for round in $(seq 1 "$rounds"); do
     fi
 done
 total=$(cat "$out"/round-*.jsonl | wc -l)
-broken=$(grep -c '"held":false' "$out"/round-*.jsonl | awk -F: '{s+=$2} END {print s+0}')
+broken=$(cat "$out"/round-*.jsonl | grep -c '"held":false' || true)
 echo "soak: $rounds rounds, $total iterations, $broken broken; results in $out"
 exit "$failed"
