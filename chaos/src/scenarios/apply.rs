@@ -50,6 +50,50 @@ fn killed_sync(
     Ok((landed, started.elapsed()))
 }
 
+/// Copies a store directory (its files and `wal/`).
+fn copy_store(from: &Path, to: &Path) -> Result<()> {
+    for sub in ["", "wal"] {
+        std::fs::create_dir_all(to.join(sub))?;
+        for entry in std::fs::read_dir(from.join(sub))? {
+            let path = entry?.path();
+            if let (true, Some(name)) = (path.is_file(), path.file_name()) {
+                std::fs::copy(&path, to.join(sub).join(name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `killed_sync`, except that a timed kill which comes after the sync already finished is
+/// tried again from the same starting state (B's files as they were), twice as early, up to
+/// five times: the moment is random, the kill must still land inside the work.
+fn killed_sync_landing(
+    h: &Harness,
+    b: &Path,
+    peer: &Running,
+    point: &str,
+    delay: Duration,
+) -> Result<(bool, Duration)> {
+    if point != "timed" {
+        return killed_sync(h, b, peer, point, delay);
+    }
+    let image = b.with_extension("before-kill");
+    copy_store(b, &image)?;
+    let mut delay = delay;
+    let mut outcome = killed_sync(h, b, peer, point, delay)?;
+    for _ in 1..5 {
+        if outcome.0 {
+            break;
+        }
+        std::fs::remove_dir_all(b)?;
+        copy_store(&image, b)?;
+        delay /= 2;
+        outcome = killed_sync(h, b, peer, point, delay)?;
+    }
+    std::fs::remove_dir_all(&image)?;
+    Ok(outcome)
+}
+
 /// Runs a sync to completion; returns its result object.
 fn full_sync(h: &Harness, b: &Path, peer: &Running) -> Result<Value> {
     let (code, v) = h.cli_json(b, &["sync", "--json", "--peer", &peer.sync_addr.to_string()])?;
@@ -200,7 +244,7 @@ pub fn kill_brain_mid_apply(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
         Duration::ZERO
     };
     report.variant = format!("{ops} ops, kill at {point}");
-    let (landed, took) = killed_sync(&h, &b, &a_run, &point, delay)?;
+    let (landed, took) = killed_sync_landing(&h, &b, &a_run, &point, delay)?;
     report.figure("killed_after_ms", took.as_millis() as u64);
     report.check(
         "killed_mid_apply",
@@ -245,7 +289,7 @@ pub fn crash_during_recovery(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     };
     let delay = Duration::from_millis(ctx.rng.range(20, 400));
     report.variant = format!("{ops} ops, kill at {first}, then at {second}");
-    let (landed, took) = killed_sync(&h, &b, &a_run, &second, delay)?;
+    let (landed, took) = killed_sync_landing(&h, &b, &a_run, &second, delay)?;
     report.check(
         "second_kill_during_recovery",
         landed,
