@@ -149,7 +149,8 @@ pub(crate) enum Command {
         #[arg(long)]
         api: Option<std::net::SocketAddr>,
         /// A TOML config file [default <data>/feral.toml, if present]: listen, api,
-        /// sync_interval_secs, mdns, peers. Flags win over it.
+        /// sync_interval_secs, mdns, peers, connect_timeout_ms, handshake_timeout_ms. Flags win
+        /// over it.
         #[arg(long)]
         config: Option<PathBuf>,
     },
