@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use feral_log::private;
 use feral_log::storage::{FsStorage, Storage};
 use feral_log::wal::WAL_DIR;
 use feral_log::{Config, Origin};
@@ -64,7 +65,12 @@ fn backup_error(what: impl std::fmt::Display) -> Error {
 /// Copies the first `bytes` of `from` into a new file `to`, synced; returns its SHA-256.
 fn copy_prefix(from: &Path, to: &Path, bytes: u64) -> Result<String> {
     let mut src = File::open(from).map_err(|e| Error::io(from, e))?.take(bytes);
-    let mut dst = File::create(to).map_err(|e| Error::io(to, e))?;
+    let mut dst = feral_log::private::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(to)
+        .map_err(|e| Error::io(to, e))?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; COPY_CHUNK_BYTES];
     let mut copied = 0u64;
@@ -111,7 +117,11 @@ impl Node {
         }
         let snapshot = self.wal.snapshot()?;
         let wal_to = to.join(WAL_DIR);
-        fs::create_dir_all(&wal_to).map_err(|e| Error::io(&wal_to, e))?;
+        // A backup holds the node key: the directory is 0700 even when it existed empty.
+        private::create_dir_all(to)
+            .and_then(|()| private::restrict(to))
+            .and_then(|()| private::create_dir_all(&wal_to))
+            .map_err(|e| Error::io(&wal_to, e))?;
         let mut files = Vec::with_capacity(snapshot.files.len() + 1);
         for file in &snapshot.files {
             let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -156,7 +166,12 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
     let path = dir.join(MANIFEST_FILE);
     let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
     let text = serde_json::to_vec_pretty(manifest).map_err(backup_error)?;
-    let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut file = private::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, e))?;
     file.write_all(&text).and_then(|()| file.sync_all()).map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)
@@ -235,10 +250,10 @@ pub fn restore(from: &Path, into: &Path, force: bool, config: Config) -> Result<
     let name =
         name.ok_or_else(|| backup_error(format!("{} has no directory name", into.display())))?;
     let parent = into.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    private::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let staging = parent.join(format!(".{name}.restoring-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(staging.join(WAL_DIR)).map_err(|e| Error::io(&staging, e))?;
+    private::create_dir_all(&staging.join(WAL_DIR)).map_err(|e| Error::io(&staging, e))?;
     let storage: Arc<dyn Storage> = Arc::new(FsStorage);
     for f in &manifest.files {
         let to = staging.join(&f.name);

@@ -1,39 +1,35 @@
-//! When a node runs on the data directory (its lock is held and it wrote `api.addr`), the store
-//! commands talk to it through its HTTP API instead of failing on the lock.
+//! When a node runs on the data directory (its lock is held), the store commands talk to it
+//! through its API (the Unix socket `api.sock`, else the TCP address in `api.addr` with the
+//! token) instead of failing on the lock.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
+use feral_memory::client::ApiClient;
 use serde_json::Value;
 
 use crate::{Failure, Outcome, fail};
 
 /// The file a running node writes its API address into.
 pub(crate) const API_ADDR_FILE: &str = "api.addr";
-const REMOTE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running node's API, when the data directory belongs to one.
 pub(crate) struct Remote {
-    addr: SocketAddr,
-    token: Option<String>,
+    client: ApiClient,
 }
 
 impl Remote {
     /// The API of the node holding `data`, if one does.
     pub(crate) fn find(data: &Path) -> Option<Remote> {
-        let addr = std::fs::read_to_string(data.join(API_ADDR_FILE)).ok()?.trim().parse().ok()?;
-        // Only forward when the store really is held: a stale file after a crash is ignored.
-        match feral_log::lock::DirLock::acquire(data) {
-            Ok(_free) => None,
-            Err(_) => {
-                let token = std::fs::read_to_string(data.join(feral_memory::api::TOKEN_FILE))
-                    .ok()
-                    .map(|t| t.trim().to_string());
-                Some(Remote { addr, token })
-            }
+        // Only forward when the store really is held: stale files after a crash are ignored.
+        if feral_log::lock::DirLock::acquire(data).is_ok() {
+            return None;
         }
+        let addr: Option<SocketAddr> = std::fs::read_to_string(data.join(API_ADDR_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        ApiClient::for_data_dir(data, addr).map(|client| Remote { client })
     }
 
     /// One request; returns the status and the body as JSON.
@@ -43,34 +39,9 @@ impl Remote {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), Failure> {
-        let io =
-            |e: std::io::Error| fail(1, format!("the running node's API at {}: {e}", self.addr));
-        let mut stream =
-            TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).map_err(io)?;
-        stream.set_read_timeout(Some(REMOTE_TIMEOUT)).map_err(io)?;
-        let payload = body.map(Value::to_string).unwrap_or_default();
-        let auth = self
-            .token
-            .as_ref()
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: feral-node\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
-            payload.len()
-        )
-        .map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(io)?;
-        let text = String::from_utf8_lossy(&raw);
-        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            dechunk(body)
-        } else {
-            body.to_string()
-        };
-        Ok((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+        self.client
+            .call(method, path, body)
+            .map_err(|e| fail(1, format!("the running node's API: {e}")))
     }
 
     /// A request whose non-2xx answer becomes the command's failure (507 → exit 75).
@@ -95,20 +66,6 @@ impl Remote {
     }
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// Percent-encodes a path segment.
 pub(crate) fn segment(text: &str) -> String {
     text.bytes()
@@ -127,7 +84,7 @@ pub(crate) fn refuse(remote: &Remote, what: &str) -> Outcome {
         1,
         format!(
             "a node is running on this data directory (API at {}); stop it before `{what}`",
-            remote.addr
+            remote.client.endpoint
         ),
     ))
 }

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use feral_memory::Node;
 use feral_memory::service::{Service, ServiceConfig};
 use feral_transport::driver::{Timeouts, client_endpoint};
-use feral_transport::tls::{CA_CERT_FILE, Ca, Credentials, NODE_CERT_FILE};
+use feral_transport::tls::{CA_CERT_FILE, Ca, Credentials, NODE_CERT_FILE, signing_request};
 use feral_transport::{PeerLocks, SyncOptions, Syncer};
 
 use crate::{Failure, Outcome, fail, open, print_json};
@@ -17,23 +17,55 @@ use crate::{Failure, Outcome, fail, open, print_json};
 /// `feral-node certs …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Certs {
-    /// Create a cluster CA (ca.pem, ca.key) in a directory kept off the nodes.
+    /// Create a cluster CA (ca.pem, ca.key) in a directory kept off the nodes; refuses a
+    /// directory that already holds one.
     NewCa {
-        /// Where to write it.
+        /// Where to write it (created 0700).
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing CA (every node it issued stops being trusted).
+        #[arg(long)]
+        force: bool,
     },
-    /// Issue this node a certificate for its own key, and install the CA certificate.
+    /// Issue this node a certificate for its own key, and install the CA certificate (the CA
+    /// key must be readable here; `csr` + `sign` + `install` keep it off the node).
     Issue {
         /// The CA directory.
         #[arg(long)]
         ca: PathBuf,
     },
-    /// Issue a fresh certificate for the same key (the node id stays the same).
+    /// Issue a fresh certificate for the same key (the node id stays the same; new serial).
     Renew {
         /// The CA directory.
         #[arg(long)]
         ca: PathBuf,
+    },
+    /// Write a certificate signing request for this node's key (default <data>/node.csr), to
+    /// be signed where the CA is (`certs sign`).
+    Csr {
+        /// Where to write the request.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Where the CA is: sign a node's request into a directory holding node.pem and ca.pem
+    /// (take that directory to the node and run `certs install`).
+    Sign {
+        /// The request (`certs csr` output).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The CA directory.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The directory to write node.pem and ca.pem into (created 0700).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Install a signed certificate (node.pem and ca.pem from `certs sign`) after checking it
+    /// is for this node's key and chains to that CA.
+    Install {
+        /// The directory `certs sign` wrote.
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -41,11 +73,22 @@ fn transport(e: feral_transport::TransportError) -> Failure {
     fail(1, e.to_string())
 }
 
+fn read_text(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| fail(1, format!("{}: {e}", path.display())))
+}
+
 pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
     match command {
-        Certs::NewCa { out } => {
+        Certs::NewCa { out, force } => {
             let ca = Ca::generate().map_err(transport)?;
-            ca.save(&out).map_err(transport)?;
+            if force && out.join(feral_transport::tls::CA_KEY_FILE).exists() {
+                eprintln!(
+                    "feral-node: warning: replacing the cluster CA in {}; nodes it issued are no \
+                     longer trusted by nodes that take the new one",
+                    out.display()
+                );
+            }
+            ca.save(&out, force).map_err(transport)?;
             let id: String =
                 ca.cluster_id().map_err(transport)?.iter().map(|b| format!("{b:02x}")).collect();
             println!(
@@ -64,11 +107,58 @@ pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
             node.close()?;
             Ok(0)
         }
+        Certs::Csr { out } => {
+            let node = open(data)?;
+            let out = out.unwrap_or_else(|| data.join(CSR_FILE));
+            write(&out, &signing_request(node.key()).map_err(transport)?)?;
+            println!(
+                "wrote a signing request for node {} to {}; sign it where the CA is: \
+                 feral-node certs sign --csr FILE --ca CA_DIR --out DIR",
+                node.node_id(),
+                out.display()
+            );
+            node.close()?;
+            Ok(0)
+        }
+        Certs::Sign { csr, ca, out } => {
+            let ca = Ca::load(&ca).map_err(transport)?;
+            let (cert, node_id) = ca.sign_request(&read_text(&csr)?).map_err(transport)?;
+            feral_log::private::create_dir_all(&out)
+                .map_err(|e| fail(1, format!("{}: {e}", out.display())))?;
+            write(&out.join(NODE_CERT_FILE), &cert)?;
+            write(&out.join(CA_CERT_FILE), &ca.cert_pem)?;
+            let hex: String = node_id.iter().map(|b| format!("{b:02x}")).collect();
+            println!(
+                "signed a certificate for node {hex} into {}; on the node: feral-node certs \
+                 install --from DIR",
+                out.display()
+            );
+            Ok(0)
+        }
+        Certs::Install { from } => {
+            let cert = read_text(&from.join(NODE_CERT_FILE))?;
+            let ca_cert = read_text(&from.join(CA_CERT_FILE))?;
+            let node = open(data)?;
+            let creds = Credentials::from_pem(&cert, node.key(), &ca_cert).map_err(transport)?;
+            creds.verify_own().map_err(transport)?;
+            write(&data.join(NODE_CERT_FILE), &cert)?;
+            write(&data.join(CA_CERT_FILE), &ca_cert)?;
+            println!(
+                "installed the certificate of node {} into {}",
+                node.node_id(),
+                data.display()
+            );
+            node.close()?;
+            Ok(0)
+        }
     }
 }
 
+/// The signing request file `certs csr` writes by default.
+const CSR_FILE: &str = "node.csr";
+
 fn write(path: &Path, text: &str) -> Result<(), Failure> {
-    std::fs::write(path, text).map_err(|e| fail(1, format!("{}: {e}", path.display())))
+    feral_transport::tls::write_file(path, text.as_bytes()).map_err(transport)
 }
 
 /// The node's certificate, key and trusted CA(s) from its data directory.
@@ -90,49 +180,91 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| fail(1, format!("starting the runtime: {e}")))
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGINT and SIGTERM, listened to from the moment this is called (so a signal that comes
+/// right after the node says it is listening stops it cleanly instead of killing it).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind| signal(kind).map_err(|e| fail(1, format!("listening for signals: {e}")));
+    let (mut term, mut int) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+    })
+}
+
+/// Where the local CA of the first `run` lives: the platform config directory
+/// (`$XDG_CONFIG_HOME/feral-memory/local-ca`, else `~/.config/feral-memory/local-ca`), never
+/// the data directory (SPEC 9: the CA key never lives beside the data it protects).
+pub(crate) fn local_ca_dir() -> Result<PathBuf, Failure> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok_or_else(|| fail(1, "no config directory: set HOME or XDG_CONFIG_HOME"))?;
+    Ok(config.join("feral-memory").join("local-ca"))
+}
+
+/// The local CA, created on first use: written whole into a staging directory and renamed
+/// into place, so two first runs at once never see half a CA; the loser takes the winner's.
+fn local_ca(dir: &Path) -> Result<Ca, Failure> {
+    if let Ok(ca) = Ca::load(dir) {
+        return Ok(ca);
+    }
+    let io = |e: std::io::Error| fail(1, format!("{}: {e}", dir.display()));
+    let parent = dir.parent().ok_or_else(|| fail(1, format!("{} has no parent", dir.display())))?;
+    feral_log::private::create_dir_all(parent).map_err(io)?;
+    let staging = parent.join(format!(".local-ca.{}", std::process::id()));
+    let ca = Ca::generate().map_err(transport)?;
+    ca.save(&staging, true).map_err(transport)?;
+    match std::fs::rename(&staging, dir) {
+        Ok(()) => Ok(ca),
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ca::load(dir).map_err(transport)
+        }
     }
 }
 
-/// On a fresh machine: the store, and a local CA (kept in `<data>/local-ca`) with a
-/// certificate for this node, so `run` works with no set-up. A cluster of several machines
-/// issues from one CA instead (`certs new-ca`, `certs issue`).
+/// On a fresh machine: the store, and a local CA (kept in the platform config directory) with
+/// a certificate for this node, so `run` works with no set-up. A cluster of several machines
+/// issues from one CA instead (`certs new-ca`, `certs csr`/`sign`/`install`).
 fn first_run(data: &Path) -> Result<(), Failure> {
     if !data.join(feral_log::wal::ORIGIN_FILE).exists() {
         Node::open(data, feral_log::Config::default())?.close()?;
         eprintln!("feral-node: created a store in {}", data.display());
     }
     if !data.join(NODE_CERT_FILE).exists() {
-        let ca_dir = data.join("local-ca");
-        let ca = match Ca::load(&ca_dir) {
-            Ok(ca) => ca,
-            Err(_) => {
-                let ca = Ca::generate().map_err(transport)?;
-                ca.save(&ca_dir).map_err(transport)?;
-                ca
-            }
-        };
+        let ca_dir = local_ca_dir()?;
+        let ca = local_ca(&ca_dir)?;
         let node = open(data)?;
         write(&data.join(NODE_CERT_FILE), &ca.issue_default(node.key()).map_err(transport)?)?;
         write(&data.join(CA_CERT_FILE), &ca.cert_pem)?;
         node.close()?;
         eprintln!(
-            "feral-node: created a local CA in {} and a certificate for this node; to sync with \
-             other machines, issue every node from one CA (feral-node certs --help)",
+            "feral-node: created a certificate for this node from the local CA in {}; to sync \
+             with other machines, issue every node from one CA (feral-node certs --help)",
             ca_dir.display()
         );
+    }
+    Ok(())
+}
+
+/// Files a running node refuses to start with when its group or others can reach them (as
+/// OpenSSH and PostgreSQL refuse): the data directory, the node key and the API token.
+fn refuse_shared(data: &Path) -> Result<(), Failure> {
+    let check = [
+        data.to_path_buf(),
+        data.join(feral_memory::identity::NODE_KEY_FILE),
+        data.join(feral_memory::api::TOKEN_FILE),
+    ];
+    for path in check {
+        let found = feral_log::private::shared(&path)
+            .map_err(|e| fail(1, format!("{}: {e}", path.display())))?;
+        if let Some(shared) = found {
+            return Err(fail(1, format!("refusing to start: {shared}")));
+        }
     }
     Ok(())
 }
@@ -160,6 +292,18 @@ struct FileConfig {
     peers: Vec<String>,
     connect_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
+    progress_timeout_ms: Option<u64>,
+    /// Host names the API accepts beside localhost, 127.0.0.1 and [::1].
+    #[serde(default)]
+    api_hosts: Vec<String>,
+    /// Origins whose web pages may call the API (none by default).
+    #[serde(default)]
+    api_origins: Vec<String>,
+    /// Largest API request body in bytes.
+    api_body_bytes_max: Option<usize>,
+    /// How far ahead of this node's clock a received op's HLC, or a written episode's
+    /// created_at, may be (seconds; default 60).
+    max_drift_secs: Option<u64>,
 }
 
 const CONFIG_FILE: &str = "feral.toml";
@@ -191,11 +335,43 @@ fn timeouts(file: &FileConfig) -> Timeouts {
     Timeouts {
         connect: ms(file.connect_timeout_ms, d.connect),
         handshake: ms(file.handshake_timeout_ms, d.handshake),
+        progress: ms(file.progress_timeout_ms, d.progress),
     }
 }
 
+/// The API's settings from the config file.
+fn api_config(file: &FileConfig) -> Result<feral_memory::api::ApiConfig, Failure> {
+    let mut config = feral_memory::api::ApiConfig::default();
+    for origin in &file.api_origins {
+        if origin == "*" || !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(fail(
+                2,
+                format!(
+                    "api_origins: {origin:?} is not an origin like \"http://localhost:3000\" (\"*\" is never allowed)"
+                ),
+            ));
+        }
+    }
+    config.hosts = file.api_hosts.clone();
+    config.origins = file.api_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect();
+    if let Some(max) = file.api_body_bytes_max {
+        config.body_bytes_max = max;
+    }
+    Ok(config)
+}
+
+/// What `run` serves, resolved: flags win over the config file, which wins over the defaults.
+#[derive(Debug)]
+struct Resolved {
+    service: ServiceConfig,
+    api: SocketAddr,
+    api_config: feral_memory::api::ApiConfig,
+    /// The drift bound, milliseconds.
+    drift_ms_max: u64,
+}
+
 /// Flags win over the config file, which wins over the defaults.
-fn resolve(data: &Path, flags: RunFlags) -> Result<(ServiceConfig, SocketAddr), Failure> {
+fn resolve(data: &Path, flags: RunFlags) -> Result<Resolved, Failure> {
     let file = read_config(data, flags.config.as_deref())?;
     let defaults = ([0, 0, 0, 0], 7411).into();
     let mut static_peers = feral_transport::discovery::parse_static_peers(&file.peers.join(","));
@@ -212,52 +388,26 @@ fn resolve(data: &Path, flags: RunFlags) -> Result<(ServiceConfig, SocketAddr), 
         timeouts: timeouts(&file),
     };
     let api = flags.api.or(file.api).unwrap_or(([127, 0, 0, 1], 7412).into());
-    Ok((config, api))
+    let drift_ms_max = file
+        .max_drift_secs
+        .map_or(feral_log::limits::HLC_DRIFT_MS_MAX_DEFAULT, |s| s.saturating_mul(1000));
+    Ok(Resolved { service: config, api, api_config: api_config(&file)?, drift_ms_max })
 }
 
-/// `feral-node run`: serves sync and the HTTP API, discovers peers and syncs on schedule,
-/// until SIGINT/SIGTERM.
+/// `feral-node run`: serves sync and the HTTP API (loopback TCP with the token, and the Unix
+/// socket in the data directory), discovers peers and syncs on schedule, until SIGINT/SIGTERM.
 pub(crate) fn run(data: &Path, flags: RunFlags) -> Outcome {
-    let (config, api_addr) = resolve(data, flags)?;
+    let resolved = resolve(data, flags)?;
+    refuse_shared(data)?;
     first_run(data)?;
-    let node = Arc::new(open(data)?);
+    let mut store_config = crate::config();
+    store_config.drift_ms_max = resolved.drift_ms_max;
+    let node = Arc::new(crate::open_with(data, store_config)?);
     let creds = credentials(&node)?;
-    let token = feral_memory::api::token_for(api_addr, data)?;
+    let token = feral_memory::api::token_for(data)?;
+    raise_descriptor_limit();
     let rt = runtime()?;
-    rt.block_on(async {
-        let service = Arc::new(Service::start(node.clone(), &creds, config).map_err(transport)?);
-        let listener = tokio::net::TcpListener::bind(api_addr)
-            .await
-            .map_err(|e| fail(1, format!("api {api_addr}: {e}")))?;
-        let api_at = listener.local_addr().map_err(|e| fail(1, e.to_string()))?;
-        let needs_token = token.is_some();
-        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = feral_memory::api::router(service.clone(), token);
-        let api = tokio::spawn(feral_memory::api::serve_api(listener, router, async {
-            let _ = api_stopped.await;
-        }));
-        // Whoever started us may stop reading stdout; a closed pipe must not stop the node.
-        let auth = if needs_token { " (bearer token in api.token)" } else { "" };
-        // Store commands run while the node does go through this API.
-        let local: SocketAddr = if api_at.ip().is_unspecified() {
-            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api_at.port())
-        } else {
-            api_at
-        };
-        let addr_file = data.join(crate::cli_remote::API_ADDR_FILE);
-        let _ = std::fs::write(&addr_file, local.to_string());
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "listening on {} (node id {})", service.local_addr(), node.node_id());
-        let _ = writeln!(out, "api on http://{api_at}{auth}");
-        let _ = out.flush();
-        shutdown_signal().await;
-        eprintln!("feral-node: stopping");
-        let _ = stop_api.send(());
-        let _ = api.await;
-        let _ = std::fs::remove_file(&addr_file);
-        service.stop().await;
-        Ok::<(), Failure>(())
-    })?;
+    rt.block_on(serve_until_signal(data, &node, &creds, resolved, token))?;
     drop(rt);
     match Arc::try_unwrap(node) {
         Ok(node) => node.close()?,
@@ -265,6 +415,83 @@ pub(crate) fn run(data: &Path, flags: RunFlags) -> Outcome {
     }
     eprintln!("feral-node: stopped");
     Ok(0)
+}
+
+/// The body of `run` on the runtime.
+async fn serve_until_signal(
+    data: &Path,
+    node: &Arc<Node>,
+    creds: &Credentials,
+    resolved: Resolved,
+    token: String,
+) -> Result<(), Failure> {
+    use feral_memory::api::{Listener, serve::serve};
+    let service =
+        Arc::new(Service::start(node.clone(), creds, resolved.service).map_err(transport)?);
+    let api_addr = resolved.api;
+    let tcp = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|e| fail(1, format!("api {api_addr}: {e}")))?;
+    let api_at = tcp.local_addr().map_err(|e| fail(1, e.to_string()))?;
+    let socket_path = data.join(feral_memory::api::SOCKET_FILE);
+    let unix = feral_memory::api::bind_socket(&socket_path);
+    if let Err(e) = &unix {
+        eprintln!(
+            "feral-node: warning: the API socket {} could not be bound ({e}); the API is on TCP only",
+            socket_path.display()
+        );
+    }
+    let (tcp_router, unix_router) =
+        feral_memory::api::routers(service.clone(), &resolved.api_config, token);
+    let limits = resolved.api_config.limits;
+    let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+    let mut api = tokio::task::JoinSet::new();
+    api.spawn(serve(Listener::Tcp(tcp), tcp_router, limits, api_stopped.clone()));
+    if let Ok(unix) = unix {
+        api.spawn(serve(Listener::Unix(unix), unix_router, limits, api_stopped));
+    }
+    // Store commands run while the node does go through this API.
+    let local: SocketAddr = if api_at.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api_at.port())
+    } else {
+        api_at
+    };
+    let addr_file = data.join(crate::cli_remote::API_ADDR_FILE);
+    if let Err(e) = feral_log::private::write_atomic(&addr_file, local.to_string().as_bytes()) {
+        eprintln!("feral-node: warning: {}: {e}", addr_file.display());
+    }
+    let stop_signal = shutdown_signal()?;
+    // Whoever started us may stop reading stdout; a closed pipe must not stop the node.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on {} (node id {})", service.local_addr(), node.node_id());
+    let _ = writeln!(
+        out,
+        "api on http://{api_at} (bearer token in api.token) and unix:{}",
+        socket_path.display()
+    );
+    let _ = out.flush();
+    stop_signal.await;
+    eprintln!("feral-node: stopping");
+    let _ = stop_api.send(true);
+    while api.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&addr_file);
+    let _ = std::fs::remove_file(&socket_path);
+    service.stop().await;
+    Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard one: the API's connection caps,
+/// sync connections and the store's files all need descriptors.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// `feral-node sync --peer ADDR:PORT`: one session; prints the result object.
@@ -337,7 +564,8 @@ mod tests {
     #[test]
     fn flags_win_over_the_config_file_which_wins_over_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (config, api) = resolve(dir.path(), flags()).map_err(|f| f.message).expect("defaults");
+        let r = resolve(dir.path(), flags()).map_err(|f| f.message).expect("defaults");
+        let (config, api) = (r.service, r.api);
         assert_eq!(config.listen, "0.0.0.0:7411".parse().expect("addr"));
         assert_eq!(api, "127.0.0.1:7412".parse().expect("addr"));
         assert!(config.mdns && config.static_peers.is_empty());
@@ -346,7 +574,7 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nsync_interval_secs = 5\nmdns = false\npeers = [\"127.0.0.1:9001\", \"bad\"]\n",
         )
         .expect("write");
-        let (config, _) = resolve(dir.path(), flags()).map_err(|f| f.message).expect("file");
+        let config = resolve(dir.path(), flags()).map_err(|f| f.message).expect("file").service;
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.sync_interval.as_secs(), 5);
         assert!(!config.mdns);
@@ -359,7 +587,7 @@ mod tests {
         let mut f = flags();
         f.listen = Some("127.0.0.1:9100".parse().expect("addr"));
         f.peers = Some("127.0.0.1:9002".into());
-        let (config, _) = resolve(dir.path(), f).map_err(|f| f.message).expect("flags");
+        let config = resolve(dir.path(), f).map_err(|f| f.message).expect("flags").service;
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.static_peers.len(), 2);
         std::fs::write(dir.path().join(CONFIG_FILE), "lisen = \"x\"\n").expect("write");

@@ -2,7 +2,6 @@
 //! key's SubjectPublicKeyInfo (SPEC 2), so renewing a certificate with the same key keeps the id.
 
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -54,21 +53,7 @@ pub fn load_or_create(dir: &Path) -> Result<(rcgen::KeyPair, NodeId)> {
 fn create(path: &Path) -> Result<rcgen::KeyPair> {
     let key = rcgen::KeyPair::generate()
         .map_err(|e| Error::Identity(format!("generating the node key: {e}")))?;
-    let tmp = path.with_extension("key.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let write = || -> std::io::Result<()> {
-        let mut file = options.open(&tmp)?;
-        file.write_all(key.serialize_pem().as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| Error::io(path, e))?;
+    feral_log::private::write_atomic(path, key.serialize_pem().as_bytes())
+        .map_err(|e| Error::io(path, e))?;
     Ok(key)
 }

@@ -4,6 +4,7 @@
 pub mod api;
 mod applier;
 pub mod backup;
+pub mod client;
 pub mod error;
 pub mod identity;
 pub mod limits;

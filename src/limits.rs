@@ -5,3 +5,33 @@ pub const APPLY_QUEUE_OPS_MAX: usize = 64 * 1024;
 /// Most ops the applier takes from its queue into one projection transaction (queued appends
 /// are applied together when it falls behind: one commit instead of one per append).
 pub const APPLY_BATCH_OPS_MAX: usize = 16 * 1024;
+
+use std::time::Duration;
+
+/// Largest request body the API reads by default (`api_body_bytes_max` in the config); a
+/// larger one is answered 413 before it is read (a 60 MiB body once cost 1.1 GB of RAM).
+pub const API_BODY_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+/// Requests the API handles at once; beyond it, 503 `busy` (each may hold a body and a
+/// blocking thread).
+pub const API_REQUESTS_IN_FLIGHT_MAX: usize = 64;
+/// Connections one API listener keeps open; at the cap the longest-idle one is closed for
+/// the new one (1,100 slow connections once made the API unreachable).
+pub const API_CONNECTIONS_MAX: usize = 256;
+/// From a connection's start (or its last response) to a whole request head.
+pub const API_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that moves no byte for this long, between requests, is closed.
+pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request body may take to arrive once its head is in.
+pub const API_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Headers in one request (hyper's own default is 100).
+pub const API_HEADERS_MAX: usize = 64;
+/// How often a connection checks whether it has been idle too long.
+pub const API_WATCHDOG_TICK: Duration = Duration::from_secs(1);
+/// The accept loop's pause after a failed accept (EMFILE: wait for descriptors to free).
+pub const API_ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long a stopping API waits for requests in flight.
+pub const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long resolving the peer named in `POST /v1/sync` may take.
+pub const API_PEER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest body of an error answer the framework made that is rewritten into the JSON shape.
+pub const API_ERROR_BODY_BYTES_MAX: usize = 64 * 1024;

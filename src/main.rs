@@ -207,6 +207,11 @@ fn fail(status: u8, message: impl Into<String>) -> Failure {
 type Outcome = Result<u8, Failure>;
 
 fn main() -> ExitCode {
+    // Everything this process creates is private to its user whatever umask it inherited
+    // (the library also creates each file 0600 and directory 0700 itself; this covers files
+    // other code creates, such as temporary files).
+    // SAFETY: umask only replaces the process's file mode mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -255,14 +260,19 @@ fn default_data_dir() -> Option<PathBuf> {
 }
 
 fn open(data: &Path) -> Result<Node, Failure> {
+    open_with(data, config())
+}
+
+/// Opens an existing store with `config`.
+fn open_with(data: &Path, config: Config) -> Result<Node, Failure> {
     if !data.join(feral_log::wal::ORIGIN_FILE).exists() {
         return Err(fail(1, "no store here; run `feral-node init` first"));
     }
-    Ok(Node::open(data, config())?)
+    Ok(Node::open(data, config)?)
 }
 
 /// The store configuration; the chaos suite's disk-full switch when its variable is set.
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     let mut config = Config::default();
     if let Some(storage) = feral_log::fault::storage_from_env() {
         config.storage = storage;

@@ -76,7 +76,7 @@ impl Node {
     /// the open: the node opens paused and [`Node::check`] says where.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Node> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        feral_log::private::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let time = config.time.clone();
         let wal = Wal::open(&dir, config)?;
         let (key, node_id) = identity::load_or_create(&dir)?;
@@ -144,7 +144,8 @@ impl Node {
     /// `op_id` is already in the log, its episode's `created_at` is reused, so the retry has
     /// the same content and is reported as a duplicate rather than a conflict.
     pub fn prepare_episode(&self, doc: &Value, op_id: Option<OpId>) -> Result<Episode> {
-        let mut episode = Episode::from_input(doc, self.now_s())?;
+        let ahead_s = self.wal.drift_ms_max() as f64 / 1000.0;
+        let mut episode = Episode::from_input_within(doc, self.now_s(), ahead_s)?;
         let defaulted = doc.get("created_at").is_none_or(Value::is_null);
         if let (true, Some(op_id)) = (defaulted, op_id)
             && let Ok(Some(record)) = self.wal.get(&op_id)

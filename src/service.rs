@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use feral_transport::discovery::{Discovery, PeerBook, PeerInfo, add_static};
+use feral_transport::discovery::{BookFull, Discovery, PeerBook, PeerInfo, PeerSource, add_static};
 use feral_transport::driver::{client_endpoint, server_endpoint};
+use feral_transport::limits::PEER_FAILURES_MAX;
 use feral_transport::scheduler::{PeerSchedule, Schedule};
 use feral_transport::tls::Credentials;
 use feral_transport::{
@@ -165,18 +166,22 @@ impl Service {
             .status(tokio::time::Instant::now().into_std())
     }
 
-    /// Syncs with one peer now (it joins the book as a manual peer) and returns the result.
-    pub async fn sync_now(&self, peer: SocketAddr) -> SyncResult {
-        if !self.book.list().iter().any(|p| p.addr == peer) {
-            self.book.add(PeerInfo {
-                addr: peer,
-                node_id: None,
-                source: feral_transport::discovery::PeerSource::Manual,
-            });
+    /// Syncs with one peer now (it joins the book as a manual peer, within the cap of manual
+    /// peers) and returns the result.
+    pub async fn sync_now(&self, peer: SocketAddr) -> Result<SyncResult, BookFull> {
+        let known = self.book.get(peer);
+        if known.is_none() {
+            self.book.add(PeerInfo { addr: peer, node_id: None, source: PeerSource::Manual })?;
         }
-        let result = self.syncer.sync_with_peer(peer).await;
+        let result = sync_once(&self.syncer, known.as_ref(), peer).await;
         self.metrics.record(&result);
-        result
+        let failures = self.schedule.lock().unwrap_or_else(|p| p.into_inner()).record(
+            peer,
+            tokio::time::Instant::now().into_std(),
+            result.error.clone(),
+        );
+        forget_if_failing(&self.book, peer, &result, failures);
+        Ok(result)
     }
 
     /// Asks the scheduler to sync every healthy peer now.
@@ -221,14 +226,20 @@ async fn schedule_loop(
         };
         for peer in due {
             let (syncer, schedule, metrics) = (syncer.clone(), schedule.clone(), metrics.clone());
+            let book = book.clone();
             running.spawn(async move {
-                let result = syncer.sync_with_peer(peer).await;
+                let result = sync_once(&syncer, book.get(peer).as_ref(), peer).await;
                 metrics.record(&result);
                 if !result.success {
                     tracing::warn!(%peer, error = ?result.error, "scheduled sync failed");
                 }
                 let now = tokio::time::Instant::now().into_std();
-                schedule.lock().unwrap_or_else(|p| p.into_inner()).record(peer, now, result.error);
+                let failures = schedule.lock().unwrap_or_else(|p| p.into_inner()).record(
+                    peer,
+                    now,
+                    result.error.clone(),
+                );
+                forget_if_failing(&book, peer, &result, failures);
             });
         }
         tokio::select! {
@@ -239,4 +250,38 @@ async fn schedule_loop(
         }
     }
     while running.join_next().await.is_some() {}
+}
+
+/// One sync with a peer, holding its certificate to the node id it advertised (mDNS).
+async fn sync_once(syncer: &Syncer<Node>, info: Option<&PeerInfo>, peer: SocketAddr) -> SyncResult {
+    let advertised = info.and_then(|i| i.node_id.as_deref());
+    let expected = match advertised.map(parse_node_id) {
+        None => None,
+        Some(Some(id)) => Some(id),
+        // An advertisement whose node id is not 32 hex characters can match no certificate.
+        Some(None) => Some([0u8; 16]),
+    };
+    syncer.sync_expecting(peer, expected).await
+}
+
+fn parse_node_id(text: &str) -> Option<[u8; 16]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        id[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(id)
+}
+
+/// Forgets a discovered or manual peer whose certificate is not the node it advertised, or
+/// that failed [`PEER_FAILURES_MAX`] times in a row (static peers stay).
+fn forget_if_failing(book: &PeerBook, peer: SocketAddr, result: &SyncResult, failures: u32) {
+    let mismatch = result.error.as_deref() == Some("advertised_node_id_mismatch");
+    if (mismatch || failures >= PEER_FAILURES_MAX) && book.forget(peer, mismatch) {
+        tracing::warn!(%peer, failures, error = ?result.error, "peer forgotten");
+    }
 }

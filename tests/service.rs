@@ -73,7 +73,7 @@ async fn with_mdns_disabled_static_peers_are_used_and_sync() {
     let schedule = sa.schedule();
     assert_eq!(schedule.len(), 1);
     assert_eq!(schedule[0].failures, 0);
-    let result = sa.sync_now(sb.local_addr()).await;
+    let result = sa.sync_now(sb.local_addr()).await.expect("a known peer");
     assert!(result.success && result.sent == 0 && result.received == 0, "{result:?}");
     sa.stop().await;
     sb.stop().await;

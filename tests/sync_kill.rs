@@ -50,7 +50,7 @@ async fn a_receiver_killed_mid_sync_converges_on_the_next_sync_without_duplicate
     let root = tempfile::tempdir().expect("tempdir");
     let ca_dir = root.path().join("ca");
     let ca = Ca::generate().expect("ca");
-    ca.save(&ca_dir).expect("save ca");
+    ca.save(&ca_dir, false).expect("save ca");
     // The sender, in this process.
     let a = Arc::new(open(&root.path().join("a")));
     for start in (0..OPS).step_by(1000) {

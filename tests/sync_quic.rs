@@ -211,7 +211,11 @@ async fn a_second_concurrent_sync_with_one_peer_is_already_syncing() {
     });
     let options = SyncOptions {
         attempts: 1,
-        timeouts: Timeouts { connect: Duration::from_secs(5), handshake: Duration::from_secs(2) },
+        timeouts: Timeouts {
+            connect: Duration::from_secs(5),
+            handshake: Duration::from_secs(2),
+            ..Timeouts::default()
+        },
         ..SyncOptions::default()
     };
     let s = Arc::new(syncer(&client, options));

@@ -19,10 +19,10 @@ fn bench_dir() -> std::path::PathBuf {
     std::env::var_os("FERAL_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into)
 }
 
-async fn post(addr: std::net::SocketAddr, body: &[u8]) {
+async fn post(addr: std::net::SocketAddr, token: &str, body: &[u8]) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let head = format!(
-        "POST /v1/episodes HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/episodes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("write");
@@ -100,21 +100,24 @@ fn api_append(c: &mut Criterion) {
                     let listener =
                         tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                     let addr = listener.local_addr().expect("addr");
-                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                    let server = tokio::spawn(feral_memory::api::serve_api(
-                        listener,
-                        feral_memory::api::router(service.clone(), None),
-                        async {
-                            let _ = stopped.await;
-                        },
+                    let (stop, stopped) = tokio::sync::watch::channel(false);
+                    let token = feral_memory::api::token_for(dir.path()).expect("token");
+                    let config = feral_memory::api::ApiConfig::default();
+                    let (router, _) =
+                        feral_memory::api::routers(service.clone(), &config, token.clone());
+                    let server = tokio::spawn(feral_memory::api::serve::serve(
+                        feral_memory::api::Listener::Tcp(listener),
+                        router,
+                        config.limits,
+                        stopped,
                     ));
                     let start = Instant::now();
                     for body in &bodies {
-                        post(addr, body).await;
+                        post(addr, &token, body).await;
                     }
                     node.settle();
                     let took = start.elapsed();
-                    let _ = stop.send(());
+                    let _ = stop.send(true);
                     let _ = server.await;
                     service.stop().await;
                     took

@@ -30,7 +30,7 @@ fn large_ops() -> usize {
 }
 
 fn episodes(n: usize) -> Vec<Episode> {
-    (0..n as u64).map(|i| Episode::from_input(&episode_doc(i), 0.0).expect("valid")).collect()
+    (0..n as u64).map(|i| Episode::from_input(&episode_doc(i), 2e9).expect("valid")).collect()
 }
 
 /// Appends `batches` of episodes, each durable before the next, and returns once the
@@ -120,7 +120,7 @@ fn build_large(dir: &Path, n: usize) {
     let node = Node::open(dir, Config::default()).expect("open");
     for start in (0..n).step_by(BATCH) {
         let chunk: Vec<_> = (start..(start + BATCH).min(n))
-            .map(|i| (Episode::from_input(&episode_doc(i as u64), 0.0).expect("valid"), None))
+            .map(|i| (Episode::from_input(&episode_doc(i as u64), 2e9).expect("valid"), None))
             .collect();
         node.append_episodes(chunk).expect("append");
     }
@@ -150,7 +150,7 @@ fn build_large_with_crash(dir: &Path, crash: &Path, n: usize) {
     let node = Node::open(dir, Config::default()).expect("open");
     for start in (n - tail..n).step_by(BATCH) {
         let chunk: Vec<_> = (start..(start + BATCH).min(n))
-            .map(|i| (Episode::from_input(&episode_doc(i as u64), 0.0).expect("valid"), None))
+            .map(|i| (Episode::from_input(&episode_doc(i as u64), 2e9).expect("valid"), None))
             .collect();
         node.append_episodes(chunk).expect("append");
     }

@@ -37,7 +37,7 @@ fn episode(i: usize) -> Episode {
         "id": format!("ep-{i:012}"), "session_id": format!("s{}", i / 100), "event_type": "chat",
         "summary": "x".repeat(120), "created_at": i as f64,
     });
-    Episode::from_input(&doc, 0.0).expect("valid")
+    Episode::from_input(&doc, 2e9).expect("valid")
 }
 
 struct Side {

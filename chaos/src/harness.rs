@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::http;
+use feral_memory::client::{ApiClient, Endpoint};
+
 use crate::proc::{Proc, Stream};
 
 /// How long a `run` node may take to come up.
@@ -214,20 +215,24 @@ impl Harness {
             .nth(2)
             .and_then(|a| a.parse().ok())
             .with_context(|| format!("no address in {listening:?}"))?;
-        let api = api_line
+        let api_addr: SocketAddr = api_line
             .trim_start_matches("api on http://")
             .split_whitespace()
             .next()
             .and_then(|a| a.parse().ok())
             .with_context(|| format!("no address in {api_line:?}"))?;
+        // Over TCP with the data directory's token, as a caller on this machine would.
+        let token = feral_memory::client::token_of(dir)
+            .with_context(|| format!("no API token in {}", dir.display()))?;
+        let api = ApiClient::new(Endpoint::Tcp(api_addr), Some(token)).with_timeout(API_TIMEOUT);
         Ok(Running { proc, sync_addr, api, dir: dir.to_path_buf() })
     }
 }
 
 /// POST /v1/sync with one peer to the API at `api`; returns the result object.
-pub fn sync_via(api: SocketAddr, peer: SocketAddr) -> Result<Value> {
-    let body = json!({ "peer": peer.to_string() }).to_string();
-    let (status, v) = http::request(api, "POST", "/v1/sync", Some(&body), API_TIMEOUT)?;
+pub fn sync_via(api: &ApiClient, peer: SocketAddr) -> Result<Value> {
+    let body = json!({ "peer": peer.to_string() });
+    let (status, v) = api.call("POST", "/v1/sync", Some(&body))?;
     if status != 200 {
         bail!("POST /v1/sync: {status} {v}");
     }
@@ -241,8 +246,8 @@ pub struct Running {
     pub proc: Proc,
     /// Where it serves sync.
     pub sync_addr: SocketAddr,
-    /// Where its API listens.
-    pub api: SocketAddr,
+    /// Its API (TCP with the token).
+    pub api: ApiClient,
     /// Its data directory.
     pub dir: PathBuf,
 }
@@ -250,17 +255,18 @@ pub struct Running {
 impl Running {
     /// GET `path`.
     pub fn get(&self, path: &str) -> Result<(u16, Value)> {
-        http::request(self.api, "GET", path, None, API_TIMEOUT)
+        Ok(self.api.call("GET", path, None)?)
     }
 
     /// POST `path` with a JSON body.
     pub fn post(&self, path: &str, body: Option<&str>) -> Result<(u16, Value)> {
-        http::request(self.api, "POST", path, body, API_TIMEOUT)
+        let body = body.map(serde_json::from_str::<Value>).transpose()?;
+        Ok(self.api.call("POST", path, body.as_ref())?)
     }
 
     /// POST /v1/sync with one peer; returns the result object.
     pub fn sync_with(&self, peer: SocketAddr) -> Result<Value> {
-        sync_via(self.api, peer)
+        sync_via(&self.api, peer)
     }
 
     /// POST /v1/sync until the session is this call's own (the scheduler may hold the peer:

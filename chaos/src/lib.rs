@@ -5,7 +5,6 @@
 
 pub mod fake_peer;
 pub mod harness;
-pub mod http;
 pub mod proc;
 pub mod relay;
 pub mod report;

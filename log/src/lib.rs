@@ -17,6 +17,7 @@ pub mod limits;
 pub mod lock;
 mod maintenance;
 pub mod op;
+pub mod private;
 pub mod read;
 pub mod record;
 pub mod recovery;

@@ -33,8 +33,10 @@ pub const INDEX_RUN_OPS_MIN: usize = 4;
 pub const INDEX_RUN_OPS_MAX: usize = 4096;
 /// Ops replayed into the index per redb transaction during catch-up and rebuild.
 pub const INDEX_REPLAY_BATCH_OPS: usize = 4096;
-/// Default bound on how far a remote HLC may run ahead of local physical time.
-pub const HLC_DRIFT_MS_MAX_DEFAULT: u64 = 5 * 60 * 1000;
+/// Default bound on how far a remote HLC may run ahead of local physical time (`max_drift_secs`
+/// in the config). Five minutes let a forged edit win over a real one made minutes later; a
+/// minute covers the clock skew of machines on one LAN that run NTP.
+pub const HLC_DRIFT_MS_MAX_DEFAULT: u64 = 60 * 1000;
 /// Bytes read at once while scanning a segment.
 pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 /// Bytes read at once for a point read by op_id (a frame is usually well under this; a larger

@@ -1,6 +1,6 @@
 //! The data-directory lock: one process owns a directory at a time (flock on `LOCK`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join(LOCK_FILE);
         let io = |e| Error::from_io(&path, e);
-        let mut file = OpenOptions::new()
+        let mut file = crate::private::options()
             .read(true)
             .write(true)
             .create(true)

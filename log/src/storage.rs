@@ -92,7 +92,7 @@ impl StorageFile for FsFile {
 
 impl Storage for FsStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = crate::private::options().read(true).write(true).create_new(true).open(path)?;
         Ok(Box::new(FsFile(file)))
     }
 

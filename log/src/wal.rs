@@ -290,7 +290,7 @@ impl Wal {
             )));
         }
         let wal_dir = dir.join(WAL_DIR);
-        fs::create_dir_all(&wal_dir).map_err(|e| Error::from_io(&wal_dir, e))?;
+        crate::private::create_dir_all(&wal_dir).map_err(|e| Error::from_io(&wal_dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
         let origin = read_origin(&dir, &config.storage)?;
         let capacity =
@@ -353,6 +353,11 @@ impl Wal {
     /// This directory's writer incarnation.
     pub fn origin(&self) -> Origin {
         self.inner.origin
+    }
+
+    /// How far ahead of local time a received HLC (and a caller's `created_at`) may be.
+    pub fn drift_ms_max(&self) -> u64 {
+        self.inner.config.drift_ms_max
     }
 
     /// Highest durable LSN.

@@ -73,10 +73,52 @@ const FIELDS: [&str; 10] = [
     "location",
 ];
 
+/// How far ahead of the local clock a caller's `created_at` may be by default (the node uses
+/// its drift bound, `max_drift_secs`).
+pub const CREATED_AT_AHEAD_SECS_DEFAULT: f64 = 60.0;
+/// Above this, a `created_at` is taken for milliseconds (1e11 s is the year 5138).
+pub const CREATED_AT_SECONDS_MAX_PLAUSIBLE: f64 = 1e11;
+
 impl Episode {
     /// Validates caller input. `now_s` fills a missing `created_at`. Unknown fields are refused
-    /// (a typo would otherwise lose data silently).
+    /// (a typo would otherwise lose data silently). `created_at` may be at most
+    /// [`CREATED_AT_AHEAD_SECS_DEFAULT`] ahead of `now_s`.
     pub fn from_input(value: &Value, now_s: f64) -> Result<Episode, FieldError> {
+        Self::from_input_within(value, now_s, CREATED_AT_AHEAD_SECS_DEFAULT)
+    }
+
+    /// [`Episode::from_input`] with `created_at` at most `ahead_s` ahead of `now_s`. This bound
+    /// is for caller input only: an episode received from a peer is judged by [`validate`]
+    /// alone, so every node keeps the same rows whatever its clock says.
+    ///
+    /// [`validate`]: Episode::validate
+    pub fn from_input_within(
+        value: &Value,
+        now_s: f64,
+        ahead_s: f64,
+    ) -> Result<Episode, FieldError> {
+        let episode = Self::parse_input(value, now_s)?;
+        let latest = now_s + ahead_s;
+        if episode.created_at > latest {
+            let reason = if episode.created_at > CREATED_AT_SECONDS_MAX_PLAUSIBLE {
+                format!(
+                    "{} looks like milliseconds; created_at is unix seconds (now is about {})",
+                    episode.created_at,
+                    now_s.floor()
+                )
+            } else {
+                format!(
+                    "{} is more than {ahead_s} s ahead of this node's clock ({})",
+                    episode.created_at,
+                    now_s.floor()
+                )
+            };
+            return Err(field_error("created_at", reason));
+        }
+        Ok(episode)
+    }
+
+    fn parse_input(value: &Value, now_s: f64) -> Result<Episode, FieldError> {
         let Value::Object(map) = value else {
             return Err(field_error("(document)", "an episode must be a JSON object"));
         };
@@ -253,6 +295,27 @@ mod tests {
         doc.as_object_mut().expect("object").remove("session_id");
         assert_eq!(Episode::from_input(&doc, 0.0).expect_err("missing").field, "session_id");
         assert_eq!(Episode::from_input(&json!([1]), 0.0).expect_err("list").field, "(document)");
+    }
+
+    #[test]
+    fn created_at_is_seconds_within_the_bound() {
+        let now = 1_800_000_000.0;
+        let at = |t: f64| {
+            let mut doc = base();
+            doc["created_at"] = json!(t);
+            Episode::from_input_within(&doc, now, 60.0)
+        };
+        assert!(at(0.0).is_ok(), "1970 is allowed");
+        assert!(at(now + 60.0).is_ok(), "up to the bound ahead");
+        let ahead = at(now + 61.0).expect_err("past the bound");
+        assert_eq!(ahead.field, "created_at");
+        assert!(ahead.reason.contains("ahead"), "{ahead}");
+        let ms = at(now * 1000.0).expect_err("milliseconds");
+        assert!(ms.reason.contains("looks like milliseconds"), "{ms}");
+        assert!(at(-1.0).is_err(), "before 1970");
+        let mut stored = Episode::from_input(&base(), now).expect("valid");
+        stored.created_at = now * 1000.0;
+        assert_eq!(stored.validate(), Ok(()), "a received episode is not judged by this clock");
     }
 
     #[test]

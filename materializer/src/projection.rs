@@ -106,6 +106,7 @@ impl Materializer {
     /// Opens (creating if needed) the projection file.
     pub fn open(path: &Path) -> Result<Materializer> {
         let path = path.to_path_buf();
+        feral_log::private::precreate(&path).map_err(|e| map_io(&path, e))?;
         let db = catch_redb_panic(
             || {
                 redb::Builder::new()

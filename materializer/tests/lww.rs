@@ -19,7 +19,7 @@ fn episode_data(id: &str, summary: &str, created_at: f64) -> Vec<u8> {
         "id": id, "session_id": "s", "event_type": "chat", "summary": summary,
         "created_at": created_at,
     });
-    Episode::from_input(&doc, 0.0).expect("valid").to_data()
+    Episode::from_input(&doc, 2e9).expect("valid").to_data()
 }
 
 /// Ops from three origins on five rows: inserts, deletes, a few invalid episode documents

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 use serde::Serialize;
+
+use crate::limits::{DISCOVERED_PEERS_MAX, MANUAL_PEERS_MAX};
 
 /// The mDNS service type nodes advertise.
 pub const SERVICE_TYPE: &str = "_feral._udp.local.";
@@ -36,10 +39,32 @@ pub struct PeerInfo {
     pub source: PeerSource,
 }
 
-/// The peers a node knows, by address.
+/// The peers a node knows, by address. mDNS and manual entries are capped
+/// ([`DISCOVERED_PEERS_MAX`], [`MANUAL_PEERS_MAX`]); static ones are what the operator listed.
 #[derive(Debug, Default)]
 pub struct PeerBook {
     peers: Mutex<BTreeMap<SocketAddr, (PeerInfo, Option<String>)>>,
+    refused: AtomicU64,
+}
+
+/// The book's counters, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BookCounters {
+    /// mDNS peers refused: past the cap, or dropped because their certificate proved another
+    /// node id than they advertised.
+    pub refused: u64,
+}
+
+/// A peer could not be added: the book holds as many of its kind as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this node already knows {max} {kind:?} peers (the cap); a peer is forgotten after failed syncs"
+)]
+pub struct BookFull {
+    /// The cap.
+    pub max: usize,
+    /// The kind of peer.
+    pub kind: PeerSource,
 }
 
 impl PeerBook {
@@ -48,19 +73,60 @@ impl PeerBook {
     }
 
     /// Adds or refreshes a peer. A static or manual entry is not replaced by an mDNS one.
-    pub fn add(&self, info: PeerInfo) {
-        self.add_named(info, None);
+    /// Manual and mDNS peers beyond their cap are refused.
+    pub fn add(&self, info: PeerInfo) -> Result<(), BookFull> {
+        self.add_named(info, None)
     }
 
-    fn add_named(&self, info: PeerInfo, mdns_name: Option<String>) {
+    fn add_named(&self, info: PeerInfo, mdns_name: Option<String>) -> Result<(), BookFull> {
         let mut peers = self.lock();
         match peers.get(&info.addr) {
             Some((held, _))
                 if held.source != PeerSource::Mdns && info.source == PeerSource::Mdns => {}
-            _ => {
+            Some(_) => {
+                peers.insert(info.addr, (info, mdns_name));
+            }
+            None => {
+                let max = match info.source {
+                    PeerSource::Static => usize::MAX,
+                    PeerSource::Mdns => DISCOVERED_PEERS_MAX,
+                    PeerSource::Manual => MANUAL_PEERS_MAX,
+                };
+                let held = peers.values().filter(|(p, _)| p.source == info.source).count();
+                if held >= max {
+                    if info.source == PeerSource::Mdns {
+                        self.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Err(BookFull { max, kind: info.source });
+                }
                 peers.insert(info.addr, (info, mdns_name));
             }
         }
+        Ok(())
+    }
+
+    /// Forgets a discovered or manual peer (failed too often, or not the node it advertised);
+    /// `refused` counts it as refused. Static peers stay: the operator listed them.
+    pub fn forget(&self, addr: SocketAddr, refused: bool) -> bool {
+        let mut peers = self.lock();
+        let removable = peers.get(&addr).is_some_and(|(p, _)| p.source != PeerSource::Static);
+        if removable {
+            peers.remove(&addr);
+            if refused {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        removable
+    }
+
+    /// The peer at `addr`, if known.
+    pub fn get(&self, addr: SocketAddr) -> Option<PeerInfo> {
+        self.lock().get(&addr).map(|(info, _)| info.clone())
+    }
+
+    /// The book's counters.
+    pub fn counters(&self) -> BookCounters {
+        BookCounters { refused: self.refused.load(Ordering::Relaxed) }
     }
 
     /// Forgets the mDNS peers advertised under `fullname` (they left).
@@ -92,7 +158,7 @@ pub fn parse_static_peers(list: &str) -> Vec<SocketAddr> {
 /// Adds static peers to the book.
 pub fn add_static(book: &PeerBook, peers: &[SocketAddr]) {
     for addr in peers {
-        book.add(PeerInfo { addr: *addr, node_id: None, source: PeerSource::Static });
+        let _ = book.add(PeerInfo { addr: *addr, node_id: None, source: PeerSource::Static });
     }
 }
 
@@ -187,8 +253,10 @@ fn apply_event(book: &PeerBook, own: &str, event: ServiceEvent) {
             for ip in service.get_addresses_v4() {
                 let addr = SocketAddr::new(ip.into(), service.port);
                 let info = PeerInfo { addr, node_id: node_id.clone(), source: PeerSource::Mdns };
-                tracing::info!(%addr, node_id = ?node_id, "peer found by mDNS");
-                book.add_named(info, Some(service.fullname.clone()));
+                match book.add_named(info, Some(service.fullname.clone())) {
+                    Ok(()) => tracing::info!(%addr, node_id = ?node_id, "peer found by mDNS"),
+                    Err(e) => tracing::warn!(%addr, error = %e, "mDNS peer refused"),
+                }
             }
         }
         ServiceEvent::ServiceRemoved(_, fullname) => {
@@ -221,9 +289,36 @@ mod tests {
         book.add_named(
             PeerInfo { addr, node_id: Some("x".into()), source: PeerSource::Mdns },
             Some("x._feral._udp.local.".into()),
-        );
+        )
+        .expect("room");
         assert_eq!(book.list()[0].source, PeerSource::Static);
         book.remove_mdns("x._feral._udp.local.");
         assert_eq!(book.list().len(), 1);
+    }
+
+    #[test]
+    fn discovered_and_manual_peers_are_capped_and_forgettable() {
+        let book = PeerBook::default();
+        let peer = |i: usize, source| PeerInfo {
+            addr: SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 7411)),
+            node_id: None,
+            source,
+        };
+        for i in 0..DISCOVERED_PEERS_MAX {
+            book.add_named(peer(i, PeerSource::Mdns), Some(format!("n{i}"))).expect("room");
+        }
+        let full = book.add_named(peer(9999, PeerSource::Mdns), None).expect_err("capped");
+        assert_eq!(full.max, DISCOVERED_PEERS_MAX);
+        assert_eq!(book.counters().refused, 1);
+        for i in 0..MANUAL_PEERS_MAX {
+            book.add(peer(1000 + i, PeerSource::Manual)).expect("room");
+        }
+        assert!(book.add(peer(5000, PeerSource::Manual)).is_err());
+        assert!(book.forget(peer(1000, PeerSource::Manual).addr, false));
+        book.add(peer(5000, PeerSource::Manual)).expect("room again");
+        add_static(&book, &[peer(7000, PeerSource::Static).addr]);
+        assert!(!book.forget(peer(7000, PeerSource::Static).addr, false), "static peers stay");
+        assert!(book.forget(peer(0, PeerSource::Mdns).addr, true));
+        assert_eq!(book.counters().refused, 2);
     }
 }

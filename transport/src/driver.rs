@@ -13,7 +13,11 @@ use tokio::task::block_in_place;
 use tokio::time::Instant;
 
 use crate::error::{TransportError, from_connection};
-use crate::limits::{IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, READ_CHUNK_BYTES, REFUSAL_WRITE_TIMEOUT};
+use crate::limits::{
+    CONNECTION_RECEIVE_WINDOW_BYTES, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, READ_CHUNK_BYTES,
+    REFUSAL_WRITE_TIMEOUT, SEND_WINDOW_BYTES, SESSION_PROGRESS_TIMEOUT,
+    STREAM_RECEIVE_WINDOW_BYTES,
+};
 use crate::tls::{self, Credentials, SERVER_NAME};
 
 /// What the driver needs from a node.
@@ -44,19 +48,35 @@ pub struct Timeouts {
     pub connect: Duration,
     /// From the connection to the peer's hello.
     pub handshake: Duration,
+    /// After the hello, the longest time without a byte moving either way (keep-alive
+    /// packets do not count: a peer that stalls inside a frame is cut off).
+    pub progress: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(5), handshake: Duration::from_secs(10) }
+        Timeouts {
+            connect: Duration::from_secs(5),
+            handshake: Duration::from_secs(10),
+            progress: SESSION_PROGRESS_TIMEOUT,
+        }
     }
 }
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
+/// The transport settings of both sides: one bidirectional stream per connection (opened by
+/// the client), no unidirectional streams and no datagrams, receive windows of about twice
+/// the frame limit (quinn's defaults allow 100 + 100 streams of 1.25 MB each).
+fn transport_config(server: bool) -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
     // Keep-alives below the idle timeout: a half-open peer is detected within IDLE_TIMEOUT.
     config.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
     config.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    config.max_concurrent_bidi_streams(u32::from(server).into());
+    config.max_concurrent_uni_streams(0u32.into());
+    config.stream_receive_window(STREAM_RECEIVE_WINDOW_BYTES.into());
+    config.receive_window(CONNECTION_RECEIVE_WINDOW_BYTES.into());
+    config.send_window(SEND_WINDOW_BYTES);
+    config.datagram_receive_buffer_size(None);
     Arc::new(config)
 }
 
@@ -65,7 +85,7 @@ pub fn server_endpoint(creds: &Credentials, addr: SocketAddr) -> Result<Endpoint
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto(creds)?)
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport_config());
+    config.transport_config(transport_config(true));
     Endpoint::server(config, addr).map_err(|e| TransportError::Connect(format!("bind {addr}: {e}")))
 }
 
@@ -82,7 +102,7 @@ pub fn client_endpoint(
     )?)
     .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport_config());
+    config.transport_config(transport_config(false));
     let mut endpoint =
         Endpoint::client(bind).map_err(|e| TransportError::Connect(format!("bind {bind}: {e}")))?;
     endpoint.set_default_client_config(config);
@@ -105,14 +125,17 @@ fn peer_node_id(connection: &Connection) -> Result<[u8; 16], TransportError> {
     Ok(tls::node_id_of(spki))
 }
 
-/// One sync as the client. Returns the session counters, and whether the handshake completed
-/// (failures before it are worth a retry; after it, the next sync resumes).
+/// One sync as the client. `expected` is the node id the peer advertised (mDNS), if any: a
+/// certificate that proves another is refused. Returns the session counters, and whether the
+/// handshake completed (failures before it are worth a retry; after it, the next sync
+/// resumes).
 pub async fn connect_and_sync<H: SyncHost>(
     endpoint: &Endpoint,
     addr: SocketAddr,
     host: &H,
     cluster_id: [u8; 32],
     timeouts: Timeouts,
+    expected: Option<[u8; 16]>,
 ) -> (Result<Transfer, TransportError>, bool) {
     let mut handshaken = false;
     let outcome = async {
@@ -124,6 +147,10 @@ pub async fn connect_and_sync<H: SyncHost>(
             .map_err(|_| TransportError::Timeout("connect"))?
             .map_err(|e| from_connection(&e))?;
         let proven = peer_node_id(&connection)?;
+        if expected.is_some_and(|id| id != proven) {
+            connection.close(1u32.into(), b"node_id_mismatch");
+            return Err(TransportError::AdvertisedIdMismatch);
+        }
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| from_connection(&e))?;
         let mut session = host.session(cluster_id)?;
         session.expect_peer_node_id(proven);
@@ -136,18 +163,75 @@ pub async fn connect_and_sync<H: SyncHost>(
     (outcome, handshaken)
 }
 
-/// Serves one incoming connection to its end.
+/// The sessions this node serves, by peer node id: at most one per node id. A new session
+/// from a node id supersedes the one it has (closed with `superseded`): a node restarted after
+/// a crash is served at once, and a peer opening many sessions holds only its newest.
+#[derive(Debug, Default)]
+pub struct Serving {
+    held: std::sync::Mutex<std::collections::HashMap<[u8; 16], (u64, Connection)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A node id's served session; dropping it frees the node id unless a newer session took it.
+#[derive(Debug)]
+pub struct ServingClaim<'a> {
+    serving: &'a Serving,
+    node_id: [u8; 16],
+    generation: u64,
+}
+
+impl Serving {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 16], (u64, Connection)>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims `node_id` for `connection`, closing the session it had, if any.
+    pub fn claim(&self, node_id: [u8; 16], connection: &Connection) -> ServingClaim<'_> {
+        let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let old = self.lock().insert(node_id, (generation, connection.clone()));
+        if let Some((_, old)) = old {
+            tracing::warn!(peer = %old.remote_address(), "a newer session from the same node supersedes this one");
+            old.close(1u32.into(), b"superseded");
+        }
+        ServingClaim { serving: self, node_id, generation }
+    }
+
+    /// Node ids with a session served now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no session is served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for ServingClaim<'_> {
+    fn drop(&mut self) {
+        let mut held = self.serving.lock();
+        if held.get(&self.node_id).is_some_and(|(g, _)| *g == self.generation) {
+            held.remove(&self.node_id);
+        }
+    }
+}
+
+/// Serves one incoming connection to its end: one session per peer node id at a time.
 pub async fn serve_connection<H: SyncHost>(
     incoming: quinn::Incoming,
     host: &H,
     cluster_id: [u8; 32],
     timeouts: Timeouts,
+    serving: &Serving,
 ) -> Result<Transfer, TransportError> {
     let connection = tokio::time::timeout(timeouts.handshake, incoming)
         .await
         .map_err(|_| TransportError::Timeout("handshake"))?
         .map_err(|e| from_connection(&e))?;
     let proven = peer_node_id(&connection)?;
+    let _claim = serving.claim(proven, &connection);
     let (mut send, mut recv) = tokio::time::timeout(timeouts.handshake, connection.accept_bi())
         .await
         .map_err(|_| TransportError::Timeout("handshake"))?
@@ -175,8 +259,7 @@ async fn session_over<H: SyncHost>(
 ) -> Result<Transfer, TransportError> {
     let mut store = host.store();
     let mut transfer = Transfer::default();
-    let result =
-        run_session(session, &mut *store, streams, &mut transfer, timeouts.handshake).await;
+    let result = run_session(session, &mut *store, streams, &mut transfer, timeouts).await;
     transfer.stats = session.stats();
     result.map(|()| transfer)
 }
@@ -188,9 +271,11 @@ async fn run_session(
     store: &mut (dyn SyncStore + Send + '_),
     (send, recv): (&mut SendStream, &mut RecvStream),
     transfer: &mut Transfer,
-    handshake: Duration,
+    timeouts: Timeouts,
 ) -> Result<(), TransportError> {
+    let handshake = timeouts.handshake;
     let deadline = Instant::now() + handshake;
+    let mut progress = Instant::now();
     let mut decoder = FrameDecoder::default();
     let (mut out, mut at) = (Vec::new(), 0);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
@@ -215,6 +300,7 @@ async fn run_session(
         tokio::select! {
             read = recv.read(&mut buf), if !peer_finished => match read.map_err(read_error)? {
                 Some(n) => {
+                    progress = Instant::now();
                     transfer.bytes_received += n as u64;
                     decoder.push(&buf[..n]);
                     if let Err(e) = deliver(session, store, &mut decoder) {
@@ -230,11 +316,15 @@ async fn run_session(
             },
             written = send.write(&out[at..]), if at < out.len() => {
                 let n = written.map_err(write_error)?;
+                progress = Instant::now();
                 transfer.bytes_sent += n as u64;
                 at += n;
             }
             () = tokio::time::sleep_until(deadline), if handshaking => {
                 return Err(TransportError::Timeout("handshake"));
+            }
+            () = tokio::time::sleep_until(progress + timeouts.progress), if !handshaking => {
+                return Err(TransportError::Timeout("progress"));
             }
         }
     }

@@ -21,6 +21,9 @@ pub enum TransportError {
     /// The peer could not be reached or the connection failed before the handshake ended.
     #[error("connect: {0}")]
     Connect(String),
+    /// A CA directory already holds a CA (its key would be replaced).
+    #[error("{} already holds a cluster CA; replacing it cuts off every node it issued (pass --force to replace it)", .0.display())]
+    CaExists(PathBuf),
     /// The connect or the handshake took longer than its timeout.
     #[error("{0} timed out")]
     Timeout(&'static str),
@@ -33,6 +36,9 @@ pub enum TransportError {
         /// Details.
         reason: String,
     },
+    /// The peer's certificate proves another node id than the one it advertised (mDNS).
+    #[error("the peer's certificate proves another node id than it advertised")]
+    AdvertisedIdMismatch,
     /// The connection dropped during the session.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
@@ -52,10 +58,12 @@ impl TransportError {
         match self {
             TransportError::Tls(_) => "tls_error".into(),
             TransportError::Io { .. } => "io_error".into(),
+            TransportError::CaExists(_) => "ca_exists".into(),
             TransportError::Connect(_) => "connect_failed".into(),
             TransportError::Timeout(what) => format!("{}_timeout", what.replace(' ', "_")),
             TransportError::Certificate { code, .. } => (*code).into(),
             TransportError::ConnectionLost(_) => "connection_lost".into(),
+            TransportError::AdvertisedIdMismatch => "advertised_node_id_mismatch".into(),
             TransportError::Sync(e) => e.code().into(),
         }
     }
@@ -91,6 +99,16 @@ pub fn from_connection(error: &quinn::ConnectionError) -> TransportError {
             _ => "tls_alert",
         };
         return TransportError::Certificate { code, reason: error.to_string() };
+    }
+    if let E::ApplicationClosed(close) = error
+        && u64::from(close.error_code) == 1
+    {
+        // The peer refused the session before a stream carried its reason.
+        let code = String::from_utf8_lossy(&close.reason);
+        return TransportError::Sync(SyncError::peer_refused(
+            &code,
+            "the peer closed the connection",
+        ));
     }
     TransportError::ConnectionLost(error.to_string())
 }

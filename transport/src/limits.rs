@@ -20,3 +20,22 @@ pub const SYNC_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
 pub const SCHEDULE_BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// The scheduler's longest wait after failures.
 pub const SCHEDULE_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// mDNS peers a node keeps; more advertisements are refused and counted.
+pub const DISCOVERED_PEERS_MAX: usize = 64;
+/// Peers named in sync requests a node keeps.
+pub const MANUAL_PEERS_MAX: usize = 32;
+/// A discovered or manual peer is forgotten after this many failed syncs in a row (a
+/// discovered one is found again when it next announces itself).
+pub const PEER_FAILURES_MAX: u32 = 5;
+/// Sync connections this node serves at once (each holds up to two receive windows).
+pub const SERVED_CONNECTIONS_MAX: usize = 16;
+/// A session's stream receive window: about twice the largest frame, so one whole frame
+/// can be in flight while the previous one is applied.
+pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 2 * feral_sync::limits::FRAME_BYTES_MAX as u32;
+/// A connection's receive window (one stream per connection).
+pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = STREAM_RECEIVE_WINDOW_BYTES + 64 * 1024;
+/// Bytes a connection may send before its peer acknowledges them.
+pub const SEND_WINDOW_BYTES: u64 = 2 * STREAM_RECEIVE_WINDOW_BYTES as u64;
+/// After the hello, a session in which no byte moves either way for this long is ended
+/// (`progress_timeout`), whatever keep-alives say.
+pub const SESSION_PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use quinn::Endpoint;
 
-use crate::driver::{SyncHost, Timeouts, connect_and_sync, serve_connection};
-use crate::limits::{SYNC_ATTEMPTS_DEFAULT, SYNC_BACKOFF_BASE};
+use crate::driver::{Serving, SyncHost, Timeouts, connect_and_sync, serve_connection};
+use crate::limits::{SERVED_CONNECTIONS_MAX, SYNC_ATTEMPTS_DEFAULT, SYNC_BACKOFF_BASE};
 
 /// How backoff waits: tokio's timer, or a test's recorder.
 pub trait Sleeper: Send + Sync + fmt::Debug {
@@ -158,6 +158,12 @@ pub struct Syncer<H> {
 impl<H: SyncHost> Syncer<H> {
     /// Syncs with one peer. Never fails: the outcome is in the result.
     pub async fn sync_with_peer(&self, peer: SocketAddr) -> SyncResult {
+        self.sync_expecting(peer, None).await
+    }
+
+    /// Syncs with one peer that advertised `expected` as its node id (mDNS): a certificate
+    /// proving another is refused with `advertised_node_id_mismatch`, without retries.
+    pub async fn sync_expecting(&self, peer: SocketAddr, expected: Option<[u8; 16]>) -> SyncResult {
         if self.host.io_paused() {
             let detail = "the node is paused; free space or repair, then resume".to_string();
             return SyncResult::failure(peer, 0, "disk_full".into(), detail, true);
@@ -176,6 +182,7 @@ impl<H: SyncHost> Syncer<H> {
                 &*self.host,
                 self.cluster_id,
                 self.options.timeouts,
+                expected,
             )
             .await;
             let error = match outcome {
@@ -208,7 +215,8 @@ impl<H: SyncHost> Syncer<H> {
 }
 
 /// Serves peers on `endpoint` until `shutdown` resolves, then closes the endpoint and waits
-/// for every connection task (no task outlives it).
+/// for every connection task (no task outlives it). At most [`SERVED_CONNECTIONS_MAX`]
+/// connections are served at once (more are refused at once), and one session per peer node id.
 pub async fn serve<H: SyncHost>(
     endpoint: Endpoint,
     host: Arc<H>,
@@ -217,16 +225,22 @@ pub async fn serve<H: SyncHost>(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
+    let serving = Arc::new(Serving::default());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let host = host.clone();
+                if tasks.len() >= SERVED_CONNECTIONS_MAX {
+                    tracing::warn!(peer = %incoming.remote_address(), max = SERVED_CONNECTIONS_MAX, "sync connection refused: at the cap");
+                    incoming.refuse();
+                    continue;
+                }
+                let (host, serving) = (host.clone(), serving.clone());
                 tasks.spawn(async move {
                     let peer = incoming.remote_address();
-                    match serve_connection(incoming, &*host, cluster_id, timeouts).await {
+                    match serve_connection(incoming, &*host, cluster_id, timeouts, &serving).await {
                         Ok(t) => tracing::info!(%peer, sent = t.stats.sent, received = t.stats.received, "served a sync"),
                         Err(e) => tracing::warn!(%peer, error = %e, code = %e.code(), "a served sync failed"),
                     }

@@ -95,9 +95,10 @@ impl Schedule {
 
     /// Records a finished sync: a success resets the backoff and waits one interval; a failure
     /// waits 5 s, then 10 s, 20 s… up to 300 s.
-    pub fn record(&mut self, peer: SocketAddr, now: Instant, error: Option<String>) {
+    /// Returns the failures in a row.
+    pub fn record(&mut self, peer: SocketAddr, now: Instant, error: Option<String>) -> u32 {
         let interval = self.interval;
-        let Some(state) = self.peers.get_mut(&peer) else { return };
+        let Some(state) = self.peers.get_mut(&peer) else { return 0 };
         state.running = false;
         match error {
             None => {
@@ -118,6 +119,7 @@ impl Schedule {
                 state.next = now + state.backoff;
             }
         }
+        state.failures
     }
 
     /// The earliest time a peer is due (for sleeping until then).

@@ -15,6 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
+use feral_log::private;
+
 use crate::error::TransportError;
 
 /// The ALPN protocol of a sync connection.
@@ -32,6 +34,8 @@ pub const CA_VALID_DAYS: i64 = 3650;
 /// Lifetime of a new node certificate.
 pub const NODE_CERT_VALID_DAYS: i64 = 397;
 const CA_COMMON_NAME: &str = "feral-memory cluster CA";
+/// Largest certificate signing request read.
+pub const CSR_BYTES_MAX: usize = 64 * 1024;
 
 fn tls_error(what: &str, e: impl std::fmt::Display) -> TransportError {
     TransportError::Tls(format!("{what}: {e}"))
@@ -86,11 +90,19 @@ impl Ca {
         Ok(Ca { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
-    /// Writes `ca.pem` and `ca.key` (mode 0600) into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), TransportError> {
-        std::fs::create_dir_all(dir).map_err(|e| TransportError::io(dir, e))?;
-        write_file(&dir.join(CA_CERT_FILE), self.cert_pem.as_bytes(), false)?;
-        write_file(&dir.join(CA_KEY_FILE), self.key_pem.as_bytes(), true)
+    /// Writes `ca.pem` and `ca.key` (each 0600, in a 0700 directory) into `dir`. A directory
+    /// that already holds a CA is refused ([`TransportError::CaExists`]) unless `replace`.
+    pub fn save(&self, dir: &Path, replace: bool) -> Result<(), TransportError> {
+        if !replace {
+            for name in [CA_KEY_FILE, CA_CERT_FILE] {
+                if dir.join(name).exists() {
+                    return Err(TransportError::CaExists(dir.join(name)));
+                }
+            }
+        }
+        private::create_dir_all(dir).map_err(|e| TransportError::io(dir, e))?;
+        write_file(&dir.join(CA_KEY_FILE), self.key_pem.as_bytes())?;
+        write_file(&dir.join(CA_CERT_FILE), self.cert_pem.as_bytes())
     }
 
     /// Reads a CA saved by [`Ca::save`].
@@ -107,32 +119,51 @@ impl Ca {
         Ok(cluster_id_of(&pem_certs(&self.cert_pem)?[0]))
     }
 
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, TransportError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem).map_err(|e| tls_error("the CA key", e))?;
+        Ok(Issuer::new(ca_params(&ca_key), ca_key))
+    }
+
     /// Issues a certificate for a node's own key, valid over `[not_before, not_after]`. The
-    /// subject names the node id; the DNS name is [`SERVER_NAME`].
+    /// subject names the node id; the DNS name is [`SERVER_NAME`]; the serial is random, so a
+    /// renewal is a new certificate with a new serial.
     pub fn issue(
         &self,
         node_key: &KeyPair,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<String, TransportError> {
-        let ca_key = KeyPair::from_pem(&self.key_pem).map_err(|e| tls_error("the CA key", e))?;
-        let issuer = Issuer::new(ca_params(&ca_key), ca_key);
         let node_id = node_id_of(&node_key.subject_public_key_info());
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, hex(&node_id));
-        params.distinguished_name = name;
-        params.subject_alt_names = vec![SanType::DnsName(
-            SERVER_NAME.try_into().map_err(|e| tls_error("the DNS name", e))?,
-        )];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = not_before;
-        params.not_after = not_after;
-        let cert = params.signed_by(node_key, &issuer).map_err(|e| tls_error("issuing", e))?;
+        let params = node_params(&node_id, not_before, not_after)?;
+        let cert =
+            params.signed_by(node_key, &self.issuer()?).map_err(|e| tls_error("issuing", e))?;
         Ok(cert.pem())
+    }
+
+    /// Issues a certificate from a node's certificate signing request (its signature is
+    /// checked), so the CA key never has to be on the node. Only the request's public key is
+    /// taken: subject, names, usages and validity are this CA's own. Returns the certificate
+    /// (PEM) and the node id it proves.
+    pub fn sign_request(&self, csr_pem: &str) -> Result<(String, [u8; 16]), TransportError> {
+        if csr_pem.len() > CSR_BYTES_MAX {
+            return Err(TransportError::Tls(format!(
+                "a certificate signing request of {} bytes exceeds {CSR_BYTES_MAX}",
+                csr_pem.len()
+            )));
+        }
+        let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| tls_error("the certificate signing request", e))?;
+        let node_id = node_id_of(&request.public_key.subject_public_key_info());
+        let now = OffsetDateTime::now_utc();
+        let params = node_params(
+            &node_id,
+            now - Duration::hours(1),
+            now + Duration::days(NODE_CERT_VALID_DAYS),
+        )?;
+        let signed =
+            rcgen::CertificateSigningRequestParams { params, public_key: request.public_key };
+        let cert = signed.signed_by(&self.issuer()?).map_err(|e| tls_error("issuing", e))?;
+        Ok((cert.pem(), node_id))
     }
 
     /// Issues a certificate valid from an hour ago for [`NODE_CERT_VALID_DAYS`].
@@ -142,22 +173,47 @@ impl Ca {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TransportError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    }
-    let write = || -> std::io::Result<()> {
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| TransportError::io(path, e))
+/// A node certificate's parameters: the node id as subject, [`SERVER_NAME`], client and
+/// server use, a random serial.
+fn node_params(
+    node_id: &[u8; 16],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, TransportError> {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, hex(node_id));
+    params.distinguished_name = name;
+    params.subject_alt_names =
+        vec![SanType::DnsName(SERVER_NAME.try_into().map_err(|e| tls_error("the DNS name", e))?)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let mut serial = [0u8; 16];
+    feral_log::op::random_bytes(&mut serial);
+    serial[0] &= 0x7f; // a positive integer
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    Ok(params)
+}
+
+/// A certificate signing request (PEM) for a node's key, for `certs sign` where the CA is.
+pub fn signing_request(node_key: &KeyPair) -> Result<String, TransportError> {
+    let node_id = node_id_of(&node_key.subject_public_key_info());
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, hex(&node_id));
+    params.distinguished_name = name;
+    let request =
+        params.serialize_request(node_key).map_err(|e| tls_error("the signing request", e))?;
+    request.pem().map_err(|e| tls_error("the signing request", e))
+}
+
+/// Writes a file privately and atomically (0600, create_new, fsync, rename).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TransportError> {
+    private::write_atomic(path, bytes).map_err(|e| TransportError::io(path, e))
 }
 
 /// Every certificate in a PEM text, as DER.
@@ -190,6 +246,29 @@ impl Credentials {
             key_der: key.serialize_der(),
             roots: pem_certs(ca)?,
         })
+    }
+
+    /// Checks that the certificate is for this node's key and chains to a trusted CA now
+    /// (what `certs install` checks before it replaces a node's certificate).
+    pub fn verify_own(&self) -> Result<(), TransportError> {
+        let key =
+            KeyPair::try_from(self.key_der.as_slice()).map_err(|e| tls_error("the node key", e))?;
+        let cert = &self.chain[0];
+        if spki_of(cert).map(node_id_of) != Some(node_id_of(&key.subject_public_key_info())) {
+            return Err(TransportError::Tls(
+                "the certificate is not for this node's key (wrong node?)".into(),
+            ));
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.root_store()?,
+            provider(),
+        )
+        .build()
+        .map_err(|e| tls_error("the verifier", e))?;
+        verifier
+            .verify_client_cert(cert, &self.chain[1..], rustls::pki_types::UnixTime::now())
+            .map_err(|e| tls_error("the certificate does not chain to that CA", e))?;
+        Ok(())
     }
 
     /// The cluster id (of the first trusted CA).
@@ -352,6 +431,42 @@ mod tests {
             assert_eq!(spki_of(cert).map(node_id_of), Some(id));
         }
         assert_ne!(first[0], second[0], "a renewal is a new certificate");
+    }
+
+    /// The serial number of a DER certificate (the first field after the version).
+    fn serial_of(cert_der: &[u8]) -> Vec<u8> {
+        let (cert, _) = der_element(cert_der, 0x30).expect("certificate");
+        let (tbs, _) = der_element(cert.content, 0x30).expect("tbs");
+        let mut rest = tbs.content;
+        if rest.first() == Some(&0xa0) {
+            rest = der_element(rest, 0xa0).expect("version").1;
+        }
+        der_element(rest, 0x02).expect("serial").0.content.to_vec()
+    }
+
+    #[test]
+    fn a_renewal_has_a_new_serial_and_a_request_is_signed_for_its_key_only() {
+        let ca = Ca::generate().expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let first = pem_certs(&ca.issue_default(&key).expect("issue")).expect("pem").remove(0);
+        let second = pem_certs(&ca.issue_default(&key).expect("renew")).expect("pem").remove(0);
+        assert_ne!(serial_of(&first), serial_of(&second), "a renewal has a new serial");
+        let request = signing_request(&key).expect("csr");
+        let (cert, node_id) = ca.sign_request(&request).expect("sign");
+        assert_eq!(node_id, node_id_of(&key.subject_public_key_info()));
+        let creds = Credentials::from_pem(&cert, &key, &ca.cert_pem).expect("creds");
+        creds.verify_own().expect("chains to the CA and is for the key");
+        let other = KeyPair::generate().expect("other key");
+        let wrong = Credentials::from_pem(&cert, &other, &ca.cert_pem).expect("creds");
+        assert!(wrong.verify_own().is_err(), "not for another key");
+        let foreign = Ca::generate().expect("another CA");
+        let stranger = Credentials::from_pem(&cert, &key, &foreign.cert_pem).expect("creds");
+        assert!(stranger.verify_own().is_err(), "not for another CA");
+        let mut tampered = request.clone().into_bytes();
+        let at = tampered.len() / 2;
+        tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+        assert!(ca.sign_request(&String::from_utf8_lossy(&tampered)).is_err(), "a damaged request");
+        assert!(ca.sign_request(&"x".repeat(CSR_BYTES_MAX + 1)).is_err(), "an oversized one");
     }
 
     #[test]

@@ -75,8 +75,8 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     let mut fake = fake_peer(ctx, &peer_dir, peer, mode)?;
     let started = Instant::now();
     let (result, hellos) = std::thread::scope(|scope| -> Result<(Value, Vec<u64>)> {
-        let api = node.api;
-        let call = scope.spawn(move || crate::harness::sync_via(api, peer));
+        let api = node.api.clone();
+        let call = scope.spawn(move || crate::harness::sync_via(&api, peer));
         let mut hellos = Vec::new();
         while hellos.len() < 3 {
             let line = fake.wait_line(Instant::now() + Duration::from_secs(30), |s, l| {

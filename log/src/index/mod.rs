@@ -193,6 +193,7 @@ fn read_meta(table: &impl ReadableTable<&'static str, u64>) -> Result<IndexMeta>
 impl Index {
     /// Opens (creating if needed) the index file and its tables.
     pub fn open(path: &Path) -> Result<Index> {
+        crate::private::precreate(path).map_err(|e| Error::from_io(path, e))?;
         let db = catch_panic(|| {
             redb::Builder::new()
                 .set_cache_size(crate::limits::INDEX_CACHE_BYTES)

@@ -1,5 +1,29 @@
 //! Why a sync session failed, each cause distinct.
 
+/// The refusal codes a peer may send that are reported as they are; see
+/// [`SyncError::peer_refused`].
+pub const PEER_CODES: &[&str] = &[
+    "frame_too_large",
+    "malformed_frame",
+    "protocol_version",
+    "wrong_cluster",
+    "duplicate_node_id",
+    "node_id_mismatch",
+    "split_brain",
+    "clock_drift",
+    "disk_full",
+    "io_paused",
+    "already_syncing",
+    "superseded",
+    "busy",
+    "bad_signature",
+    "revoked",
+    "conflict",
+    "store_error",
+];
+/// Characters of a peer's refusal text kept.
+pub const PEER_REASON_CHARS_MAX: usize = 512;
+
 /// Every failure of a sync session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyncError {
@@ -81,6 +105,19 @@ impl SyncError {
         }
     }
 
+    /// A refusal that came from the peer: its code is taken only if it is one this build
+    /// knows (anything else is `other`, with the peer's text kept, bounded, in the reason),
+    /// so a peer can never put its own strings into metrics labels or log fields.
+    pub fn peer_refused(code: &str, reason: &str) -> SyncError {
+        let known = PEER_CODES.iter().find(|c| **c == code).copied().unwrap_or("other");
+        let mut reason: String = reason.chars().take(PEER_REASON_CHARS_MAX).collect();
+        if known == "other" {
+            let shown: String = code.chars().take(PEER_REASON_CHARS_MAX).collect();
+            reason = format!("code {shown:?}: {reason}");
+        }
+        SyncError::PeerRefused { code: known.to_string(), reason }
+    }
+
     /// Classifies a store failure by its code.
     pub fn from_store(code: &str, reason: String) -> SyncError {
         match code {
@@ -89,5 +126,21 @@ impl SyncError {
             "disk_full" => SyncError::DiskFull(reason),
             _ => SyncError::Store { code: code.to_string(), reason },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_refusal_code_is_one_of_a_closed_set() {
+        let known = SyncError::peer_refused("disk_full", "full");
+        assert_eq!(known.code(), "disk_full");
+        let odd = SyncError::peer_refused("evil\"}\nfake_metric 1", &"x".repeat(10_000));
+        assert_eq!(odd.code(), "other");
+        let SyncError::PeerRefused { reason, .. } = odd else { panic!("a refusal") };
+        assert!(reason.len() < 2 * PEER_REASON_CHARS_MAX, "bounded: {}", reason.len());
+        assert!(reason.contains("evil"), "the peer's code is kept in the text");
     }
 }

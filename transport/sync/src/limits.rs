@@ -13,3 +13,5 @@ pub const FRAME_OPS_MAX: usize = 1024;
 pub const FRAME_OPS_BYTES_TARGET: usize = 1024 * 1024;
 /// Most origins a `Hello` may list.
 pub const HELLO_ORIGINS_MAX: usize = 64 * 1024;
+/// Capacity an empty frame decoder keeps after a large frame; more is given back.
+pub const DECODER_IDLE_BYTES_MAX: usize = 4 * 1024 * 1024;

@@ -5,7 +5,7 @@ use feral_log::{Hlc, Op, OpId, Origin};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
-use crate::limits::{FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
+use crate::limits::{DECODER_IDLE_BYTES_MAX, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 
 /// Everything one side tells the other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,9 +85,24 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// Bytes received.
+    /// Bytes received. The buffer grows by doubling but never past the end of the frame in
+    /// progress, so a peer that stalls inside a frame holds what it sent, not twice that.
     pub fn push(&mut self, bytes: &[u8]) {
+        let needed = self.buf.len() + bytes.len();
+        if needed > self.buf.capacity() {
+            let frame_end = match self.buf.len() >= FRAME_HEADER_BYTES {
+                true => self.frame_len().map_or(needed, |len| FRAME_HEADER_BYTES + len),
+                false => needed,
+            };
+            let target = (self.buf.capacity() * 2).max(needed).min(frame_end.max(needed));
+            self.buf.reserve_exact(target - self.buf.len());
+        }
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held for frames not yet whole (what a stalled peer costs this node).
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Bytes of the frame that is complete or in progress still missing (for a reader that
@@ -127,6 +142,10 @@ impl FrameDecoder {
             return Err(SyncError::Malformed(format!("{} trailing bytes in a frame", len - used)));
         }
         self.buf.drain(..FRAME_HEADER_BYTES + len);
+        if self.buf.is_empty() && self.buf.capacity() > DECODER_IDLE_BYTES_MAX {
+            // A large frame is done: give its memory back.
+            self.buf = Vec::new();
+        }
         Ok(Some(message))
     }
 

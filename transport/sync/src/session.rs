@@ -203,7 +203,7 @@ impl SyncSession {
             }
             SyncMessage::Refuse { code, reason } => {
                 self.failed = true;
-                return Err(SyncError::PeerRefused { code, reason });
+                return Err(SyncError::peer_refused(&code, &reason));
             }
         };
         if let Err(e) = &outcome {

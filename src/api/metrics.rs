@@ -1,0 +1,143 @@
+//! `GET /metrics`: the Prometheus text format. Label values are escaped (a peer's address or
+//! an error code never breaks a line), and every label value comes from a closed set or from
+//! this node's own state.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::{Api, ApiResult, blocking};
+
+/// A label value escaped as the text format requires: backslash, double quote, newline.
+pub(crate) fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The text of one metric family.
+struct Family {
+    out: String,
+}
+
+impl Family {
+    fn add(&mut self, name: &str, kind: &str, help: &str, samples: &[(Option<(&str, &str)>, u64)]) {
+        let _ = write!(self.out, "# HELP feral_{name} {help}\n# TYPE feral_{name} {kind}\n");
+        for (label, value) in samples {
+            match label {
+                None => {
+                    let _ = writeln!(self.out, "feral_{name} {value}");
+                }
+                Some((key, v)) => {
+                    let _ =
+                        writeln!(self.out, "feral_{name}{{{key}=\"{}\"}} {value}", escape_label(v));
+                }
+            }
+        }
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.add(name, kind, help, &[(None, value)]);
+    }
+}
+
+pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let status = blocking(move || node.status()).await?;
+    let m = &api.service.metrics;
+    let mut f = Family { out: String::new() };
+    f.one(
+        "ops_appended_total",
+        "counter",
+        "Ops appended through the API.",
+        m.ops_appended.load(Ordering::Relaxed),
+    );
+    f.one(
+        "ops_applied",
+        "gauge",
+        "Ops applied to the episodes projection.",
+        status.projection.applied_lsn,
+    );
+    f.one(
+        "ops_received_total",
+        "counter",
+        "Ops received by sync sessions this node started.",
+        m.ops_received.load(Ordering::Relaxed),
+    );
+    f.one(
+        "runtime_alive_tasks",
+        "gauge",
+        "Tasks alive in the node's async runtime (a leak shows as growth).",
+        tokio::runtime::Handle::current().metrics().num_alive_tasks() as u64,
+    );
+    let sessions = m.sessions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let samples: Vec<_> =
+        sessions.iter().map(|(k, v)| (Some(("result", k.as_str())), *v)).collect();
+    f.add(
+        "sync_sessions_total",
+        "counter",
+        "Sync sessions this node started, by result.",
+        &samples,
+    );
+    f.one(
+        "sync_bytes_sent_total",
+        "counter",
+        "Sync stream bytes sent.",
+        m.bytes_sent.load(Ordering::Relaxed),
+    );
+    f.one(
+        "sync_bytes_received_total",
+        "counter",
+        "Sync stream bytes received.",
+        m.bytes_received.load(Ordering::Relaxed),
+    );
+    let lag: Vec<(String, u64)> = api
+        .service
+        .schedule()
+        .into_iter()
+        .map(|p| (p.addr.to_string(), p.last_sync_secs_ago.unwrap_or(u64::MAX)))
+        .collect();
+    let samples: Vec<_> = lag.iter().map(|(addr, v)| (Some(("peer", addr.as_str())), *v)).collect();
+    f.add(
+        "peer_seconds_since_sync",
+        "gauge",
+        "Seconds since the last successful sync per peer.",
+        &samples,
+    );
+    let discovery = api.service.book.counters();
+    f.one(
+        "mdns_peers_refused_total",
+        "counter",
+        "mDNS advertisements refused: more peers than the cap, or a node id its certificate did not prove.",
+        discovery.refused,
+    );
+    f.one("io_paused", "gauge", "1 while writes are refused.", u64::from(status.io_paused));
+    f.one(
+        "drift_refusals_total",
+        "counter",
+        "Remote clocks refused for drift.",
+        status.drift_refusals,
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], f.out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_cannot_break_a_line() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label("127.0.0.1:7411"), "127.0.0.1:7411");
+    }
+}

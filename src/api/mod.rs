@@ -1,0 +1,519 @@
+//! The HTTP API (JSON in and out) the assistant calls from any language: episodes, generic
+//! ops, status, check, resume, sync, peers, health and Prometheus `/metrics`, on loopback TCP
+//! (bearer token from `<data>/api.token`) and on the Unix socket `<data>/api.sock` (no token:
+//! its 0600 mode in the 0700 data directory is the credential). Every request passes the
+//! guard (`guard.rs`) first; the listeners and their bounds are in `serve.rs`. Every error,
+//! the framework's own included, is `{"error": code, "message": text}` with a stable code; a
+//! full disk is 507.
+
+mod guard;
+mod metrics;
+pub mod serve;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use feral_log::{Appended, OpDraft, OpId, OpKind};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::limits::{
+    API_BODY_BYTES_DEFAULT, API_BODY_TIMEOUT, API_CONNECTIONS_MAX, API_ERROR_BODY_BYTES_MAX,
+    API_HEADER_TIMEOUT, API_IDLE_TIMEOUT, API_PEER_LOOKUP_TIMEOUT, API_REQUESTS_IN_FLIGHT_MAX,
+};
+use crate::service::Service;
+pub use serve::{Listener, ServeLimits};
+
+/// The token file in a data directory (0600).
+pub const TOKEN_FILE: &str = "api.token";
+/// The Unix socket in a data directory.
+pub const SOCKET_FILE: &str = "api.sock";
+/// `FERAL_API_TOKEN`: a token that overrides the data directory's for clients.
+pub const TOKEN_ENV: &str = "FERAL_API_TOKEN";
+
+/// What the API accepts, and its bounds.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Host names accepted beside `localhost`, `127.0.0.1` and `[::1]` (`api_hosts`).
+    pub hosts: Vec<String>,
+    /// Origins whose pages may call the API (`api_origins`; empty by default).
+    pub origins: Vec<String>,
+    /// Largest request body (`api_body_bytes_max`; 4 MiB by default).
+    pub body_bytes_max: usize,
+    /// Requests handled at once across listeners.
+    pub requests_in_flight_max: usize,
+    /// Each listener's connection cap and timeouts.
+    pub limits: ServeLimits,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            hosts: Vec::new(),
+            origins: Vec::new(),
+            body_bytes_max: API_BODY_BYTES_DEFAULT,
+            requests_in_flight_max: API_REQUESTS_IN_FLIGHT_MAX,
+            limits: ServeLimits {
+                connections_max: API_CONNECTIONS_MAX,
+                header_timeout: API_HEADER_TIMEOUT,
+                idle_timeout: API_IDLE_TIMEOUT,
+            },
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    service: Arc<Service>,
+    body_bytes_max: usize,
+}
+
+/// An API error: status and `{"error", "message"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code: code.into(), message: message.into() }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let code = e.code();
+        let status = match code {
+            "disk_full" => StatusCode::INSUFFICIENT_STORAGE,
+            "invalid_episode" | "invalid_op" => StatusCode::BAD_REQUEST,
+            "op_id_conflict" | "split_brain" => StatusCode::CONFLICT,
+            "io_paused" | "episodes_unavailable" | "locked" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"error": self.code, "message": self.message})))
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    (status, axum::Json(serde_json::to_value(value).unwrap_or(Value::Null))).into_response()
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// Reads a request body within the size limit and the body timeout. A declared length over
+/// the limit is refused before a byte is read.
+async fn read_body(api: &Api, headers: &HeaderMap, body: Body) -> ApiResult<Bytes> {
+    let max = api.body_bytes_max;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body exceeds the {max}-byte limit (api_body_bytes_max)"),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    if declared.and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(API_BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {} s", API_BODY_TIMEOUT.as_secs()),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(too_large())
+        }
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("reading the body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Parses a body as JSON (called on a blocking thread: a large body takes a while).
+fn parse_body(body: &[u8]) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+fn take_op_id(doc: &mut Value) -> ApiResult<Option<OpId>> {
+    match doc.as_object_mut().and_then(|m| m.remove("op_id")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => OpId::parse(&s).map(Some).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_episode",
+                "field `op_id`: must be 32 hex characters",
+            )
+        }),
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_episode",
+            "field `op_id`: must be a string",
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct AppendedView {
+    op_id: String,
+    hlc: String,
+    duplicate: bool,
+}
+
+fn views(appended: &[Appended]) -> Vec<AppendedView> {
+    appended
+        .iter()
+        .map(|a| AppendedView {
+            op_id: a.op_id.to_string(),
+            hlc: a.hlc.to_string(),
+            duplicate: a.duplicate,
+        })
+        .collect()
+}
+
+/// One episode or an array; all are parsed and validated (on a blocking thread) before any is
+/// appended (one group commit).
+async fn post_episodes(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let body = read_body(&api, &headers, body).await?;
+    let node = api.service.node.clone();
+    let appended = blocking(move || -> ApiResult<Vec<Appended>> {
+        let docs = match parse_body(&body)? {
+            Value::Array(items) => items,
+            Value::Null => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_episode",
+                    "empty body",
+                ));
+            }
+            one => vec![one],
+        };
+        let mut batch = Vec::with_capacity(docs.len());
+        for (i, mut doc) in docs.into_iter().enumerate() {
+            let with_index =
+                |e: ApiError| ApiError { message: format!("episode {i}: {}", e.message), ..e };
+            let op_id = take_op_id(&mut doc).map_err(with_index)?;
+            let episode = node.prepare_episode(&doc, op_id).map_err(|e| with_index(e.into()))?;
+            batch.push((episode, op_id));
+        }
+        Ok(node.append_episodes(batch)?)
+    })
+    .await??;
+    api.service
+        .metrics
+        .ops_appended
+        .fetch_add(appended.iter().filter(|a| !a.duplicate).count() as u64, Ordering::Relaxed);
+    Ok(json_response(StatusCode::OK, &json!({"appended": views(&appended)})))
+}
+
+/// Most episodes one list returns.
+pub const LIST_LIMIT_MAX: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+    session: Option<String>,
+}
+
+async fn list_episodes(State(api): State<Api>, Query(q): Query<ListQuery>) -> ApiResult<Response> {
+    let limit = q.limit.unwrap_or(50);
+    if limit > LIST_LIMIT_MAX {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit {limit} exceeds the maximum of {LIST_LIMIT_MAX}"),
+        ));
+    }
+    let node = api.service.node.clone();
+    let list = blocking(move || node.episodes(limit, q.session.as_deref())).await??;
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+async fn get_episode(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let shown = id.clone();
+    match blocking(move || node.episode(&id)).await?? {
+        Some(view) => Ok(json_response(StatusCode::OK, &view)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("episode {shown:?} not found"),
+        )),
+    }
+}
+
+async fn delete_episode(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let done = blocking(move || node.delete_episode(&id, None)).await??;
+    Ok(json_response(StatusCode::OK, &views(&[done])[0]))
+}
+
+#[derive(Deserialize)]
+struct OpInput {
+    table: String,
+    row_id: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    op_id: Option<String>,
+}
+
+/// One generic op from its JSON input.
+fn op_draft(i: usize, item: Value) -> ApiResult<OpDraft> {
+    let bad =
+        |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_op", format!("op {i}: {m}"));
+    let input: OpInput = serde_json::from_value(item).map_err(|e| bad(e.to_string()))?;
+    let kind = match input.kind.as_deref() {
+        None | Some("insert") => OpKind::Insert,
+        Some("delete") => OpKind::Delete,
+        Some(other) => return Err(bad(format!("kind {other:?} is not insert or delete"))),
+    };
+    let data = match input.data {
+        Value::Null => Vec::new(),
+        Value::String(s) => s.into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    let op_id = input.op_id.map(|s| OpId::parse(&s)).transpose().map_err(|e| bad(e.to_string()))?;
+    Ok(OpDraft { op_id, table: input.table, row_id: input.row_id, kind, data })
+}
+
+/// Generic ops: `{"table","row_id","kind":"insert"|"delete","data": any JSON,"op_id"?}` or an
+/// array of them. `data` is stored as its JSON text (a string as its own bytes).
+async fn post_ops(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let body = read_body(&api, &headers, body).await?;
+    let node = api.service.node.clone();
+    let appended = blocking(move || -> ApiResult<Vec<Appended>> {
+        let items = match parse_body(&body)? {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        let drafts = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| op_draft(i, item))
+            .collect::<ApiResult<_>>()?;
+        Ok(node.append_ops(drafts)?)
+    })
+    .await??;
+    Ok(json_response(StatusCode::OK, &json!({"appended": views(&appended)})))
+}
+
+async fn status(State(api): State<Api>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let status = blocking(move || node.status()).await?;
+    let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
+    value["sync_addr"] = json!(api.service.local_addr().to_string());
+    value["peers"] = serde_json::to_value(api.service.schedule()).unwrap_or(Value::Null);
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+async fn check(State(api): State<Api>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let report = blocking(move || node.check()).await?;
+    Ok(json_response(StatusCode::OK, &report))
+}
+
+async fn resume(State(api): State<Api>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let report = blocking(move || node.resume()).await?;
+    Ok(json_response(StatusCode::OK, &report))
+}
+
+/// Liveness: answers while the process serves, without a token and without any data.
+async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+fn invalid_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+/// The peer named in a sync request, resolved without blocking a worker and within a timeout.
+async fn resolve_peer(text: &str) -> ApiResult<SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let lookup = tokio::time::timeout(API_PEER_LOOKUP_TIMEOUT, tokio::net::lookup_host(text));
+    match lookup.await {
+        Err(_) => Err(invalid_request(format!(
+            "resolving {text:?} took longer than {} s",
+            API_PEER_LOOKUP_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(e)) => Err(invalid_request(format!("{text:?} is not host:port: {e}"))),
+        Ok(Ok(mut addrs)) => {
+            addrs.next().ok_or_else(|| invalid_request(format!("{text:?} resolves to no address")))
+        }
+    }
+}
+
+/// `{"peer":"host:port"}` syncs with that peer now; an empty body syncs with every known peer.
+async fn sync(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let body = read_body(&api, &headers, body).await?;
+    let peers: Vec<SocketAddr> = match parse_body(&body)? {
+        Value::Null => api.service.peers().iter().map(|p| p.addr).collect(),
+        value => {
+            let text = value.get("peer").and_then(Value::as_str).ok_or_else(|| {
+                invalid_request("body must be {\"peer\":\"host:port\"} or empty".into())
+            })?;
+            vec![resolve_peer(text).await?]
+        }
+    };
+    let mut results = Vec::with_capacity(peers.len());
+    for peer in peers {
+        let result = api.service.sync_now(peer).await.map_err(|e| {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_peers", e.to_string())
+        })?;
+        results.push(result);
+    }
+    Ok(json_response(StatusCode::OK, &results))
+}
+
+async fn peers(State(api): State<Api>) -> ApiResult<Response> {
+    Ok(json_response(StatusCode::OK, &api.service.peers()))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Rewrites an error the framework answered itself (a bad query string, 405, an extractor's
+/// refusal) into the JSON error shape with a stable code.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid_query",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let body = http_body_util::Limited::new(response.into_body(), API_ERROR_BODY_BYTES_MAX);
+    let text = match body.collect().await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes.to_bytes()).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+/// The routers of the two listeners: TCP (token required but for the health check) and the
+/// Unix socket (none). They share one cap on requests in flight.
+pub fn routers(service: Arc<Service>, config: &ApiConfig, token: String) -> (Router, Router) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.requests_in_flight_max));
+    let api = Api { service, body_bytes_max: config.body_bytes_max };
+    let guard = |token: Option<Arc<str>>| {
+        Arc::new(guard::Guard {
+            hosts: config.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            origins: config.origins.iter().map(|o| o.to_ascii_lowercase()).collect(),
+            token,
+            in_flight: in_flight.clone(),
+        })
+    };
+    let tcp = router(api.clone(), guard(Some(Arc::from(token))));
+    let unix = router(api, guard(None));
+    (tcp, unix)
+}
+
+fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
+    Router::new()
+        .route(guard::HEALTH_PATH, get(health))
+        .route("/v1/episodes", post(post_episodes).get(list_episodes))
+        .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode))
+        .route("/v1/ops", post(post_ops))
+        .route("/v1/status", get(status))
+        .route("/v1/check", get(check))
+        .route("/v1/resume", post(resume))
+        .route("/v1/sync", post(sync))
+        .route("/v1/peers", get(peers))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(guard, guard::check))
+        .layer(middleware::from_fn(json_errors))
+        .with_state(api)
+}
+
+/// The data directory's API token: read, or created (random, 0600) on first use.
+pub fn token_for(data_dir: &std::path::Path) -> Result<String, Error> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&path, e)),
+    }
+    let mut bytes = [0u8; 32];
+    feral_log::op::random_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    feral_log::private::write_atomic(&path, token.as_bytes()).map_err(|e| Error::io(&path, e))?;
+    Ok(token)
+}
+
+/// Binds the Unix socket at `path` (a stale one left by a crash is replaced: the data
+/// directory's lock says no node serves it) and makes it 0600.
+pub fn bind_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    feral_log::private::restrict(path)?;
+    Ok(listener)
+}
