@@ -53,7 +53,7 @@ fn killed_sync(
 /// Copies a store directory (its files and `wal/`).
 fn copy_store(from: &Path, to: &Path) -> Result<()> {
     for sub in ["", "wal"] {
-        std::fs::create_dir_all(to.join(sub))?;
+        feral_log::private::create_dir_all(&to.join(sub))?;
         for entry in std::fs::read_dir(from.join(sub))? {
             let path = entry?.path();
             if let (true, Some(name)) = (path.is_file(), path.file_name()) {

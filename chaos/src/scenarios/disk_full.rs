@@ -102,7 +102,8 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
             vec![(feral_log::fault::DISK_FULL_FLAG_ENV.to_string(), flag.display().to_string())];
         (Device::Flag(flag), h.root.join("a"), env)
     };
-    std::fs::create_dir_all(&a)?;
+    // A data directory is private (a node refuses to run on a shared one).
+    feral_log::private::create_dir_all(&a)?;
     h.cli_ok(&a, &["init", "--segment-bytes", "524288"])?;
     h.cli_ok(&a, &["certs", "issue", "--ca", &h.ca.to_string_lossy()])?;
     let b = h.node("b", None)?;
