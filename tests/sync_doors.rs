@@ -1,5 +1,5 @@
 //! The sync port's doors against a real `feral-node run`: a peer holding a valid certificate
-//! that opens 30 sessions and stalls each inside an 8 MiB frame, and one that tries to open
+//! that opens 30 sessions and stalls each inside a frame of the 4 MiB limit, and one that tries to open
 //! 200 streams, cost the node less than 64 MiB and do not stop another peer from syncing
 //! (one session per peer node id: the newest supersedes the others; one stream per connection, bounded receive windows). And a
 //! peer found by mDNS whose certificate proves another node id than it advertised is dropped
@@ -50,7 +50,7 @@ async fn stalled_sessions_and_stream_floods_cost_little_and_others_still_sync() 
     assert_eq!(posted.expect("answer").status, 200);
     let rss_before = b.rss_bytes();
 
-    // 30 sessions from one rogue node, each stalled inside an 8 MiB first frame.
+    // 30 sessions from one rogue node, each stalled inside a first frame of the limit.
     let stalling = rogue(&ca);
     let endpoint =
         client_endpoint(&stalling, "127.0.0.1:0".parse().expect("addr"), true).expect("endpoint");

@@ -239,6 +239,8 @@ fn process_store(ca: &Ca, fill: usize) -> tempfile::TempDir {
         .expect("ca");
     let Side { node, _dir, .. } = s;
     Arc::into_inner(node).expect("one owner").close().expect("close");
+    // `run` refuses a data directory its group or others can reach.
+    feral_log::private::restrict(_dir.path()).expect("chmod 700");
     _dir
 }
 
@@ -268,7 +270,7 @@ fn process_catch_up(
         .arg(sender)
         .args(["run", "--no-mdns", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("feral-node run");
     let mut out = std::io::BufReader::new(serve.stdout.take().expect("stdout"));

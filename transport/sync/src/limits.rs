@@ -3,8 +3,12 @@
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame (length prefix excluded) a peer may send; a larger length is refused before
-/// anything is allocated for it.
-pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// anything is allocated for it. A sender closes an `Ops` frame past
+/// [`FRAME_OPS_BYTES_TARGET`] (1 MiB), so its largest frame is that plus one op of at most
+/// `OP_DATA_BYTES_MAX` (1 MiB) and its names: about 2 MiB; the largest `Hello`
+/// ([`HELLO_ORIGINS_MAX`] heads) is under 2 MiB. 4 MiB leaves twice that, and bounds what a
+/// peer stalled inside a frame holds (the receive windows are twice this).
+pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
 /// Most ops in one `Ops` frame.

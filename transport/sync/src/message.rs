@@ -85,18 +85,10 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// Bytes received. The buffer grows by doubling but never past the end of the frame in
-    /// progress, so a peer that stalls inside a frame holds what it sent, not twice that.
+    /// Bytes received. (A peer stalled inside a frame holds at most the frame limit here,
+    /// twice that in capacity; the driver reads whatever arrives, so the stream's receive
+    /// window is the other bound.)
     pub fn push(&mut self, bytes: &[u8]) {
-        let needed = self.buf.len() + bytes.len();
-        if needed > self.buf.capacity() {
-            let frame_end = match self.buf.len() >= FRAME_HEADER_BYTES {
-                true => self.frame_len().map_or(needed, |len| FRAME_HEADER_BYTES + len),
-                false => needed,
-            };
-            let target = (self.buf.capacity() * 2).max(needed).min(frame_end.max(needed));
-            self.buf.reserve_exact(target - self.buf.len());
-        }
         self.buf.extend_from_slice(bytes);
     }
 
