@@ -227,6 +227,20 @@ fn local_ca(dir: &Path) -> Result<Ca, Failure> {
     }
 }
 
+/// The local CA (when this machine has one) is held to the same rule as the data directory.
+fn refuse_shared_local_ca() -> Result<(), Failure> {
+    // No config directory (no HOME): no local CA to hold to anything.
+    let Ok(dir) = local_ca_dir() else { return Ok(()) };
+    for path in [dir.clone(), dir.join(feral_transport::tls::CA_KEY_FILE)] {
+        let found = feral_log::private::shared(&path)
+            .map_err(|e| fail(1, format!("{}: {e}", path.display())))?;
+        if let Some(shared) = found {
+            return Err(fail(1, format!("refusing to start: the local CA: {shared}")));
+        }
+    }
+    Ok(())
+}
+
 /// On a fresh machine: the store, and a local CA (kept in the platform config directory) with
 /// a certificate for this node, so `run` works with no set-up. A cluster of several machines
 /// issues from one CA instead (`certs new-ca`, `certs csr`/`sign`/`install`).
@@ -400,6 +414,7 @@ pub(crate) fn run(data: &Path, flags: RunFlags) -> Outcome {
     let resolved = resolve(data, flags)?;
     refuse_shared(data)?;
     first_run(data)?;
+    refuse_shared_local_ca()?;
     let mut store_config = crate::config();
     store_config.drift_ms_max = resolved.drift_ms_max;
     let node = Arc::new(crate::open_with(data, store_config)?);

@@ -155,6 +155,16 @@ mod tests {
     }
 
     #[test]
+    fn by_default_a_remote_clock_a_minute_ahead_is_refused() {
+        let mut clock = Clock::new(NODE, crate::limits::HLC_DRIFT_MS_MAX_DEFAULT);
+        let now = 1_800_000_000_000;
+        let at = |ahead_ms: u64| Hlc { wall_ms: now + ahead_ms, counter: 0, node: Origin([1; 16]) };
+        assert!(clock.receive(&at(59_000), now).is_ok(), "59 s ahead is skew");
+        assert!(clock.receive(&at(61_000), now).is_err(), "61 s ahead is refused");
+        assert!(clock.receive(&at(5 * 60_000 - 1), now).is_err(), "the old 5-minute bound is gone");
+    }
+
+    #[test]
     fn counter_overflow_carries_into_wall() {
         let mut clock = Clock::new(NODE, 1000);
         clock.observe(&Hlc { wall_ms: 10, counter: u32::MAX, node: NODE });
