@@ -2,6 +2,7 @@
 //! group commits; a refused line names its line number and field and does not stop the others
 //! (unless `--strict`, which appends nothing when any line is refused).
 
+use crate::out::out;
 use std::io::BufRead;
 use std::path::Path;
 
@@ -79,7 +80,7 @@ impl Run<'_> {
         if self.json {
             print_json(&out, false)?;
         } else {
-            println!("{}", out.text());
+            out!("{}", out.text());
         }
         Ok(())
     }

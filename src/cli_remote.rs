@@ -2,6 +2,7 @@
 //! through its API (the Unix socket `api.sock`, else the TCP address in `api.addr` with the
 //! token) instead of failing on the lock.
 
+use crate::out::out;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -103,7 +104,7 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
                 return crate::print_json(&list, false);
             }
             for e in list.as_array().into_iter().flatten() {
-                println!(
+                out!(
                     "{}\t{}\t{}\t{}\t{}",
                     e["id"].as_str().unwrap_or(""),
                     e["session_id"].as_str().unwrap_or(""),
@@ -124,11 +125,7 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             if json {
                 return crate::print_json(&done, false);
             }
-            println!(
-                "{} {}",
-                done["op_id"].as_str().unwrap_or(""),
-                done["hlc"].as_str().unwrap_or("")
-            );
+            out!("{} {}", done["op_id"].as_str().unwrap_or(""), done["hlc"].as_str().unwrap_or(""));
             Ok(0)
         }
         C::Status { json } => {
@@ -172,9 +169,10 @@ fn report(value: &Value, json: bool) -> Outcome {
     if json {
         crate::print_json(value, false)?;
     } else if value["ok"] == true {
-        println!(
+        out!(
             "ok: {} records in {} segments verified; index and episodes ok",
-            value["records"], value["segments"]
+            value["records"],
+            value["segments"]
         );
     } else {
         crate::print_json(value, true)?;
@@ -224,11 +222,7 @@ fn append(remote: &Remote, file: Option<&Path>, strict: bool, json: bool) -> Out
             crate::print_json(&a, false).map(|_| ())
         } else {
             let dup = if a["duplicate"] == true { " duplicate" } else { "" };
-            println!(
-                "{} {}{dup}",
-                a["op_id"].as_str().unwrap_or(""),
-                a["hlc"].as_str().unwrap_or("")
-            );
+            out!("{} {}{dup}", a["op_id"].as_str().unwrap_or(""), a["hlc"].as_str().unwrap_or(""));
             Ok(())
         }
     };

@@ -1,5 +1,6 @@
 //! `feral-node certs …`, `run` and `sync`: certificates, serving sync, one sync session.
 
+use crate::out::out;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,7 +92,7 @@ pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
             ca.save(&out, force).map_err(transport)?;
             let id: String =
                 ca.cluster_id().map_err(transport)?.iter().map(|b| format!("{b:02x}")).collect();
-            println!(
+            out!(
                 "created a cluster CA in {} (cluster id {id}); keep ca.key off the nodes",
                 out.display()
             );
@@ -103,7 +104,7 @@ pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
             let cert = ca.issue_default(node.key()).map_err(transport)?;
             write(&data.join(NODE_CERT_FILE), &cert)?;
             write(&data.join(CA_CERT_FILE), &ca.cert_pem)?;
-            println!("issued a certificate for node {} into {}", node.node_id(), data.display());
+            out!("issued a certificate for node {} into {}", node.node_id(), data.display());
             node.close()?;
             Ok(0)
         }
@@ -111,7 +112,7 @@ pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
             let node = open(data)?;
             let out = out.unwrap_or_else(|| data.join(CSR_FILE));
             write(&out, &signing_request(node.key()).map_err(transport)?)?;
-            println!(
+            out!(
                 "wrote a signing request for node {} to {}; sign it where the CA is: \
                  feral-node certs sign --csr FILE --ca CA_DIR --out DIR",
                 node.node_id(),
@@ -128,7 +129,7 @@ pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
             write(&out.join(NODE_CERT_FILE), &cert)?;
             write(&out.join(CA_CERT_FILE), &ca.cert_pem)?;
             let hex: String = node_id.iter().map(|b| format!("{b:02x}")).collect();
-            println!(
+            out!(
                 "signed a certificate for node {hex} into {}; on the node: feral-node certs \
                  install --from DIR",
                 out.display()
@@ -143,11 +144,7 @@ pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
             creds.verify_own().map_err(transport)?;
             write(&data.join(NODE_CERT_FILE), &cert)?;
             write(&data.join(CA_CERT_FILE), &ca_cert)?;
-            println!(
-                "installed the certificate of node {} into {}",
-                node.node_id(),
-                data.display()
-            );
+            out!("installed the certificate of node {} into {}", node.node_id(), data.display());
             node.close()?;
             Ok(0)
         }
@@ -547,7 +544,7 @@ pub(crate) fn sync(data: &Path, peer: SocketAddr, json: bool) -> Outcome {
     if json {
         print_json(&result, false)?;
     } else if result.success {
-        println!("synced with {}: sent {}, received {}", result.peer, result.sent, result.received);
+        out!("synced with {}: sent {}, received {}", result.peer, result.sent, result.received);
     } else {
         print_json(&result, true)?;
     }

@@ -1,5 +1,6 @@
 //! `feral-node demo`: two nodes on loopback with their own CA write, sync and compare digests.
 
+use crate::out::out;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,27 +54,27 @@ pub(crate) fn run(data: Option<&Path>) -> Result<(), Failure> {
         Some(d) => d.to_path_buf(),
         None => std::env::temp_dir().join(format!("feral-demo-{}", std::process::id())),
     };
-    println!("1. a cluster CA and two nodes under {}", root.display());
+    out!("1. a cluster CA and two nodes under {}", root.display());
     let ca = Ca::generate().map_err(transport)?;
     let mut nodes = Vec::new();
     for name in ["laptop", "desktop"] {
         let node = Arc::new(Node::open(root.join(name), config())?);
         let cert = ca.issue_default(node.key()).map_err(transport)?;
         let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).map_err(transport)?;
-        println!("   {name}: node id {}, origin {}", node.node_id(), node.wal().origin());
+        out!("   {name}: node id {}, origin {}", node.node_id(), node.wal().origin());
         nodes.push((name, node, creds));
     }
-    println!("2. each writes episodes (durable before acknowledged)");
+    out!("2. each writes episodes (durable before acknowledged)");
     for (n, (name, node, _)) in nodes.iter().enumerate() {
         for i in 0..5 {
             let mut doc = sample(i + 5 * n);
             doc["session_id"] = json!(format!("{name}-session"));
             node.append_episode(&doc, None)?;
         }
-        println!("   {name}: 5 episodes");
+        out!("   {name}: 5 episodes");
     }
     nodes[1].1.delete_episode("demo-7", None)?;
-    println!("   desktop: deleted demo-7 (a tombstone)");
+    out!("   desktop: deleted demo-7 (a tombstone)");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,7 +90,7 @@ pub(crate) fn run(data: Option<&Path>) -> Result<(), Failure> {
         };
         let served =
             Service::start(desktop.1.clone(), &desktop.2, service_config).map_err(transport)?;
-        println!(
+        out!(
             "3. desktop serves sync on {} (QUIC, TLS 1.3, both certificates checked)",
             served.local_addr()
         );
@@ -116,7 +117,7 @@ pub(crate) fn run(data: Option<&Path>) -> Result<(), Failure> {
     if !result.success {
         return Err(crate::fail(1, format!("the demo sync failed: {:?}", result.error)));
     }
-    println!(
+    out!(
         "4. laptop synced with desktop in {:.1} ms: sent {} ops, received {} ops, {} bytes on the wire",
         took.as_secs_f64() * 1000.0,
         result.sent,
@@ -124,14 +125,14 @@ pub(crate) fn run(data: Option<&Path>) -> Result<(), Failure> {
         result.bytes_sent + result.bytes_received
     );
     let (da, db) = (laptop.1.digest()?.digest, desktop.1.digest()?.digest);
-    println!("5. digests\n   laptop  {da}\n   desktop {db}");
+    out!("5. digests\n   laptop  {da}\n   desktop {db}");
     for view in laptop.1.episodes(3, Some("desktop-session"))? {
-        println!("   laptop now holds {}: {}", view.episode.id, view.episode.summary);
+        out!("   laptop now holds {}: {}", view.episode.id, view.episode.summary);
     }
     if da != db {
         return Err(crate::fail(1, "the digests differ"));
     }
-    println!("done: the two stores are byte-identical; see `feral-node run --help` to run a node");
+    out!("done: the two stores are byte-identical; see `feral-node run --help` to run a node");
     drop(nodes);
     Ok(())
 }

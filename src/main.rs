@@ -6,7 +6,10 @@ mod cli_append;
 mod cli_remote;
 mod cli_sync;
 mod demo;
+mod out;
 mod progress;
+
+use out::out;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -223,7 +226,14 @@ fn main() -> ExitCode {
         .init();
     if matches!(cli.command, Command::Demo) {
         return match demo::run(cli.data.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) if out::failure().is_none() => ExitCode::SUCCESS,
+            Ok(()) => {
+                eprintln!(
+                    "feral-node: error: demo: writing the output: {}",
+                    out::failure().unwrap_or_default()
+                );
+                ExitCode::from(1)
+            }
             Err(f) => {
                 eprintln!("feral-node: error: demo: {}", f.message);
                 ExitCode::from(f.status)
@@ -238,7 +248,13 @@ fn main() -> ExitCode {
         }
     };
     match run(cli.command, &data) {
-        Ok(status) => ExitCode::from(status),
+        Ok(status) => match out::failure() {
+            None => ExitCode::from(status),
+            Some(e) => {
+                eprintln!("feral-node: error: {}: writing the output: {e}", data.display());
+                ExitCode::from(1)
+            }
+        },
         Err(f) => {
             eprintln!("feral-node: error: {}: {}", data.display(), f.message);
             ExitCode::from(f.status)
@@ -283,7 +299,7 @@ pub(crate) fn config() -> Config {
 fn print_json(value: &impl Serialize, pretty: bool) -> Outcome {
     let text =
         if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
-    println!("{}", text.map_err(|e| fail(1, e.to_string()))?);
+    out!("{}", text.map_err(|e| fail(1, e.to_string()))?);
     Ok(0)
 }
 
@@ -307,9 +323,13 @@ fn run(command: Command, data: &Path) -> Outcome {
             }
             for e in &list {
                 let e = &e.episode;
-                println!(
+                out!(
                     "{}\t{}\t{}\t{}\t{}",
-                    e.id, e.session_id, e.created_at, e.event_type, e.summary
+                    e.id,
+                    e.session_id,
+                    e.created_at,
+                    e.event_type,
+                    e.summary
                 );
             }
             Ok(0)
@@ -331,7 +351,7 @@ fn run(command: Command, data: &Path) -> Outcome {
             if json {
                 return print_json(&line, false);
             }
-            println!("{}", line.text());
+            out!("{}", line.text());
             Ok(0)
         }
         Command::Status { json } => {
@@ -365,7 +385,7 @@ fn run(command: Command, data: &Path) -> Outcome {
             if json {
                 return print_json(&out, false);
             }
-            println!("index rebuilt through LSN {indexed}; {projected} ops projected");
+            out!("index rebuilt through LSN {indexed}; {projected} ops projected");
             Ok(0)
         }
         Command::Digest { json } => {
@@ -374,13 +394,12 @@ fn run(command: Command, data: &Path) -> Outcome {
             if json {
                 return print_json(&digest, false);
             }
-            println!("{}", digest.digest);
+            out!("{}", digest.digest);
             Ok(0)
         }
         Command::Dump => {
             let node = open(data)?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(out::Stdout);
             node.dump(&mut out)?;
             std::io::Write::flush(&mut out).map_err(|e| fail(1, e.to_string()))?;
             Ok(0)
@@ -393,7 +412,7 @@ fn run(command: Command, data: &Path) -> Outcome {
                 return print_json(&manifest, false);
             }
             let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
-            println!(
+            out!(
                 "backed up {} files ({bytes} bytes, through LSN {}) to {}",
                 manifest.files.len(),
                 manifest.durable_lsn,
@@ -413,14 +432,14 @@ fn run(command: Command, data: &Path) -> Outcome {
             if json {
                 return print_json(&restored, false);
             }
-            println!(
+            out!(
                 "restored {} into {} with new origin {}",
                 from.display(),
                 data.display(),
                 restored.origin
             );
             if let Some(aside) = &restored.moved_aside {
-                println!("the previous directory was moved to {}", aside.display());
+                out!("the previous directory was moved to {}", aside.display());
             }
             Ok(0)
         }
@@ -437,7 +456,7 @@ fn init(data: &Path, segment_bytes: Option<u64>) -> Outcome {
     let (id, origin) = (node.node_id(), node.wal().origin());
     node.close()?;
     let verb = if existed { "already initialised" } else { "initialised" };
-    println!("{verb} {} (node id {id}, origin {origin})", data.display());
+    out!("{verb} {} (node id {id}, origin {origin})", data.display());
     if existed && segment_bytes.is_some() {
         eprintln!("feral-node: note: --segment-bytes only applies when a store is created");
     }
@@ -449,9 +468,10 @@ fn report(report: &CheckReport, json: bool) -> Outcome {
     if json {
         print_json(report, false)?;
     } else if report.ok {
-        println!(
+        out!(
             "ok: {} records in {} segments verified; index and episodes ok",
-            report.records, report.segments
+            report.records,
+            report.segments
         );
     } else {
         print_json(report, true)?;

@@ -172,3 +172,39 @@ fn while_a_node_runs_the_store_commands_go_through_its_api() {
     let digest = run(&data, &["digest", "--json"], "");
     assert!(digest.status.success(), "the store is local again: {}", text(&digest.stderr));
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error_and_a_full_output_is() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("store");
+    let lines: String = (0..3000)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"session_id\":\"s\",\"event_type\":\"chat\",\"summary\":\"{}\"}}\n", "x".repeat(80)))
+        .collect();
+    assert!(run(&data, &["init"], "").status.success());
+    assert!(run(&data, &["append"], &lines).status.success());
+    for args in [&["episodes", "--limit", "3000"][..], &["dump"][..]] {
+        // `feral-node episodes | head -1`: read one line, then close the pipe.
+        let mut child = feral_node()
+            .arg("--data")
+            .arg(&data)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        reader.read_line(&mut first).expect("a line");
+        drop(reader);
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        assert!(out.stderr.is_empty(), "{args:?} quietly: {}", text(&out.stderr));
+    }
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let out =
+            feral_node().arg("--data").arg(&data).arg("dump").stdout(full).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "a full output is an error");
+        assert!(text(&out.stderr).contains("No space left"), "{}", text(&out.stderr));
+    }
+}
