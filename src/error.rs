@@ -38,6 +38,9 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A postcondition of the store did not hold (a bug, never bad input): what was expected.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// Another I/O failure.
     #[error("i/o error on {path}: {source}")]
     Io {
@@ -80,6 +83,7 @@ impl Error {
             Error::Backup(_) => "backup_error",
             Error::DiskFull { .. } => "disk_full",
             Error::Io { .. } => "io_error",
+            Error::Internal(_) => "internal",
         }
     }
 

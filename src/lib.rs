@@ -1,9 +1,12 @@
 //! feral-memory: an event-sourced, replicated long-term memory store. The `Node` facade owns
 //! one data directory's log, index and episodes projection; `feral-node` is its command line.
+#![deny(missing_docs)]
 
+#[cfg(feature = "server")]
 pub mod api;
 mod applier;
 pub mod backup;
+#[cfg(feature = "server")]
 pub mod client;
 pub mod error;
 pub mod identity;

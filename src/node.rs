@@ -160,7 +160,7 @@ impl Node {
     pub fn append_episode(&self, doc: &Value, op_id: Option<OpId>) -> Result<Appended> {
         let episode = self.prepare_episode(doc, op_id)?;
         let mut out = self.append_episodes(vec![(episode, op_id)])?;
-        out.pop().ok_or_else(|| Error::Backup("append returned no result".into()))
+        out.pop().ok_or(Error::Internal("an append of one episode returned no result"))
     }
 
     /// Appends validated episodes in one group commit (all or nothing).
@@ -197,7 +197,7 @@ impl Node {
             data: vec![],
         };
         let mut out = self.append_ops(vec![draft])?;
-        out.pop().ok_or_else(|| Error::Backup("delete returned no result".into()))
+        out.pop().ok_or(Error::Internal("a delete returned no result"))
     }
 
     /// Appends generic ops (any table; `episodes` inserts must hold a valid episode), durably,

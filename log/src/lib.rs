@@ -1,5 +1,6 @@
 //! feral-log: the durable, segmented, append-only op log of feral-memory, with its redb op_id
 //! index, hybrid logical clock, recovery and integrity check. See docs/format.md.
+#![deny(missing_docs)]
 
 mod admit;
 pub mod check;

@@ -1,5 +1,6 @@
 //! feral-materializer: projects the `episodes` table from the log into redb, exactly once and
 //! last-writer-wins, and computes the canonical dump and digest of a store.
+#![deny(missing_docs)]
 
 pub mod change;
 pub mod digest;

@@ -1,6 +1,7 @@
 //! feral-sync: the sync protocol of feral-memory as a pure state machine over feral-log types:
 //! messages and their framing, and one session's logic. The QUIC driver lives in
 //! feral-transport; see docs/sync.md.
+#![deny(missing_docs)]
 
 pub mod error;
 pub mod limits;
