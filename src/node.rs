@@ -80,7 +80,7 @@ impl Node {
         let time = config.time.clone();
         let wal = Wal::open(&dir, config)?;
         let (key, node_id) = identity::load_or_create(&dir)?;
-        let projection = Arc::new(Mutex::new(attach(&wal, &dir.join(PROJECTION_FILE), false)));
+        let projection = Arc::new(Mutex::new(attach_or_rebuild(&wal, &dir.join(PROJECTION_FILE))));
         let applier = Arc::new(Applier::default());
         let stopped = projection.lock().unwrap_or_else(|p| p.into_inner()).fault.is_some();
         applier.stopped.store(stopped, Ordering::Release);
@@ -326,7 +326,7 @@ impl Node {
         {
             let mut slot = self.settled();
             slot.mat = None; // a handle that saw an I/O error stays failed until reopened
-            *slot = attach(&self.wal, &self.dir.join(PROJECTION_FILE), false);
+            *slot = attach_or_rebuild(&self.wal, &self.dir.join(PROJECTION_FILE));
             if slot.fault.as_ref().is_some_and(|f| f.code.ends_with("corruption")) || {
                 let durable = self.wal.durable_lsn();
                 slot.mat.as_mut().is_some_and(|m| m.check(durable).is_err())
@@ -407,6 +407,22 @@ fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
         Err(e) => stop_projection(&mut slot, path, e),
     }
     slot
+}
+
+/// Opens the projection; one that cannot be opened for any reason but a full disk (a file
+/// left half-written by a failed open on a full disk, "not a redb database", a handle of
+/// ours still holding it) is derived state: it is recreated from the log. A full disk stays
+/// the fault (`disk_full`) until space is freed and resume runs.
+fn attach_or_rebuild(wal: &Wal, path: &Path) -> ProjectionSlot {
+    let slot = attach(wal, path, false);
+    match &slot.fault {
+        Some(fault) if fault.code != "disk_full" && slot.mat.is_none() => {
+            tracing::warn!(reason = %fault.reason, "the episodes projection cannot be opened; rebuilding it from the log");
+            drop(slot);
+            attach(wal, path, true)
+        }
+        _ => slot,
+    }
 }
 
 /// Records a projection failure as the slot's fault. After an I/O error a redb handle fails

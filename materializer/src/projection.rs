@@ -357,6 +357,9 @@ pub(crate) fn decode_row(raw: &[u8]) -> Result<Row> {
 pub(crate) fn map_io(path: &Path, e: std::io::Error) -> Error {
     if feral_log::error::is_disk_full(&e) {
         Error::DiskFull { path: path.to_path_buf(), source: e }
+    } else if e.kind() == std::io::ErrorKind::InvalidData {
+        // redb's "Not a redb database": the file is damaged, not the device.
+        Error::Corruption(format!("{}: {e}", path.display()))
     } else {
         Error::Projection(format!("{}: {e}", path.display()))
     }
