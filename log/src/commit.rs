@@ -111,7 +111,11 @@ impl Wal {
             if writer.active.as_ref().is_none_or(|a| a.room() < end as u64) {
                 // The frame belongs to the next segment: set it aside while this one is sealed.
                 let frame = buf.split_off(start);
-                if let Err(failure) = self.roll(writer, buf, &mut buffered, p.lsn) {
+                if let Err((flushed, failure)) = self.roll(writer, buf, &mut buffered, p.lsn) {
+                    if flushed {
+                        // Synced before the seal failed: those records are durable.
+                        durable = p.lsn - 1;
+                    }
                     entries.retain(|e: &IndexEntry| e.lsn <= durable);
                     return (durable, entries, Some(failure));
                 }
@@ -165,23 +169,28 @@ impl Wal {
         if writer.active.is_some() || !state.segments.is_empty() || state.pause.is_some() {
             return;
         }
-        if let Err((_, error)) = self.roll(&mut writer, &mut Vec::new(), &mut 0, state.next_lsn) {
+        if let Err((_, (_, error))) =
+            self.roll(&mut writer, &mut Vec::new(), &mut 0, state.next_lsn)
+        {
             tracing::warn!(%error, "could not create the first segment; the first append retries");
         }
     }
 
     /// Seals the full active segment (writing what is buffered first) and creates the next one,
-    /// whose first record will be `next_lsn`.
+    /// whose first record will be `next_lsn`. A failure says whether the buffered records were
+    /// synced before it (then they are durable).
     fn roll(
         &self,
         writer: &mut Writer,
         buf: &mut Vec<u8>,
         buffered: &mut u64,
         next_lsn: Lsn,
-    ) -> Result<(), (PauseKind, Error)> {
+    ) -> Result<(), (bool, (PauseKind, Error))> {
         if let Some(mut active) = writer.active.take() {
-            flush(&mut active, buf, *buffered)?;
-            active.seal().map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))?;
+            flush(&mut active, buf, *buffered).map_err(|f| (false, f))?;
+            active
+                .seal()
+                .map_err(|e| (true, stage_error(&active.path, e, PauseKind::SyncFailed)))?;
             buf.clear();
             *buffered = 0;
         }
@@ -199,19 +208,36 @@ impl Wal {
                 } else {
                     PauseKind::IoError
                 };
-                (kind, e)
+                (true, (kind, e))
             })?;
         writer.active = Some(active);
         Ok(())
     }
 }
 
-/// Writes buffered frames and syncs them.
+/// Writes buffered frames and syncs them. When either fails, the bytes of this write are
+/// zeroed again and that is synced (best effort: the disk is failing), so a restart without
+/// a resume never shows a record whose append was reported failed (a record that reached the
+/// disk although its sync failed would otherwise look valid).
 fn flush(active: &mut ActiveSegment, buf: &[u8], count: u64) -> Result<(), (PauseKind, Error)> {
-    if !buf.is_empty() {
-        active.write(buf, count).map_err(|e| stage_error(&active.path, e, PauseKind::IoError))?;
+    let from = active.write_offset;
+    let outcome = if buf.is_empty() {
+        Ok(())
+    } else {
+        active.write(buf, count).map_err(|e| stage_error(&active.path, e, PauseKind::IoError))
+    };
+    let outcome = outcome.and_then(|()| {
+        active.file.sync_data().map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))
+    });
+    if outcome.is_err() && !buf.is_empty() {
+        let unwritten = crate::recovery::zero_range(&*active.file, from, buf.len() as u64)
+            .and_then(|()| active.file.sync_data());
+        if let Err(e) = unwritten {
+            tracing::error!(error = %e, segment = %active.path.display(), offset = from,
+                "could not zero the records of a failed commit; resume() drops them");
+        }
     }
-    active.file.sync_data().map_err(|e| stage_error(&active.path, e, PauseKind::SyncFailed))
+    outcome
 }
 
 /// Classifies an I/O failure of one write-path stage; out of space always wins.

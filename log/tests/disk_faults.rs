@@ -106,6 +106,39 @@ fn fsync_eio_at_every_nth_sync() {
     }
 }
 
+/// Appends until the armed fault fails one, then stops without a resume (a crash or a stop
+/// right after the failure); the reopened log must hold exactly the acknowledged ops.
+fn restart_after_failure(arm: &dyn Fn(&FaultHandle), what: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, handle) = open_faulty(dir.path());
+    arm(&handle);
+    let mut acked = Vec::new();
+    for i in 0..OPS {
+        match wal.append(draft(i, 100)) {
+            Ok(done) => acked.push(done.op_id),
+            Err(_) => break,
+        }
+    }
+    assert!(acked.len() < OPS as usize, "{what}: the fault fired");
+    drop(wal);
+    let wal = Wal::open(dir.path(), common::config(SEGMENT_BYTES)).expect("reopen");
+    let found: Vec<OpId> = all_ops(&wal).into_iter().map(|r| r.op.op_id).collect();
+    assert_eq!(found, acked, "{what}: a restart shows exactly the acknowledged ops");
+    let report = wal.check();
+    assert!(report.ok, "{what}: {report:?}");
+}
+
+#[test]
+fn a_restart_after_a_failed_commit_shows_no_unacknowledged_op() {
+    let (writes, syncs) = dry_run();
+    for n in 1..=syncs {
+        restart_after_failure(&|h| h.fail_sync(n), &format!("eio at sync {n}"));
+    }
+    for n in 1..=writes {
+        restart_after_failure(&|h| h.fill_after(n), &format!("enospc at write {n}"));
+    }
+}
+
 #[test]
 fn torn_writes_leave_no_partial_record() {
     let mut rng = common::Rng::from_env("torn_writes");
