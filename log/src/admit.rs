@@ -66,6 +66,7 @@ impl Wal {
         let mut results = Vec::with_capacity(items.len());
         state.pending.reserve(items.len());
         state.inflight.reserve(items.len());
+        let first_queued = state.pending.len();
         let mut wait_lsn = 0;
         for (item, verdict) in items.into_iter().zip(verdicts) {
             let appended = match verdict {
@@ -90,6 +91,9 @@ impl Wal {
             };
             wait_lsn = wait_lsn.max(appended.lsn);
             results.push(appended);
+        }
+        if let Some(first) = state.pending.get_mut(first_queued) {
+            first.batch_start = true;
         }
         Ok((results, wait_lsn))
     }
@@ -196,7 +200,7 @@ impl Wal {
         } else {
             state.inflight.insert_supplied(op.op_id, entry, !local);
         }
-        state.pending.push(Pending { op, lsn, local, content_hash: hash });
+        state.pending.push(Pending { op, lsn, local, content_hash: hash, batch_start: false });
         appended
     }
 }

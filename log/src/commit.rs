@@ -103,23 +103,50 @@ impl Wal {
         let mut entries = Vec::with_capacity(batch.len());
         let mut durable = synced;
         let mut buffered = 0u64;
-        for p in batch {
+        // Where the current caller's submission starts: its index in `batch`, its first byte
+        // in `buf` and its first entry, while all of it is still unwritten in `buf`.
+        let mut submission: Option<(usize, usize, usize)> = None;
+        // A submission rolled to the start of a fresh segment is not moved again.
+        let mut moved: Option<usize> = None;
+        let mut i = 0;
+        while i < batch.len() {
+            let p = &batch[i];
+            if p.batch_start && moved != Some(i) {
+                submission = Some((i, buf.len(), entries.len()));
+            }
             // Encoded by the leader, outside the state lock, straight into the frame buffer.
             let mut start = record::begin_frame(buf);
             codec::encode_op_into(&p.op, buf);
             let end = start + record::frame_len(buf.len() - start - record::FRAME_HEADER_BYTES);
             if writer.active.as_ref().is_none_or(|a| a.room() < end as u64) {
-                // The frame belongs to the next segment: set it aside while this one is sealed.
-                let frame = buf.split_off(start);
-                if let Err((flushed, failure)) = self.roll(writer, buf, &mut buffered, p.lsn) {
+                // Roll before the submission this record belongs to, so that a failed roll
+                // fails it whole; a submission larger than a segment rolls where it must.
+                let restart = submission.filter(|&(first, _, _)| first < i);
+                let frame = match restart {
+                    Some((first, at, entry)) => {
+                        buf.truncate(at);
+                        buffered -= (i - first) as u64;
+                        entries.truncate(entry);
+                        Vec::new()
+                    }
+                    None => buf.split_off(start),
+                };
+                let first_lsn = restart.map_or(p.lsn, |(first, _, _)| batch[first].lsn);
+                if let Err((flushed, failure)) = self.roll(writer, buf, &mut buffered, first_lsn) {
                     if flushed {
                         // Synced before the seal failed: those records are durable.
-                        durable = p.lsn - 1;
+                        durable = first_lsn - 1;
                     }
                     entries.retain(|e: &IndexEntry| e.lsn <= durable);
                     return (durable, entries, Some(failure));
                 }
-                durable = p.lsn - 1;
+                durable = first_lsn - 1;
+                submission = None;
+                if let Some((first, _, _)) = restart {
+                    moved = Some(first);
+                    i = first;
+                    continue;
+                }
                 buf.extend_from_slice(&frame);
                 start = 0;
             }
@@ -139,6 +166,7 @@ impl Wal {
             });
             record::finish_frame(buf, start, active.header.salt, p.lsn, durable);
             buffered += 1;
+            i += 1;
         }
         if let (Some(at), Some(active)) =
             (crate::failpoint::armed_at("log.torn_write"), writer.active.as_mut())

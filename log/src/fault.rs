@@ -1,6 +1,7 @@
 //! A fault-injecting [`Storage`]: the real filesystem underneath, with ENOSPC from the Nth
-//! write on, fsync EIO at the Nth sync, a torn Nth write, and a silent bit flip in the Nth
-//! write. Tests arm faults through a shared [`FaultHandle`].
+//! write on, fsync EIO at the Nth sync, a torn Nth write, a silent bit flip in the Nth write,
+//! and a power loss: every write not yet synced is undone and the device stops answering.
+//! Tests arm faults through a shared [`FaultHandle`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,29 @@ struct Plan {
     torn_at_write: Option<(u64, usize)>,
     flip_at_write: Option<(u64, usize)>,
     full_while: Option<PathBuf>,
+    /// Writes since each file's last sync, with the bytes they replaced (power-loss mode).
+    unsynced: Option<Vec<Unsynced>>,
+    /// Where each file (by inode) is now: files are renamed while open.
+    paths: std::collections::HashMap<u64, PathBuf>,
+    /// After a power loss every call fails.
+    dead: bool,
+}
+
+/// One write a power loss would undo.
+#[derive(Debug)]
+struct Unsynced {
+    inode: u64,
+    offset: u64,
+    before: Vec<u8>,
+}
+
+/// The inode of the file at `path` (0 if it cannot be read).
+fn inode_of(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0)
+}
+
+fn dead() -> io::Error {
+    io::Error::other("injected power loss: the device is gone")
 }
 
 /// Arms and observes faults; clones share one plan.
@@ -40,6 +64,15 @@ impl FaultHandle {
     pub fn fill_after(&self, n: u64) {
         let mut plan = self.plan();
         plan.full_from_write = Some(plan.writes + n.max(1));
+    }
+
+    /// Every armed fault is cleared (space freed, no EIO, torn write or flip pending).
+    pub fn heal(&self) {
+        let mut plan = self.plan();
+        plan.full_from_write = None;
+        plan.eio_at_sync = None;
+        plan.torn_at_write = None;
+        plan.flip_at_write = None;
     }
 
     /// Space is freed: writes succeed again.
@@ -71,6 +104,40 @@ impl FaultHandle {
     pub fn flip_bit(&self, n: u64, bit: usize) {
         let mut plan = self.plan();
         plan.flip_at_write = Some((plan.writes + n.max(1), bit));
+    }
+
+    /// From now on, remember every write until its file is synced, so that
+    /// [`FaultHandle::power_loss`] can undo it.
+    pub fn track_unsynced(&self) {
+        self.plan().unsynced.get_or_insert_with(Vec::new);
+    }
+
+    /// The power goes: every write not yet synced (since [`FaultHandle::track_unsynced`]) is
+    /// undone, newest first, and every later call through this storage fails. Returns how
+    /// many writes were undone. (File creation, renames and allocations are kept: the log
+    /// syncs its directory after each, so they are durable when they return.)
+    pub fn power_loss(&self) -> io::Result<usize> {
+        let mut plan = self.plan();
+        plan.dead = true;
+        let undo = plan.unsynced.take().unwrap_or_default();
+        drop(plan);
+        let count = undo.len();
+        let paths = std::mem::take(&mut self.plan().paths);
+        for w in undo.into_iter().rev() {
+            let Some(path) = paths.get(&w.inode) else { continue };
+            let file = match std::fs::OpenOptions::new().write(true).open(path) {
+                Ok(file) => file,
+                // Removed since (a temporary file cleaned up): nothing left to undo.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    let at = path.display();
+                    return Err(io::Error::new(e.kind(), format!("undoing a write to {at}: {e}")));
+                }
+            };
+            std::os::unix::fs::FileExt::write_all_at(&file, &w.before, w.offset)?;
+            file.sync_data()?;
+        }
+        Ok(count)
     }
 
     /// Bit flips actually applied (a flip armed for an allocation does nothing).
@@ -114,6 +181,12 @@ impl FaultStorage {
         let handle = FaultHandle::default();
         (FaultStorage { handle: handle.clone() }, handle)
     }
+
+    fn file(&self, inner: Box<dyn StorageFile>, path: &Path) -> FaultFile {
+        let inode = inode_of(path);
+        self.handle.plan().paths.insert(inode, path.to_path_buf());
+        FaultFile { inner, handle: self.handle.clone(), path: path.to_path_buf(), inode }
+    }
 }
 
 #[derive(Debug)]
@@ -121,9 +194,29 @@ struct FaultFile {
     inner: Box<dyn StorageFile>,
     handle: FaultHandle,
     path: PathBuf,
+    inode: u64,
 }
 
 impl FaultFile {
+    /// In power-loss mode, records the bytes a write of `len` at `offset` replaces.
+    fn remember(&self, len: usize, offset: u64) -> io::Result<()> {
+        if self.handle.plan().unsynced.is_none() {
+            return Ok(());
+        }
+        let mut before = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match self.inner.read_at(&mut before[done..], offset + done as u64)? {
+                0 => break, // past the end: the write extends the file; zeros stand in
+                n => done += n,
+            }
+        }
+        if let Some(unsynced) = self.handle.plan().unsynced.as_mut() {
+            unsynced.push(Unsynced { inode: self.inode, offset, before });
+        }
+        Ok(())
+    }
+
     /// Counts a space-consuming call and says whether the device is full for it.
     fn space_call(&self) -> (u64, bool) {
         let mut plan = self.handle.plan();
@@ -141,9 +234,13 @@ impl StorageFile for FaultFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let (n, full) = self.space_call();
+        if self.handle.plan().dead {
+            return Err(dead());
+        }
         if full {
             return Err(enospc());
         }
+        self.remember(buf.len(), offset)?;
         let (torn, flip) = {
             let plan = self.handle.plan();
             (
@@ -171,17 +268,27 @@ impl StorageFile for FaultFile {
     fn sync_data(&self) -> io::Result<()> {
         let fail = {
             let mut plan = self.handle.plan();
+            if plan.dead {
+                return Err(dead());
+            }
             plan.syncs += 1;
             plan.eio_at_sync == Some(plan.syncs)
         };
         if fail {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        if let Some(unsynced) = self.handle.plan().unsynced.as_mut() {
+            unsynced.retain(|w| w.inode != self.inode);
+        }
+        Ok(())
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
         let (n, full) = self.space_call();
+        if self.handle.plan().dead {
+            return Err(dead());
+        }
         if full {
             return Err(enospc());
         }
@@ -203,20 +310,34 @@ impl StorageFile for FaultFile {
 impl Storage for FaultStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let inner = FsStorage.create(path)?;
-        Ok(Box::new(FaultFile { inner, handle: self.handle.clone(), path: path.to_path_buf() }))
+        Ok(Box::new(self.file(inner, path)))
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<Box<dyn StorageFile>> {
         let inner = FsStorage.open(path, writable)?;
-        Ok(Box::new(FaultFile { inner, handle: self.handle.clone(), path: path.to_path_buf() }))
+        Ok(Box::new(self.file(inner, path)))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
+        let (moved, replaced) = (inode_of(from), inode_of(to));
+        FsStorage.rename(from, to)?;
+        let mut plan = self.handle.plan();
+        if let Some(unsynced) = plan.unsynced.as_mut() {
+            unsynced.retain(|w| w.inode != replaced || replaced == moved);
+        }
+        plan.paths.insert(moved, to.to_path_buf());
+        Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove(path)
+        let inode = inode_of(path);
+        FsStorage.remove(path)?;
+        let mut plan = self.handle.plan();
+        if let Some(unsynced) = plan.unsynced.as_mut() {
+            unsynced.retain(|w| w.inode != inode);
+        }
+        plan.paths.remove(&inode);
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

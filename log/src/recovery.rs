@@ -156,9 +156,16 @@ pub fn recover(
         let sealed_past = |f: Footer| keep_through.is_some_and(|keep| f.last_lsn > keep);
         if is_last && footer.is_some_and(sealed_past) {
             zero_range(reader.file(), header.data_limit(), FOOTER_BYTES)
+                .and_then(|()| reader.file().sync_data())
                 .map_err(|e| Error::from_io(&path, e))?;
             tracing::warn!(segment = %name_of(&path), "unsealed a segment sealed by a failed group commit");
             footer = None;
+        }
+        if is_last && footer.is_some() {
+            // A seal whose sync failed (its records were synced before it, so they are kept)
+            // or a crash right after a seal: make the footer as durable as what it covers, so
+            // a power loss can never leave a sealed segment behind unsealed.
+            reader.file().sync_data().map_err(|e| Error::from_io(&path, e))?;
         }
         match footer {
             Some(footer) => {

@@ -120,6 +120,9 @@ pub(crate) struct Pending {
     pub(crate) op: Op,
     pub(crate) lsn: Lsn,
     pub(crate) local: bool,
+    /// The first record of one caller's submission: a segment roll never falls inside a
+    /// submission that fits in a segment, so a failed roll fails it whole (all or nothing).
+    pub(crate) batch_start: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
