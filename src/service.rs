@@ -255,26 +255,13 @@ async fn schedule_loop(
 /// One sync with a peer, holding its certificate to the node id it advertised (mDNS).
 async fn sync_once(syncer: &Syncer<Node>, info: Option<&PeerInfo>, peer: SocketAddr) -> SyncResult {
     let advertised = info.and_then(|i| i.node_id.as_deref());
-    let expected = match advertised.map(parse_node_id) {
+    let expected = match advertised.map(feral_log::op::parse_hex16) {
         None => None,
         Some(Some(id)) => Some(id),
         // An advertisement whose node id is not 32 hex characters can match no certificate.
         Some(None) => Some([0u8; 16]),
     };
     syncer.sync_expecting(peer, expected).await
-}
-
-fn parse_node_id(text: &str) -> Option<[u8; 16]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).ok()?;
-        id[i] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(id)
 }
 
 /// Forgets a discovered or manual peer whose certificate is not the node it advertised, or

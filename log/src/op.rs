@@ -17,8 +17,8 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     Ok(())
 }
 
-/// Parses exactly 32 hex characters into 16 bytes.
-fn parse_hex16(text: &str) -> Option<[u8; 16]> {
+/// Parses exactly 32 hex characters into 16 bytes (op ids, origins, node ids).
+pub fn parse_hex16(text: &str) -> Option<[u8; 16]> {
     let text = text.as_bytes();
     if text.len() != 32 {
         return None;

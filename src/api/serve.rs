@@ -5,7 +5,6 @@
 //! reading or writing between requests. axum's `serve` sets none of these.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -277,14 +276,4 @@ impl AsyncWrite for Watched {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// Waits for a future with the API's stop signal (for callers that hold a plain future).
-pub fn until(stop: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        stop.await;
-        let _ = tx.send(true);
-    });
-    rx
 }

@@ -197,16 +197,6 @@ impl Serving {
         }
         ServingClaim { serving: self, node_id, generation }
     }
-
-    /// Node ids with a session served now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// True when no session is served.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for ServingClaim<'_> {

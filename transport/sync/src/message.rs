@@ -92,11 +92,6 @@ impl FrameDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Bytes held for frames not yet whole (what a stalled peer costs this node).
-    pub fn buffered(&self) -> usize {
-        self.buf.capacity()
-    }
-
     /// Bytes of the frame that is complete or in progress still missing (for a reader that
     /// wants to read exactly that much), checking the announced length first.
     pub fn wanted(&self) -> Result<usize, SyncError> {
