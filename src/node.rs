@@ -307,15 +307,20 @@ impl Node {
         CheckReport::from_parts(log, episodes)
     }
 
+    /// The projection's check: redb's structure check holds the projection for a moment;
+    /// the rows are then read from a snapshot while ops go on being applied.
     fn check_projection(&self) -> Result<(), feral_materializer::Error> {
-        let mut slot = self.settled();
-        let durable = self.wal.durable_lsn();
-        match slot.mat.as_mut() {
-            Some(mat) => mat.check(durable),
-            None => Err(feral_materializer::Error::Projection(
-                slot.fault.as_ref().map_or("not open".into(), |f| f.reason.clone()),
-            )),
-        }
+        let snapshot = {
+            let mut slot = self.settled();
+            match slot.mat.as_mut() {
+                Some(mat) => mat.check_structure().and_then(|()| mat.check_snapshot()),
+                None => Err(feral_materializer::Error::Projection(
+                    slot.fault.as_ref().map_or("not open".into(), |f| f.reason.clone()),
+                )),
+            }
+        }?;
+        // Read after the snapshot: what it has applied is durable by then.
+        snapshot.verify(self.wal.durable_lsn())
     }
 
     /// Re-verifies the log (rebuilding an untrusted index), reopens the projection (rebuilding

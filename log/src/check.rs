@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Location};
-use crate::index::Index;
+use crate::index::{Index, IndexReader};
 use crate::read::{location, open_reader, scan_error};
 use crate::recovery;
 use crate::segment::{self, ScanStop};
@@ -105,16 +105,33 @@ pub(crate) struct Seen {
     pub offset: u64,
 }
 
+/// What a log check may assume about writers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Nothing writes (open, resume): every listed segment is checked, and the active
+    /// segment's unwritten tail must be zero.
+    Quiet,
+    /// Appends run beside the check: the segments and records up to the durable LSN taken at
+    /// its start are checked; the active segment past it is being written and is not read
+    /// (recovery checks that tail at every open and resume).
+    Online,
+}
+
 /// Verifies every segment: header, frame CRCs and LSN order, footer, whole-segment CRC of sealed
-/// segments, and that the active segment holds every record up to `durable`. Returns
+/// segments, and that the segments hold every record up to `durable`. Returns
 /// (records, segments); `seen` gets every record's position and op_id.
 pub(crate) fn verify_log(
     storage: &Arc<dyn Storage>,
     wal_dir: &Path,
     durable: Lsn,
+    scope: Scope,
     seen: &mut dyn FnMut(Seen, crate::op::OpId) -> Result<(), Error>,
 ) -> Result<(u64, u64), Error> {
-    let listed = recovery::list_segments(storage, wal_dir)?;
+    let mut listed = recovery::list_segments(storage, wal_dir)?;
+    if scope == Scope::Online {
+        // Segments created after the check started hold only records past `durable`.
+        listed.retain(|(base, _)| *base <= durable.max(1));
+    }
     let mut next = 1;
     let count = listed.len();
     for (i, (base, path)) in listed.iter().enumerate() {
@@ -122,7 +139,7 @@ pub(crate) fn verify_log(
             return Err(Error::Corruption(location(
                 path,
                 0,
-                format!("segment starts at LSN {base}, expected {next}"),
+                format!("segment starts at LSN {base}, expected {next}: a segment is missing"),
             )));
         }
         let mut reader = open_reader(storage, path)?;
@@ -139,7 +156,11 @@ pub(crate) fn verify_log(
                 )));
             }
         };
-        let last = footer.map_or(u64::MAX, |f| f.last_lsn);
+        let last = match (footer, scope) {
+            (Some(f), _) => f.last_lsn,
+            (None, Scope::Quiet) => u64::MAX,
+            (None, Scope::Online) => durable,
+        };
         let scanned =
             segment::scan_frames(&mut reader, &header, end, last, &mut |offset, frame| {
                 let op = crate::codec::decode_op(frame.payload).map_err(|r| {
@@ -160,6 +181,7 @@ pub(crate) fn verify_log(
                 )));
             }
             Some(f) => f.last_lsn,
+            None if scope == Scope::Online => scanned.next_lsn - 1,
             None => {
                 let tail = first_nonzero(&mut reader, scanned.next_offset, header.data_limit())
                     .map_err(|e| Error::from_io(path, e))?;
@@ -189,7 +211,12 @@ pub(crate) fn verify_log(
         }
         next = last + 1;
     }
-    if next != durable + 1 {
+    // Online, a segment sealed while the check ran may hold records past `durable`.
+    let complete = match scope {
+        Scope::Quiet => next == durable + 1,
+        Scope::Online => next > durable,
+    };
+    if !complete {
         return Err(Error::Corruption(Location {
             segment: String::new(),
             offset: 0,
@@ -216,48 +243,81 @@ fn first_nonzero(
     Ok(None)
 }
 
-/// Checks the index: redb's own structure check, then that it holds exactly the log's records
-/// at the positions the log has them.
-pub(crate) fn verify_index(
-    index: &mut Index,
+/// Verifies the log and, in the same scan, that an index snapshot holds exactly the log's
+/// records at the positions the log has them. The snapshot must be taken before `durable` is
+/// read: the indexer only indexes durable records, so the snapshot's indexed LSN is at most
+/// `durable`, and records past it may be missing from it (catch-up pending) but nothing it
+/// holds may differ from the log. Returns the log's outcome and the index's.
+pub(crate) fn verify_log_and_index(
     storage: &Arc<dyn Storage>,
     wal_dir: &Path,
     durable: Lsn,
-) -> Result<(), Error> {
-    if !index.check_structure()? {
-        return Err(Error::IndexCorruption(
+    scope: Scope,
+    index: Option<&IndexReader>,
+) -> (Result<(u64, u64), Error>, Result<(), Error>) {
+    let Some(reader) = index else {
+        let wal = verify_log(storage, wal_dir, durable, scope, &mut |_, _| Ok(()));
+        return (wal, Err(Error::Index("index could not be opened".into())));
+    };
+    let indexed_lsn = reader.meta().indexed_lsn;
+    let mut matched = 0u64;
+    let mut index_error: Option<Error> = None;
+    let wal = verify_log(storage, wal_dir, durable, scope, &mut |seen, op_id| {
+        if index_error.is_some() {
+            return Ok(());
+        }
+        let found = match reader.get(&op_id) {
+            Ok(found) => found,
+            Err(e) => {
+                index_error = Some(e);
+                return Ok(());
+            }
+        };
+        match found {
+            Some(e)
+                if e.lsn == seen.lsn && e.segment == seen.segment && e.offset == seen.offset =>
+            {
+                matched += 1;
+            }
+            None if seen.lsn > indexed_lsn => {}
+            Some(e) => {
+                index_error = Some(Error::IndexCorruption(format!(
+                    "op {op_id} at LSN {} is indexed at LSN {}",
+                    seen.lsn, e.lsn
+                )));
+            }
+            None => {
+                index_error = Some(Error::IndexCorruption(format!(
+                    "op {op_id} at LSN {} is missing from the index",
+                    seen.lsn
+                )));
+            }
+        }
+        Ok(())
+    });
+    let index = match (&wal, index_error) {
+        (_, Some(e)) => Err(e),
+        // The log's damage is the log's report; the index gets its structure check only.
+        (Err(_), None) => Ok(()),
+        (Ok(_), None) => {
+            let held = reader.meta().op_count;
+            if held == matched {
+                Ok(())
+            } else {
+                Err(Error::IndexCorruption(format!("index holds {held} ops, the log {matched}")))
+            }
+        }
+    };
+    (wal, index)
+}
+
+/// redb's own structure check of the index, as a check outcome.
+pub(crate) fn verify_index_structure(index: &mut Index) -> Result<(), Error> {
+    if index.check_structure()? {
+        Ok(())
+    } else {
+        Err(Error::IndexCorruption(
             "redb integrity check failed (the file was repaired in memory)".into(),
-        ));
+        ))
     }
-    let reader = index.reader()?;
-    // The index may lag the log (catch-up pending after a failed write): records past its
-    // indexed LSN may be missing, but everything it holds must match the log exactly.
-    let indexed_lsn = index.meta()?.indexed_lsn;
-    let mut records = 0u64;
-    verify_log(storage, wal_dir, durable, &mut |seen, op_id| match reader.get(&op_id)? {
-        Some(e) if e.lsn == seen.lsn && e.segment == seen.segment && e.offset == seen.offset => {
-            records += 1;
-            Ok(())
-        }
-        None if seen.lsn > indexed_lsn => Ok(()),
-        Some(e) => Err(Error::IndexCorruption(format!(
-            "op {op_id} at LSN {} is indexed at LSN {}",
-            seen.lsn, e.lsn
-        ))),
-        None => Err(Error::IndexCorruption(format!(
-            "op {op_id} at LSN {} is missing from the index",
-            seen.lsn
-        ))),
-    })
-    .map_err(|e| match e {
-        Error::Corruption(at) => {
-            Error::IndexCorruption(format!("log unreadable while checking the index: {at}"))
-        }
-        other => other,
-    })?;
-    let held = index.len()?;
-    if held != records {
-        return Err(Error::IndexCorruption(format!("index holds {held} ops, the log {records}")));
-    }
-    Ok(())
 }

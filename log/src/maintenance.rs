@@ -3,14 +3,14 @@
 use std::path::Path;
 use std::sync::{Arc, MutexGuard};
 
-use crate::check::{self, IntegrityReport};
+use crate::check::{self, IntegrityReport, PartStatus, Scope};
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexEntry};
+use crate::index::{Index, IndexEntry, IndexReader};
 use crate::limits::INDEX_REPLAY_BATCH_OPS;
 use crate::read::for_each_record;
 use crate::recovery;
 use crate::storage::Storage;
-use crate::wal::{INDEX_FILE, Lsn, Pause, PauseKind, State, Wal};
+use crate::wal::{INDEX_FILE, Lsn, Pause, PauseKind, State, Wal, lock};
 
 fn pause(kind: PauseKind, error: &Error) -> Pause {
     Pause { kind, detail: error.to_string() }
@@ -199,51 +199,86 @@ impl Wal {
     }
 
     /// Verifies every record CRC, every sealed footer and segment CRC, and the index against
-    /// the log. Blocks writers while it runs. Never fails: problems are in the report.
+    /// the log, beside appends and reads: it reads the records durable when it starts and an
+    /// index snapshot, and holds no lock while it reads them (redb's structure check takes
+    /// the index to itself at the end, for a moment). Never fails: problems are in the report.
     pub fn check(&self) -> IntegrityReport {
-        let state = self.become_leader();
-        let report = self.check_locked(state.durable_lsn);
-        self.release_leader(state);
-        report
+        let _one = lock(&self.inner.maintenance);
+        // The index snapshot first, the durable LSN second (see `verify_log_and_index`).
+        let reader = self.with_index(Index::reader).ok();
+        let (durable, known) = {
+            let state = self.state();
+            (state.durable_lsn, state.corruption.clone())
+        };
+        self.verify(durable, known, reader)
     }
 
-    fn check_locked(&self, durable: Lsn) -> IntegrityReport {
-        let wal = check::verify_log(self.storage(), self.wal_dir(), durable, &mut |_, _| Ok(()));
-        let mut slot = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
-        let index = match slot.as_mut() {
-            Some(index) if wal.is_ok() => {
-                check::verify_index(index, self.storage(), self.wal_dir(), durable)
-            }
-            Some(index) => index.check_structure().and_then(|fine| {
-                if fine {
-                    Ok(())
-                } else {
-                    Err(Error::IndexCorruption("redb integrity check failed".into()))
-                }
-            }),
-            None => Err(Error::Index("index could not be opened".into())),
+    /// The check while nothing writes (the caller is the leader, the indexer drained).
+    fn check_quiet(&self, state: &State) -> IntegrityReport {
+        let reader = self.with_index(Index::reader).ok();
+        self.verify(state.durable_lsn, state.corruption.clone(), reader)
+    }
+
+    /// `known` is the damage recovery found, if any: it stopped there, so the durable LSN
+    /// says nothing of what lies past it (the whole directory is checked; nothing writes to
+    /// a log paused for corruption), and damage only recovery can see (acknowledged ops
+    /// missing from the end of the log) is reported even when every segment verifies.
+    fn verify(
+        &self,
+        durable: Lsn,
+        known: Option<crate::error::Location>,
+        reader: Option<IndexReader>,
+    ) -> IntegrityReport {
+        let scope = if known.is_some() { Scope::Quiet } else { Scope::Online };
+        let (wal, index) = check::verify_log_and_index(
+            self.storage(),
+            self.wal_dir(),
+            durable,
+            scope,
+            reader.as_ref(),
+        );
+        drop(reader); // redb's structure check needs no transaction open
+        let wal = match (wal, known) {
+            (Ok(_), Some(at)) => Err(Error::Corruption(at)),
+            (wal, _) => wal,
         };
+        let index = index.and_then(|()| {
+            let mut slot = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
+            match slot.as_mut() {
+                Some(index) => check::verify_index_structure(index),
+                None => Err(Error::Index("index could not be opened".into())),
+            }
+        });
         IntegrityReport::from_parts(wal, index)
     }
 
     /// Re-reads everything from disk (dropping any unsynced tail), rebuilds the index if it
     /// cannot be trusted, runs the full check, and clears the pause only if the check passes.
     pub fn resume(&self) -> IntegrityReport {
+        let _one = lock(&self.inner.maintenance);
         let mut state = self.become_leader();
         let known = state.durable_lsn;
         let outcome = self.load(&mut state, Some(known)).and_then(|()| {
-            let index_bad = state.pause.as_ref().is_some_and(|p| p.kind == PauseKind::IndexFailed)
-                || !self.check_locked(state.durable_lsn).ok && self.log_is_sound(state.durable_lsn);
-            if index_bad {
+            let index_failed =
+                state.pause.as_ref().is_some_and(|p| p.kind == PauseKind::IndexFailed);
+            if index_failed {
+                return Ok(None);
+            }
+            let report = self.check_quiet(&state);
+            Ok(Some(report))
+        });
+        let outcome = outcome.and_then(|first| match first {
+            // The log is sound and only the index failed: rebuild it and check again.
+            Some(report) if report.ok || report.wal != PartStatus::Ok => Ok(report),
+            _ => {
                 tracing::warn!("index not trusted; rebuilding it from the log");
                 self.rebuild_locked(&mut state)?;
+                Ok(self.check_quiet(&state))
             }
-            Ok(())
         });
-        let report = match outcome {
-            Ok(()) => self.check_locked(state.durable_lsn),
-            Err(e) => IntegrityReport::from_parts(Err(e), Err(Error::Index("not checked".into()))),
-        };
+        let report = outcome.unwrap_or_else(|e| {
+            IntegrityReport::from_parts(Err(e), Err(Error::Index("not checked".into())))
+        });
         if report.ok {
             if state.pause.take().is_some() {
                 tracing::info!("integrity check passed; writes resumed");
@@ -263,12 +298,9 @@ impl Wal {
         report
     }
 
-    fn log_is_sound(&self, durable: Lsn) -> bool {
-        check::verify_log(self.storage(), self.wal_dir(), durable, &mut |_, _| Ok(())).is_ok()
-    }
-
     /// Deletes the index and recreates it from the log alone. Returns the ops indexed.
     pub fn rebuild(&self) -> Result<u64> {
+        let _one = lock(&self.inner.maintenance);
         let mut state = self.become_leader();
         let result = self.rebuild_locked(&mut state);
         self.release_leader(state);

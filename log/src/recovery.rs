@@ -52,24 +52,36 @@ fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> Location {
     Location { segment: name_of(path), offset, reason: reason.into() }
 }
 
-/// Lists segment files in LSN order, removing leftovers of an interrupted creation.
+/// Lists segment files in LSN order.
+///
+/// Only lists: a half-created segment (`.seg.tmp`) may belong to a roll running right now,
+/// so only recovery, which runs while nothing writes, removes them ([`remove_temporaries`]).
 pub fn list_segments(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let io = |e| Error::from_io(dir, e);
     let mut found = Vec::new();
+    for path in storage.list(dir).map_err(io)? {
+        if let Some(base) = segment::parse_segment_name(&path) {
+            found.push((base, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Removes segments whose creation a crash interrupted (`.seg.tmp`). Only while nothing writes.
+pub fn remove_temporaries(storage: &Arc<dyn Storage>, dir: &Path) -> Result<()> {
+    let io = |e| Error::from_io(dir, e);
     let mut removed = false;
     for path in storage.list(dir).map_err(io)? {
         if name_of(&path).ends_with(TEMP_SUFFIX) {
             storage.remove(&path).map_err(io)?;
             removed = true;
-        } else if let Some(base) = segment::parse_segment_name(&path) {
-            found.push((base, path));
         }
     }
     if removed {
         storage.sync_dir(dir).map_err(io)?;
     }
-    found.sort();
-    Ok(found)
+    Ok(())
 }
 
 /// Reads and checks the header of one segment (base LSN must match the name, size the capacity).
@@ -110,6 +122,7 @@ pub fn recover(
     known_durable_lsn: u64,
     keep_through: Option<u64>,
 ) -> Result<Recovered> {
+    remove_temporaries(storage, dir)?;
     let listed = list_segments(storage, dir)?;
     let mut out =
         Recovered { segments: Vec::new(), active: None, last_lsn: 0, torn: None, corruption: None };

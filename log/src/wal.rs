@@ -187,6 +187,8 @@ pub(crate) struct Core {
     pub(crate) index: RwLock<Option<Index>>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) indexer: IndexQueue,
+    /// Serialises check, resume and rebuild among themselves; writers never take it.
+    pub(crate) maintenance: Mutex<()>,
     pub(crate) _lock: DirLock,
 }
 
@@ -320,6 +322,7 @@ impl Wal {
             index: RwLock::new(None),
             writer: Mutex::new(Writer { active: None, capacity, frames: Vec::new() }),
             indexer: IndexQueue::default(),
+            maintenance: Mutex::new(()),
             dir,
             wal_dir,
             config,

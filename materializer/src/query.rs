@@ -115,58 +115,91 @@ impl Materializer {
     /// Verifies the file (redb's page checksums and tree shape), every row, and that the
     /// secondary keys match the rows and the applied LSN is within the log (`durable_lsn`).
     pub fn check(&mut self, durable_lsn: Lsn) -> Result<()> {
+        self.check_structure()?;
+        self.check_snapshot()?.verify(durable_lsn)
+    }
+
+    /// redb's structure check (page checksums, tree shape). It needs the handle to itself.
+    pub fn check_structure(&mut self) -> Result<()> {
         let (suspect, db, path) = (&self.suspect, &mut self.db, &self.path);
         let fine = catch_redb_panic(
             || db.check_integrity().map_err(|e| map_redb(path, e)),
             corruption_from_panic,
         );
         match fine {
-            Ok(true) => {}
-            Ok(false) => return Err(Error::Corruption("redb integrity check failed".into())),
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Corruption("redb integrity check failed".into())),
             Err(e) => {
                 suspect.store(true, Ordering::Relaxed);
-                return Err(e);
+                Err(e)
             }
         }
-        self.guarded(|m| {
-            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
-            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
-            let by_time = txn.open_table(BY_TIME).map_err(|e| m.err(e))?;
-            let by_session = txn.open_table(BY_SESSION).map_err(|e| m.err(e))?;
-            let meta = txn.open_table(META).map_err(|e| m.err(e))?;
-            let applied = read_meta(&meta, META_APPLIED_LSN).map_err(|e| m.err(e))?;
-            if applied > durable_lsn {
+    }
+
+    /// A read snapshot for the row check, so it can run without the caller's lock while
+    /// the projection goes on applying ops.
+    pub fn check_snapshot(&self) -> Result<CheckSnapshot> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        Ok(CheckSnapshot { txn, path: self.path.clone() })
+    }
+}
+
+/// A read snapshot of the projection for [`CheckSnapshot::verify`].
+#[derive(Debug)]
+pub struct CheckSnapshot {
+    txn: redb::ReadTransaction,
+    path: std::path::PathBuf,
+}
+
+impl CheckSnapshot {
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        map_redb(&self.path, e)
+    }
+
+    /// Verifies every row of the snapshot, that the secondary keys match the rows, and that
+    /// its applied LSN is within the log (`durable_lsn`, read after the snapshot was taken).
+    pub fn verify(&self, durable_lsn: Lsn) -> Result<()> {
+        catch_redb_panic(|| self.verify_rows(durable_lsn), corruption_from_panic)
+    }
+
+    fn verify_rows(&self, durable_lsn: Lsn) -> Result<()> {
+        let txn = &self.txn;
+        let rows = txn.open_table(ROWS).map_err(|e| self.err(e))?;
+        let by_time = txn.open_table(BY_TIME).map_err(|e| self.err(e))?;
+        let by_session = txn.open_table(BY_SESSION).map_err(|e| self.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        let applied = read_meta(&meta, META_APPLIED_LSN).map_err(|e| self.err(e))?;
+        if applied > durable_lsn {
+            return Err(Error::Corruption(format!(
+                "applied LSN {applied} is past the end of the log ({durable_lsn})"
+            )));
+        }
+        let mut live = 0u64;
+        for item in rows.iter().map_err(|e| self.err(e))? {
+            let (key, raw) = item.map_err(|e| self.err(e))?;
+            let row = decode_row(raw.value())?;
+            let Some(e) = row.episode else { continue };
+            live += 1;
+            let id = key.value();
+            let names = |found: Option<redb::AccessGuard<'_, &'static str>>| {
+                found.is_some_and(|v| v.value() == id)
+            };
+            let indexed = e.id == id
+                && names(by_time.get(time_key(&e, &row.op_id)).map_err(|e| self.err(e))?)
+                && names(by_session.get(session_key(&e, &row.op_id)).map_err(|e| self.err(e))?);
+            if !indexed {
                 return Err(Error::Corruption(format!(
-                    "applied LSN {applied} is past the end of the log ({durable_lsn})"
+                    "episode {id:?} is missing from the secondary indexes"
                 )));
             }
-            let mut live = 0u64;
-            for item in rows.iter().map_err(|e| m.err(e))? {
-                let (key, raw) = item.map_err(|e| m.err(e))?;
-                let row = decode_row(raw.value())?;
-                let Some(e) = row.episode else { continue };
-                live += 1;
-                let id = key.value();
-                let names = |found: Option<redb::AccessGuard<'_, &'static str>>| {
-                    found.is_some_and(|v| v.value() == id)
-                };
-                let indexed = e.id == id
-                    && names(by_time.get(time_key(&e, &row.op_id)).map_err(|e| m.err(e))?)
-                    && names(by_session.get(session_key(&e, &row.op_id)).map_err(|e| m.err(e))?);
-                if !indexed {
-                    return Err(Error::Corruption(format!(
-                        "episode {id:?} is missing from the secondary indexes"
-                    )));
-                }
-            }
-            let (t, s) =
-                (by_time.len().map_err(|e| m.err(e))?, by_session.len().map_err(|e| m.err(e))?);
-            if t != live || s != live {
-                return Err(Error::Corruption(format!(
-                    "{live} live episodes but {t} time and {s} session index entries"
-                )));
-            }
-            Ok(())
-        })
+        }
+        let (t, s) =
+            (by_time.len().map_err(|e| self.err(e))?, by_session.len().map_err(|e| self.err(e))?);
+        if t != live || s != live {
+            return Err(Error::Corruption(format!(
+                "{live} live episodes but {t} time and {s} session index entries"
+            )));
+        }
+        Ok(())
     }
 }

@@ -388,6 +388,7 @@ impl Index {
         guarded(&self.suspect, || {
             let txn = self.db.begin_read().map_err(redb_error)?;
             Ok(IndexReader {
+                meta: read_meta(&txn.open_table(META).map_err(redb_error)?)?,
                 ops: txn.open_table(OPS).map_err(redb_error)?,
                 runs: txn.open_table(RUNS).map_err(redb_error)?,
             })
@@ -539,11 +540,17 @@ impl Writer<'_> {
 /// A read snapshot for many lookups.
 #[derive(Debug)]
 pub struct IndexReader {
+    meta: IndexMeta,
     ops: redb::ReadOnlyTable<u128, [u8; ENTRY_BYTES]>,
     runs: redb::ReadOnlyTable<u128, &'static [u8]>,
 }
 
 impl IndexReader {
+    /// The progress markers of this snapshot.
+    pub fn meta(&self) -> IndexMeta {
+        self.meta
+    }
+
     /// The entry for an op_id.
     pub fn get(&self, op_id: &OpId) -> Result<Option<IndexEntry>> {
         catch_panic(|| find_op(&self.ops, &self.runs, op_id))
