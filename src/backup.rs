@@ -304,7 +304,7 @@ pub fn restore(from: &Path, into: &Path, force: bool, config: Config) -> Result<
     if !report.ok {
         return Err(backup_error(format!(
             "restored store fails its check: {}",
-            report.error.unwrap_or_default()
+            report.error.map_or("", crate::error::Code::as_str)
         )));
     }
     Ok(Restored {

@@ -6,7 +6,7 @@ use crate::out::out;
 use std::io::BufRead;
 use std::path::Path;
 
-use feral_log::{Appended, OpId};
+use feral_log::{Appended, Code, OpId};
 use feral_materializer::Episode;
 use feral_memory::{Error, Node};
 use serde::Serialize;
@@ -117,7 +117,7 @@ impl Run<'_> {
 
 /// Errors that belong to one op rather than to the store.
 fn per_op(e: &Error) -> bool {
-    matches!(e.code(), "op_id_conflict" | "invalid_op" | "invalid_episode")
+    matches!(e.code(), Code::OpIdConflict | Code::InvalidOp | Code::InvalidEpisode)
 }
 
 /// One input line, or the fact that it was too long (its bytes are skipped, never held).

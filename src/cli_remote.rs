@@ -7,6 +7,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use feral_log::Code;
 use feral_memory::client::ApiClient;
 use serde_json::Value;
 
@@ -58,9 +59,9 @@ impl Remote {
         }
         let code = value["error"].as_str().unwrap_or("error");
         let message = value["message"].as_str().unwrap_or("");
-        let exit = match (status, code) {
+        let exit = match (status, Code::parse(code)) {
             (507, _) => crate::EXIT_DISK_FULL,
-            (_, c) if c.ends_with("corruption") => crate::EXIT_CORRUPTION,
+            (_, Some(c)) if c.is_corruption() => crate::EXIT_CORRUPTION,
             _ => 1,
         };
         Err(fail(exit, format!("{code}: {message} (through the running node's API)")))
@@ -177,9 +178,9 @@ fn report(value: &Value, json: bool) -> Outcome {
     } else {
         crate::print_json(value, true)?;
     }
-    Ok(match value["error"].as_str() {
+    Ok(match value["error"].as_str().map(Code::parse) {
         None => 0,
-        Some(code) if code.ends_with("corruption") => crate::EXIT_CORRUPTION,
+        Some(Some(code)) if code.is_corruption() => crate::EXIT_CORRUPTION,
         Some(_) => 1,
     })
 }

@@ -347,6 +347,7 @@ fn timeouts(file: &FileConfig) -> Timeouts {
         connect: ms(file.connect_timeout_ms, d.connect),
         handshake: ms(file.handshake_timeout_ms, d.handshake),
         progress: ms(file.progress_timeout_ms, d.progress),
+        session: d.session,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use feral_log::Code;
 pub use feral_materializer::FieldError;
 
 /// Every failure the `Node` reports.
@@ -20,7 +21,7 @@ pub enum Error {
     #[error("node is paused ({reason}); free space or repair, then resume")]
     Paused {
         /// Code of the fault behind the pause (`disk_full`, `io_error`, `corruption`…).
-        code: &'static str,
+        code: Code,
         /// What happened.
         reason: String,
     },
@@ -73,29 +74,28 @@ impl Error {
 
     /// The stable code: `disk_full`, `wal_corruption`, `index_corruption`,
     /// `episodes_corruption`, `invalid_episode`, `locked`, …
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Error::Log(e) => e.code(),
             Error::Projection(e) => e.code(),
-            Error::Invalid(_) => "invalid_episode",
-            Error::Paused { code, .. } => code,
-            Error::Identity(_) => "identity_error",
-            Error::Backup(_) => "backup_error",
-            Error::DiskFull { .. } => "disk_full",
-            Error::Io { .. } => "io_error",
-            Error::Internal(_) => "internal",
+            Error::Invalid(_) => Code::InvalidEpisode,
+            Error::Paused { code, .. } => *code,
+            Error::Identity(_) => Code::IdentityError,
+            Error::Backup(_) => Code::BackupError,
+            Error::DiskFull { .. } => Code::DiskFull,
+            Error::Io { .. } => Code::IoError,
+            Error::Internal(_) => Code::Internal,
         }
     }
 
     /// True when the cause is a full device.
     pub fn is_disk_full(&self) -> bool {
-        self.code() == "disk_full"
+        self.code().is_disk_full()
     }
 
     /// True when the cause is damaged data.
     pub fn is_corruption(&self) -> bool {
-        self.code().ends_with("corruption")
-            || matches!(self, Error::Paused { code: "corruption", .. })
+        self.code().is_corruption()
     }
 }
 

@@ -476,9 +476,9 @@ fn report(report: &CheckReport, json: bool) -> Outcome {
     } else {
         print_json(report, true)?;
     }
-    Ok(match report.error.as_deref() {
+    Ok(match report.error {
         None => 0,
-        Some(code) if code.ends_with("corruption") => EXIT_CORRUPTION,
+        Some(code) if code.is_corruption() => EXIT_CORRUPTION,
         Some(_) => 1,
     })
 }

@@ -12,14 +12,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::applier::{self, Applier};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::identity::{self, NodeId};
 use crate::report::{CheckReport, NodeStatus};
 
 /// What stopped the projection; writes are refused until `resume()`.
 #[derive(Debug, Clone)]
 pub(crate) struct Fault {
-    pub(crate) code: &'static str,
+    pub(crate) code: Code,
     pub(crate) reason: String,
 }
 
@@ -332,7 +332,7 @@ impl Node {
             let mut slot = self.settled();
             slot.mat = None; // a handle that saw an I/O error stays failed until reopened
             *slot = attach_or_rebuild(&self.wal, &self.dir.join(PROJECTION_FILE));
-            if slot.fault.as_ref().is_some_and(|f| f.code.ends_with("corruption")) || {
+            if slot.fault.as_ref().is_some_and(|f| f.code.is_corruption()) || {
                 let durable = self.wal.durable_lsn();
                 slot.mat.as_mut().is_some_and(|m| m.check(durable).is_err())
             } {
@@ -349,7 +349,7 @@ impl Node {
             if slot.fault.is_none() && report.episodes != feral_log::PartStatus::Ok {
                 self.applier.stopped.store(true, Ordering::Release);
                 slot.fault =
-                    Some(Fault { code: "corruption", reason: "integrity check failed".into() });
+                    Some(Fault { code: Code::Corruption, reason: "integrity check failed".into() });
             }
         }
         report
@@ -421,7 +421,7 @@ fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
 fn attach_or_rebuild(wal: &Wal, path: &Path) -> ProjectionSlot {
     let slot = attach(wal, path, false);
     match &slot.fault {
-        Some(fault) if fault.code != "disk_full" && slot.mat.is_none() => {
+        Some(fault) if fault.code != Code::DiskFull && slot.mat.is_none() => {
             tracing::warn!(reason = %fault.reason, "the episodes projection cannot be opened; rebuilding it from the log");
             drop(slot);
             attach(wal, path, true)
@@ -435,14 +435,14 @@ fn attach_or_rebuild(wal: &Wal, path: &Path) -> ProjectionSlot {
 pub(crate) fn stop_projection(slot: &mut ProjectionSlot, at: &Path, e: feral_materializer::Error) {
     tracing::error!(error = %e, path = %at.display(), "episodes projection stopped; resume() catches it up");
     let code = if e.is_disk_full() {
-        "disk_full"
+        Code::DiskFull
     } else if matches!(e, feral_materializer::Error::Corruption(_)) {
-        "corruption"
+        Code::Corruption
     } else {
-        "io_error"
+        Code::IoError
     };
     slot.fault = Some(Fault { code, reason: e.to_string() });
-    if code == "disk_full"
+    if code == Code::DiskFull
         && let Some(mat) = slot.mat.take()
     {
         let path = mat.path().to_path_buf();
@@ -454,6 +454,6 @@ pub(crate) fn stop_projection(slot: &mut ProjectionSlot, at: &Path, e: feral_mat
 fn readable(slot: &ProjectionSlot) -> Result<&Materializer> {
     slot.mat.as_ref().ok_or_else(|| {
         let reason = slot.fault.as_ref().map_or("not open".to_string(), |f| f.reason.clone());
-        Error::Paused { code: "episodes_unavailable", reason }
+        Error::Paused { code: Code::EpisodesUnavailable, reason }
     })
 }

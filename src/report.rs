@@ -1,7 +1,7 @@
 //! The node's status snapshot and its integrity report (SPEC 7 shape, with the episodes part).
 
 use feral_log::check::IndexDetail;
-use feral_log::{IntegrityReport, Location, PartStatus, Pause};
+use feral_log::{Code, IntegrityReport, Location, PartStatus, Pause};
 use feral_materializer::ProjectionStats;
 use serde::Serialize;
 
@@ -31,7 +31,7 @@ pub struct CheckReport {
     /// `wal_corruption`, `wal_open_failed`, `index_corruption`, `index_open_failed`,
     /// `episodes_corruption`, `episodes_open_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Code>,
     /// Records verified.
     pub records: u64,
     /// Segments verified.
@@ -51,10 +51,10 @@ impl CheckReport {
             }
             Err(other) => (PartStatus::OpenFailed, Some(IndexDetail { reason: other.to_string() })),
         };
-        let error = log.error.clone().or_else(|| match status {
+        let error = log.error.or(match status {
             PartStatus::Ok => None,
-            PartStatus::Corruption => Some("episodes_corruption".into()),
-            PartStatus::OpenFailed => Some("episodes_open_failed".into()),
+            PartStatus::Corruption => Some(Code::EpisodesCorruption),
+            PartStatus::OpenFailed => Some(Code::EpisodesOpenFailed),
         });
         CheckReport {
             ok: error.is_none(),

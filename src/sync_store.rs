@@ -3,7 +3,9 @@
 //! brain and drift refused).
 
 use feral_log::{Op, Origin};
-use feral_sync::{Identity, SyncError, SyncSession, SyncStore};
+use feral_sync::{
+    Identity, Request, Response, SessionStart, SyncError, SyncSession, SyncStore, Timeouts,
+};
 
 use crate::error::Error;
 use crate::node::Node;
@@ -15,7 +17,7 @@ pub struct NodeStore<'a> {
 }
 
 fn sync_error(e: Error) -> SyncError {
-    SyncError::from_store(e.code(), e.to_string())
+    SyncError::from_store(e.code().as_str(), e.to_string())
 }
 
 impl SyncStore for NodeStore<'_> {
@@ -28,12 +30,13 @@ impl SyncStore for NodeStore<'_> {
         origin: &Origin,
         from: u64,
         to: u64,
-        limit: usize,
+        ops_max: usize,
+        bytes_max: usize,
     ) -> Result<Vec<Op>, SyncError> {
         let records = self
             .node
             .wal
-            .range_by_origin(origin, from, to, limit)
+            .range_by_origin_within(origin, from, to, ops_max, bytes_max)
             .map_err(|e| sync_error(e.into()))?;
         Ok(records.into_iter().map(|r| r.op).collect())
     }
@@ -49,9 +52,10 @@ impl Node {
         NodeStore { node: self }
     }
 
-    /// A sync session of this node in the cluster `cluster_id`, starting from its current
-    /// heads. A paused node refuses at once with `disk_full` (or the pause's code).
-    pub fn sync_session(&self, cluster_id: [u8; 32]) -> Result<SyncSession, SyncError> {
+    /// The start of a sync session of this node in the cluster `cluster_id`: its identity, a
+    /// clock sample and its current heads. A paused node refuses at once with `disk_full`
+    /// (or `io_paused`).
+    pub fn sync_start(&self, cluster_id: [u8; 32]) -> Result<SessionStart, SyncError> {
         if let Some(pause) = self.wal.pause() {
             let code = if pause.kind == feral_log::PauseKind::DiskFull {
                 "disk_full"
@@ -61,17 +65,24 @@ impl Node {
             return Err(SyncError::from_store(code, pause.detail));
         }
         let identity = Identity { cluster_id, node_id: self.node_id.0, origin: self.wal.origin() };
-        SyncSession::new(identity, self.wal.clock(), &self.sync_store())
+        let heads = feral_sync::local_heads(&self.sync_store())?;
+        Ok(SessionStart { identity, hlc: self.wal.clock(), heads })
+    }
+
+    /// A sync session of this node starting now, with the default deadlines.
+    pub fn sync_session(&self, cluster_id: [u8; 32]) -> Result<SyncSession, SyncError> {
+        let start = self.sync_start(cluster_id)?;
+        Ok(start.session(Timeouts::default(), std::time::Instant::now()))
     }
 }
 
 impl feral_transport::SyncHost for Node {
-    fn session(&self, cluster_id: [u8; 32]) -> Result<SyncSession, SyncError> {
-        self.sync_session(cluster_id)
+    fn begin(&self, cluster_id: [u8; 32]) -> Result<SessionStart, SyncError> {
+        self.sync_start(cluster_id)
     }
 
-    fn store(&self) -> Box<dyn SyncStore + Send + '_> {
-        Box::new(self.sync_store())
+    fn execute(&self, request: Request) -> Result<Response, SyncError> {
+        feral_sync::execute(&mut self.sync_store(), request)
     }
 
     fn io_paused(&self) -> bool {

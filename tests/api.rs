@@ -93,6 +93,15 @@ async fn every_endpoint_answers_and_errors_have_stable_codes() {
     let batch = json!([doc("e2", "s1", 2.0), doc("e3", "s2", 3.0)]);
     let (s, v) = call(at, "POST", "/v1/episodes", Some(&batch)).await;
     assert_eq!((s, v["appended"].as_array().map(Vec::len)), (200, Some(2)));
+    // An array over the intake bound: 413 naming the bound, nothing written.
+    let max = feral_log::limits::SUBMIT_OPS_MAX;
+    let tiny = |i: usize| json!({"id": format!("{i:x}"), "session_id": "t", "event_type": "c", "summary": "x"});
+    let over = Value::Array((0..=max).map(tiny).collect());
+    let (s, v) = call(at, "POST", "/v1/episodes", Some(&over)).await;
+    assert_eq!((s, v["error"].as_str()), (413, Some("batch_too_large")), "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains(&max.to_string())), "{v}");
+    let (s, v) = call(at, "GET", "/v1/episodes?limit=10&session=t", None).await;
+    assert_eq!((s, v.as_array().map(Vec::len)), (200, Some(0)), "nothing of it was written");
     let (s, v) = call(at, "GET", "/v1/episodes?limit=10&session=s1", None).await;
     assert_eq!(s, 200);
     let ids: Vec<&str> =

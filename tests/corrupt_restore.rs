@@ -79,7 +79,10 @@ fn a_flipped_index_byte_is_reported_then_restore_and_resume_recover() {
     let report = node.check();
     assert!(!report.ok, "{report:?}");
     assert_eq!(report.wal, feral_log::PartStatus::Ok);
-    assert!(report.error.as_deref().is_some_and(|e| e.starts_with("index_")), "{report:?}");
+    assert!(
+        report.error.map(|c| c.as_str()).is_some_and(|e| e.starts_with("index_")),
+        "{report:?}"
+    );
     assert!(report.index_detail.is_some());
     node.close().expect("close");
     assert!(matches!(cli_check_status(&data), Some(65) | Some(1)), "check exits non-zero");
@@ -96,7 +99,7 @@ fn a_flipped_sealed_segment_byte_is_reported_with_location_then_restore_recovers
     let node = open(&data);
     let report = node.check();
     assert!(!report.ok);
-    assert_eq!(report.error.as_deref(), Some("wal_corruption"), "{report:?}");
+    assert_eq!(report.error.map(|c| c.as_str()), Some("wal_corruption"), "{report:?}");
     let at = report.wal_detail.expect("location");
     assert_eq!(at.segment, "00000000000000000001.seg");
     assert!(at.offset <= 4000, "{at:?}");

@@ -6,7 +6,9 @@ mod common;
 
 use common::{doc, open};
 use feral_memory::Node;
-use feral_sync::{FrameDecoder, SyncError, SyncSession, encode_frame};
+use std::time::Instant;
+
+use feral_sync::{FrameDecoder, SyncError, SyncSession, SyncStore, encode_frame, execute};
 
 const CLUSTER: [u8; 32] = [42; 32];
 
@@ -19,17 +21,19 @@ fn sync(a: &Node, b: &Node) -> Result<(u64, u64), SyncError> {
         let mut moved = false;
         for turn in 0..2 {
             let (from, fs, to, ts): (&mut SyncSession, _, &mut SyncSession, _) = if turn == 0 {
-                (&mut sa, &store_a, &mut sb, &mut store_b)
+                (&mut sa, &mut store_a, &mut sb, &mut store_b)
             } else {
-                (&mut sb, &store_b, &mut sa, &mut store_a)
+                (&mut sb, &mut store_b, &mut sa, &mut store_a)
             };
-            let Some(message) = from.poll_transmit(fs)? else { continue };
+            moved |= run_requests(from, fs)?;
+            let Some(message) = from.poll_transmit() else { continue };
             let mut bytes = Vec::new();
             encode_frame(&message, &mut bytes);
             let mut decoder = FrameDecoder::default();
             decoder.push(&bytes);
             let message = decoder.next_message()?.expect("a whole frame");
-            to.handle(message, ts)?;
+            to.handle(message, Instant::now())?;
+            run_requests(to, ts)?;
             moved = true;
         }
         if !moved {
@@ -37,6 +41,17 @@ fn sync(a: &Node, b: &Node) -> Result<(u64, u64), SyncError> {
             return Ok((sa.stats().sent, sb.stats().sent));
         }
     }
+}
+
+/// Runs the session's store requests, as a driver does on its blocking pool.
+fn run_requests(session: &mut SyncSession, store: &mut dyn SyncStore) -> Result<bool, SyncError> {
+    let mut ran = false;
+    while let Some(request) = session.poll_request() {
+        let response = execute(store, request);
+        session.complete(response, Instant::now())?;
+        ran = true;
+    }
+    Ok(ran)
 }
 
 #[test]

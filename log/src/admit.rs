@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::index::Index;
-use crate::limits::INFLIGHT_OPS_MAX;
+use crate::limits::{INFLIGHT_OPS_MAX, SUBMIT_OPS_MAX};
 use crate::op::{self, IdMap, Op, OpId, Origin};
 use crate::wal::{Appended, Inflight, Item, Lsn, Pause, PauseKind, Pending, State, Wal, lock};
 
@@ -24,6 +24,9 @@ impl Wal {
     }
 
     pub(crate) fn submit(&self, items: Vec<Item>) -> Result<Vec<Appended>> {
+        if items.len() > SUBMIT_OPS_MAX {
+            return Err(Error::BatchTooLarge { ops: items.len(), max: SUBMIT_OPS_MAX });
+        }
         for item in &items {
             match item {
                 Item::Local(draft) => draft.validate()?,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::code::Code;
 use crate::error::{Error, Location};
 use crate::index::{Index, IndexReader};
 use crate::read::{location, open_reader, scan_error};
@@ -50,7 +51,7 @@ pub struct IntegrityReport {
     pub index_detail: Option<IndexDetail>,
     /// `wal_corruption`, `wal_open_failed`, `index_corruption`, `index_open_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Code>,
     /// Records verified.
     pub records: u64,
     /// Segments verified.
@@ -78,10 +79,10 @@ impl IntegrityReport {
             Err(other) => (PartStatus::OpenFailed, Some(IndexDetail { reason: other.to_string() })),
         };
         let error = match (wal_status, index_status) {
-            (PartStatus::Corruption, _) => Some("wal_corruption"),
-            (PartStatus::OpenFailed, _) => Some("wal_open_failed"),
-            (_, PartStatus::Corruption) => Some("index_corruption"),
-            (_, PartStatus::OpenFailed) => Some("index_open_failed"),
+            (PartStatus::Corruption, _) => Some(Code::WalCorruption),
+            (PartStatus::OpenFailed, _) => Some(Code::WalOpenFailed),
+            (_, PartStatus::Corruption) => Some(Code::IndexCorruption),
+            (_, PartStatus::OpenFailed) => Some(Code::IndexOpenFailed),
             _ => None,
         };
         IntegrityReport {
@@ -90,7 +91,7 @@ impl IntegrityReport {
             index: index_status,
             wal_detail,
             index_detail,
-            error: error.map(str::to_string),
+            error,
             records,
             segments,
         }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::code::Code;
+
 use crate::op::{OpId, Origin};
 
 /// Where in the log a fault was found.
@@ -99,6 +101,14 @@ pub enum Error {
     /// An op was refused before touching the disk (bad field, size limit).
     #[error("invalid op: {0}")]
     InvalidOp(String),
+    /// One call submitted more ops than an intake takes at once.
+    #[error("batch of {ops} ops is over the limit of {max} per call; split it")]
+    BatchTooLarge {
+        /// Ops submitted.
+        ops: usize,
+        /// The bound ([`crate::limits::SUBMIT_OPS_MAX`]).
+        max: usize,
+    },
     /// A caller-supplied configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -106,21 +116,22 @@ pub enum Error {
 
 impl Error {
     /// The stable code used in reports and exit statuses.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Error::DiskFull { .. } => "disk_full",
-            Error::Paused { kind: crate::wal::PauseKind::DiskFull, .. } => "disk_full",
-            Error::Paused { .. } => "io_paused",
-            Error::Io { .. } => "io_error",
-            Error::Corruption(_) => "wal_corruption",
-            Error::IndexCorruption(_) => "index_corruption",
-            Error::Index(_) => "index_error",
-            Error::Locked { .. } => "locked",
-            Error::OpIdConflict(_) => "op_id_conflict",
-            Error::SplitBrain { .. } => "split_brain",
-            Error::ClockDrift { .. } => "clock_drift",
-            Error::InvalidOp(_) => "invalid_op",
-            Error::InvalidConfig(_) => "invalid_config",
+            Error::DiskFull { .. } => Code::DiskFull,
+            Error::Paused { kind: crate::wal::PauseKind::DiskFull, .. } => Code::DiskFull,
+            Error::Paused { .. } => Code::IoPaused,
+            Error::Io { .. } => Code::IoError,
+            Error::Corruption(_) => Code::WalCorruption,
+            Error::IndexCorruption(_) => Code::IndexCorruption,
+            Error::Index(_) => Code::IndexError,
+            Error::Locked { .. } => Code::Locked,
+            Error::OpIdConflict(_) => Code::OpIdConflict,
+            Error::SplitBrain { .. } => Code::SplitBrain,
+            Error::ClockDrift { .. } => Code::ClockDrift,
+            Error::InvalidOp(_) => Code::InvalidOp,
+            Error::InvalidConfig(_) => Code::InvalidConfig,
+            Error::BatchTooLarge { .. } => Code::BatchTooLarge,
         }
     }
 

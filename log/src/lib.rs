@@ -4,6 +4,7 @@
 
 mod admit;
 pub mod check;
+pub mod code;
 pub mod codec;
 mod commit;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod storage;
 pub mod wal;
 
 pub use check::{IntegrityReport, PartStatus};
+pub use code::Code;
 pub use error::{Error, Location, Result};
 pub use hlc::{Clock, Hlc, SystemTime, TimeSource};
 pub use op::{Op, OpDraft, OpId, OpKind, Origin};

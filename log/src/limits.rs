@@ -25,6 +25,11 @@ pub const BUFFER_BYTES_KEPT: usize = 16 * 1024 * 1024;
 pub const INDEX_DURABLE_EVERY_OPS: u64 = 262_144;
 /// Capacity the in-flight maps keep once drained.
 pub const INFLIGHT_OPS_KEPT: usize = 16 * 1024;
+/// Most ops one `append_batch` or `ingest` call takes (a larger call is refused whole with
+/// `batch_too_large`, before anything is written). A quarter of [`INFLIGHT_OPS_MAX`], so one
+/// call never holds the in-flight set alone; a sync frame holds at most 1,024 ops, and an API
+/// body of 4 MiB rarely more than 30,000 episodes.
+pub const SUBMIT_OPS_MAX: usize = 64 * 1024;
 /// Durable ops waiting for the indexer before appenders are made to wait (backpressure).
 pub const INFLIGHT_OPS_MAX: usize = 256 * 1024;
 /// Fewest consecutive ops stored as one run entry in the index (fewer get an entry each).

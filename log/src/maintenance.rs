@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, MutexGuard};
 
 use crate::check::{self, IntegrityReport, PartStatus, Scope};
+use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexEntry, IndexReader};
 use crate::limits::INDEX_REPLAY_BATCH_OPS;
@@ -258,14 +259,10 @@ impl Wal {
         let _one = lock(&self.inner.maintenance);
         let mut state = self.become_leader();
         let known = state.durable_lsn;
-        let outcome = self.load(&mut state, Some(known)).and_then(|()| {
+        let outcome = self.load(&mut state, Some(known)).map(|()| {
             let index_failed =
                 state.pause.as_ref().is_some_and(|p| p.kind == PauseKind::IndexFailed);
-            if index_failed {
-                return Ok(None);
-            }
-            let report = self.check_quiet(&state);
-            Ok(Some(report))
+            (!index_failed).then(|| self.check_quiet(&state))
         });
         let outcome = outcome.and_then(|first| match first {
             // The log is sound and only the index failed: rebuild it and check again.
@@ -290,7 +287,7 @@ impl Wal {
                 kind: PauseKind::Corruption,
                 detail: format!(
                     "integrity check failed: {}",
-                    report.error.clone().unwrap_or_default()
+                    report.error.map_or("", Code::as_str)
                 ),
             });
         }

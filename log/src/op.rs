@@ -334,6 +334,12 @@ impl Op {
     pub fn content_hash(&self) -> u64 {
         content_hash(&self.table, &self.row_id, self.kind, &self.data)
     }
+
+    /// About how many bytes the op takes encoded: its variable fields plus 64 for the fixed
+    /// ones (ids, seq, HLC, kind). Frame budgets are counted in it.
+    pub fn size_hint(&self) -> usize {
+        self.data.len() + self.row_id.len() + self.table.len() + 64
+    }
 }
 
 #[cfg(test)]

@@ -171,13 +171,37 @@ impl Wal {
         to_seq: u64,
         limit: usize,
     ) -> Result<Vec<Record>> {
+        self.range_by_origin_within(origin, from_seq, to_seq, limit, usize::MAX)
+    }
+
+    /// As [`Wal::range_by_origin`], and no more once the ops' sizes ([`Op::size_hint`])
+    /// would pass `bytes_max` (the first op is always taken). Records past the budget are not
+    /// read.
+    pub fn range_by_origin_within(
+        &self,
+        origin: &Origin,
+        from_seq: u64,
+        to_seq: u64,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<Record>> {
         self.inner.indexer.wait_indexed(self.durable_lsn())?;
         let entries =
             self.with_index(|index| index.range_by_origin(origin, from_seq, to_seq, limit))?;
         // One open segment serves consecutive entries: a range is mostly one stretch of one
         // segment, read through the reader's buffer instead of an open and two reads per op.
         let mut open = None;
-        entries.iter().map(|entry| self.read_entry(&mut open, entry)).collect()
+        let mut out = Vec::with_capacity(entries.len());
+        let mut bytes = 0usize;
+        for entry in &entries {
+            let record = self.read_entry(&mut open, entry)?;
+            bytes = bytes.saturating_add(record.op.size_hint());
+            if bytes > bytes_max && !out.is_empty() {
+                break;
+            }
+            out.push(record);
+        }
+        Ok(out)
     }
 
     /// Highest contiguous seq held per origin.

@@ -37,7 +37,7 @@ fn assert_paused_for_corruption(dir: &Path, appended: &[Appended], intact: usize
     let report = wal.check();
     assert!(!report.ok, "{report:?}");
     assert_eq!(report.wal, PartStatus::Corruption, "{report:?}");
-    assert_eq!(report.error.as_deref(), Some("wal_corruption"), "{report:?}");
+    assert_eq!(report.error.map(|c| c.as_str()), Some("wal_corruption"), "{report:?}");
     let reason = report.wal_detail.clone().expect("detail").reason;
     assert!(wal.append(draft(9_999, 10)).is_err(), "writes are refused");
     for a in &appended[..intact] {

@@ -36,3 +36,19 @@ fn concurrent_appends_share_syncs() {
     assert_eq!(ids.len(), 1600);
     assert!(acked.iter().all(|id| ids.contains(id)));
 }
+
+#[test]
+fn a_call_over_the_intake_bound_is_refused_whole_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::open(dir.path(), common::config(64 * 1024 * 1024)).expect("open");
+    let max = feral_log::limits::SUBMIT_OPS_MAX;
+    let drafts = |n: usize| (0..n as u64).map(|i| common::draft(i, 8)).collect::<Vec<_>>();
+    let refused = wal.append_batch(drafts(max + 1)).expect_err("over the bound");
+    assert_eq!(refused.code(), feral_log::Code::BatchTooLarge);
+    assert!(refused.to_string().contains(&max.to_string()), "{refused}");
+    assert_eq!(wal.durable_lsn(), 0, "nothing written");
+    assert_eq!(wal.pause(), None, "a refused call is no fault");
+    let accepted = wal.append_batch(drafts(max)).expect("at the bound");
+    assert_eq!(accepted.len(), max);
+    assert_eq!(wal.durable_lsn(), max as u64);
+}

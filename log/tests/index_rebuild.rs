@@ -38,7 +38,10 @@ fn garbage_index_pauses_then_resume_rebuilds_it() {
     let report = wal.check();
     assert!(!report.ok);
     assert_eq!(report.wal, PartStatus::Ok, "{report:?}");
-    assert!(report.error.as_deref().is_some_and(|e| e.starts_with("index_")), "{report:?}");
+    assert!(
+        report.error.map(|c| c.as_str()).is_some_and(|e| e.starts_with("index_")),
+        "{report:?}"
+    );
     assert!(wal.append(draft(1, 10)).is_err(), "paused");
     let report = wal.resume();
     assert!(report.ok, "{report:?}");

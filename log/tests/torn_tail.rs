@@ -93,5 +93,5 @@ fn bad_record_followed_by_valid_synced_records_is_corruption() {
     assert_eq!(wal.pause().map(|p| p.kind), Some(feral_log::PauseKind::Corruption));
     let report = wal.check();
     assert_eq!(report.wal_detail.map(|d| d.offset), Some(victim));
-    assert_eq!(report.error.as_deref(), Some("wal_corruption"));
+    assert_eq!(report.error.map(|c| c.as_str()), Some("wal_corruption"));
 }

@@ -39,14 +39,14 @@ pub enum Error {
 
 impl Error {
     /// The stable code used in reports, HTTP errors and exit statuses.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> feral_log::Code {
         match self {
             Error::Log(e) => e.code(),
-            Error::Corruption(_) => "episodes_corruption",
-            Error::DiskFull { .. } => "disk_full",
-            Error::Projection(_) => "episodes_error",
-            Error::Invalid(_) => "invalid_episode",
-            Error::Gap { .. } => "episodes_gap",
+            Error::Corruption(_) => feral_log::Code::EpisodesCorruption,
+            Error::DiskFull { .. } => feral_log::Code::DiskFull,
+            Error::Projection(_) => feral_log::Code::EpisodesError,
+            Error::Invalid(_) => feral_log::Code::InvalidEpisode,
+            Error::Gap { .. } => feral_log::Code::EpisodesGap,
         }
     }
 

@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::limits::{
     API_BODY_BYTES_DEFAULT, API_BODY_TIMEOUT, API_CONNECTIONS_MAX, API_ERROR_BODY_BYTES_MAX,
     API_HEADER_TIMEOUT, API_IDLE_TIMEOUT, API_PEER_LOOKUP_TIMEOUT, API_REQUESTS_IN_FLIGHT_MAX,
@@ -96,13 +96,16 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let code = e.code();
         let status = match code {
-            "disk_full" => StatusCode::INSUFFICIENT_STORAGE,
-            "invalid_episode" | "invalid_op" => StatusCode::BAD_REQUEST,
-            "op_id_conflict" | "split_brain" => StatusCode::CONFLICT,
-            "io_paused" | "episodes_unavailable" | "locked" => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+            Code::InvalidEpisode | Code::InvalidOp => StatusCode::BAD_REQUEST,
+            Code::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::OpIdConflict | Code::SplitBrain => StatusCode::CONFLICT,
+            Code::IoPaused | Code::EpisodesUnavailable | Code::Locked => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, code, e.to_string())
+        ApiError::new(status, code.as_str(), e.to_string())
     }
 }
 

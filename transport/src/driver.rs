@@ -1,31 +1,34 @@
 //! The thin quinn driver: one QUIC connection per sync, one bidirectional stream, and the
-//! feral-sync state machine fed with the bytes read and asked for the frames to write. Store
-//! calls (durable applies) run with `block_in_place`, so the driver needs tokio's multi-thread
-//! runtime.
+//! sans-IO feral-sync state machine fed with the bytes read, the results of its store
+//! requests and the time, and asked for the frames to write, the requests to run and its
+//! next deadline. Store requests (reads, durable applies) run on tokio's blocking pool, one at
+//! a time per session; no async worker ever blocks on the store.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use feral_sync::{FrameDecoder, SyncError, SyncSession, SyncStats, SyncStore, encode_frame};
+use feral_sync::{
+    FrameDecoder, Request, Response, SessionStart, SyncError, SyncSession, SyncStats, encode_frame,
+};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use tokio::task::block_in_place;
-use tokio::time::Instant;
+use tokio::task::JoinHandle;
 
 use crate::error::{TransportError, from_connection};
 use crate::limits::{
     CONNECTION_RECEIVE_WINDOW_BYTES, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, READ_CHUNK_BYTES,
-    REFUSAL_WRITE_TIMEOUT, SEND_WINDOW_BYTES, SESSION_PROGRESS_TIMEOUT,
-    STREAM_RECEIVE_WINDOW_BYTES,
+    REFUSAL_WRITE_TIMEOUT, SEND_WINDOW_BYTES, STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::tls::{self, Credentials, SERVER_NAME};
 
-/// What the driver needs from a node.
+/// What the driver needs from a node. `begin` and `execute` block (they read the index and
+/// the log, and apply durably): the driver calls them on the blocking pool.
 pub trait SyncHost: Send + Sync + 'static {
-    /// A new session from the node's current heads (refused while the node is paused).
-    fn session(&self, cluster_id: [u8; 32]) -> Result<SyncSession, SyncError>;
-    /// The store the session reads from and applies to.
-    fn store(&self) -> Box<dyn SyncStore + Send + '_>;
+    /// The start of a session: identity, clock sample and current heads (refused while the
+    /// node is paused).
+    fn begin(&self, cluster_id: [u8; 32]) -> Result<SessionStart, SyncError>;
+    /// Runs one store request of a session (see [`feral_sync::execute`]).
+    fn execute(&self, request: Request) -> Result<Response, SyncError>;
     /// True while the node refuses writes (disk full, failed sync, corruption).
     fn io_paused(&self) -> bool;
 }
@@ -48,19 +51,66 @@ pub struct Timeouts {
     pub connect: Duration,
     /// From the connection to the peer's hello.
     pub handshake: Duration,
-    /// After the hello, the longest time without a byte moving either way (keep-alive
-    /// packets do not count: a peer that stalls inside a frame is cut off).
+    /// After the hello, the longest time without a whole frame moving either way (keep-alive
+    /// packets and bytes trickling inside a frame do not count).
     pub progress: Duration,
+    /// The whole session.
+    pub session: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
+        let session = feral_sync::Timeouts::default();
         Timeouts {
             connect: Duration::from_secs(5),
-            handshake: Duration::from_secs(10),
-            progress: SESSION_PROGRESS_TIMEOUT,
+            handshake: session.handshake,
+            progress: session.progress,
+            session: session.session,
         }
     }
+}
+
+impl Timeouts {
+    /// The deadlines the session state machine enforces.
+    pub fn session(&self) -> feral_sync::Timeouts {
+        feral_sync::Timeouts {
+            handshake: self.handshake,
+            progress: self.progress,
+            session: self.session,
+        }
+    }
+}
+
+/// Runs blocking store work on the blocking pool.
+async fn blocking<H: SyncHost, T: Send + 'static>(
+    host: &Arc<H>,
+    work: impl FnOnce(&H) -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    let host = host.clone();
+    tokio::task::spawn_blocking(move || work(&host)).await.unwrap_or_else(|e| Err(joined(&e)))
+}
+
+fn joined(e: &tokio::task::JoinError) -> SyncError {
+    SyncError::Store { code: "store_error".into(), reason: format!("a store task failed: {e}") }
+}
+
+/// A session's deadline passing is a transport timeout (with its stage's code); anything
+/// else is the protocol's error.
+fn from_sync(error: SyncError) -> TransportError {
+    match error {
+        SyncError::Timeout(stage) => TransportError::Timeout(stage.name()),
+        other => TransportError::Sync(other),
+    }
+}
+
+/// A new session of `host`, started now.
+async fn start_session<H: SyncHost>(
+    host: &Arc<H>,
+    cluster_id: [u8; 32],
+    timeouts: Timeouts,
+) -> Result<SyncSession, SyncError> {
+    let start = blocking(host, move |h| h.begin(cluster_id)).await?;
+    Ok(start.session(timeouts.session(), std::time::Instant::now()))
 }
 
 /// The transport settings of both sides: one bidirectional stream per connection (opened by
@@ -132,7 +182,7 @@ fn peer_node_id(connection: &Connection) -> Result<[u8; 16], TransportError> {
 pub async fn connect_and_sync<H: SyncHost>(
     endpoint: &Endpoint,
     addr: SocketAddr,
-    host: &H,
+    host: &Arc<H>,
     cluster_id: [u8; 32],
     timeouts: Timeouts,
     expected: Option<[u8; 16]>,
@@ -152,7 +202,7 @@ pub async fn connect_and_sync<H: SyncHost>(
             return Err(TransportError::AdvertisedIdMismatch);
         }
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| from_connection(&e))?;
-        let mut session = host.session(cluster_id)?;
+        let mut session = start_session(host, cluster_id, timeouts).await?;
         session.expect_peer_node_id(proven);
         let result = session_over(host, &mut session, (&mut send, &mut recv), timeouts).await;
         handshaken = session.peer().is_some();
@@ -211,7 +261,7 @@ impl Drop for ServingClaim<'_> {
 /// Serves one incoming connection to its end: one session per peer node id at a time.
 pub async fn serve_connection<H: SyncHost>(
     incoming: quinn::Incoming,
-    host: &H,
+    host: &Arc<H>,
     cluster_id: [u8; 32],
     timeouts: Timeouts,
     serving: &Serving,
@@ -226,7 +276,7 @@ pub async fn serve_connection<H: SyncHost>(
         .await
         .map_err(|_| TransportError::Timeout("handshake"))?
         .map_err(|e| from_connection(&e))?;
-    let mut session = match host.session(cluster_id) {
+    let mut session = match start_session(host, cluster_id, timeouts).await {
         Ok(session) => session,
         Err(e) => {
             connection.close(1u32.into(), e.code().as_bytes());
@@ -242,86 +292,123 @@ pub async fn serve_connection<H: SyncHost>(
 
 /// Runs `session` over the stream pair against the host's store; what moved, or why not.
 async fn session_over<H: SyncHost>(
-    host: &H,
+    host: &Arc<H>,
     session: &mut SyncSession,
     streams: (&mut SendStream, &mut RecvStream),
     timeouts: Timeouts,
 ) -> Result<Transfer, TransportError> {
-    let mut store = host.store();
     let mut transfer = Transfer::default();
-    let result = run_session(session, &mut *store, streams, &mut transfer, timeouts).await;
+    let result = run_session(host, session, streams, &mut transfer, timeouts).await;
     transfer.stats = session.stats();
     result.map(|()| transfer)
 }
 
-/// Runs one session over one stream pair until both sides are done. A protocol error sends
-/// the refusal to the peer before it is returned.
-async fn run_session(
+/// Waits for the running store request.
+async fn finished(
+    running: &mut Option<JoinHandle<Result<Response, SyncError>>>,
+) -> Result<Response, SyncError> {
+    match running.as_mut() {
+        Some(task) => task.await.unwrap_or_else(|e| Err(joined(&e))),
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one session over one stream pair until both sides are done: moves bytes, runs the
+/// session's store requests on the blocking pool, and wakes it at its deadlines. A session
+/// error sends the refusal to the peer before it is returned.
+async fn run_session<H: SyncHost>(
+    host: &Arc<H>,
     session: &mut SyncSession,
-    store: &mut (dyn SyncStore + Send + '_),
     (send, recv): (&mut SendStream, &mut RecvStream),
     transfer: &mut Transfer,
     timeouts: Timeouts,
 ) -> Result<(), TransportError> {
-    let handshake = timeouts.handshake;
-    let deadline = Instant::now() + handshake;
-    let mut progress = Instant::now();
     let mut decoder = FrameDecoder::default();
     let (mut out, mut at) = (Vec::new(), 0);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut peer_finished = false;
-    loop {
+    let mut running: Option<JoinHandle<Result<Response, SyncError>>> = None;
+    let outcome = loop {
+        if let Err(e) = deliver(session, &mut decoder) {
+            break Err(e);
+        }
+        if running.is_none()
+            && let Some(request) = session.poll_request()
+        {
+            let host = host.clone();
+            running = Some(tokio::task::spawn_blocking(move || host.execute(request)));
+        }
         if at == out.len() {
             out.clear();
             at = 0;
-            if let Some(message) = block_in_place(|| session.poll_transmit(&*store))? {
+            if let Some(message) = session.poll_transmit() {
                 encode_frame(&message, &mut out);
             }
         }
         if at == out.len() && session.is_finished() {
-            break;
+            break Ok(());
         }
-        if at == out.len() && peer_finished {
-            return Err(TransportError::ConnectionLost(
+        if at == out.len() && peer_finished && running.is_none() {
+            break Err(TransportError::ConnectionLost(
                 "the peer ended its stream before the session finished".into(),
             ));
         }
-        let handshaking = session.peer().is_none();
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            read = recv.read(&mut buf), if !peer_finished => match read.map_err(read_error)? {
-                Some(n) => {
-                    progress = Instant::now();
-                    transfer.bytes_received += n as u64;
-                    decoder.push(&buf[..n]);
-                    if let Err(e) = deliver(session, store, &mut decoder) {
-                        // The frame being written goes out whole first, so the refusal
-                        // follows a frame boundary.
-                        let mut tail = out[at..].to_vec();
-                        tail.extend(refusal_frame(&e).unwrap_or_default());
-                        send_refusal(&tail, send).await;
-                        return Err(e.into());
+            read = recv.read(&mut buf), if !peer_finished && session.wants_input() => {
+                match read {
+                    Ok(Some(n)) => {
+                        transfer.bytes_received += n as u64;
+                        decoder.push(&buf[..n]);
+                    }
+                    Ok(None) => peer_finished = true,
+                    Err(e) => break Err(read_error(e)),
+                }
+            }
+            written = send.write(&out[at..]), if at < out.len() => match written {
+                Ok(n) => {
+                    transfer.bytes_sent += n as u64;
+                    at += n;
+                    if at == out.len() {
+                        session.on_transmitted(std::time::Instant::now());
                     }
                 }
-                None => peer_finished = true,
+                Err(e) => break Err(write_error(e)),
             },
-            written = send.write(&out[at..]), if at < out.len() => {
-                let n = written.map_err(write_error)?;
-                progress = Instant::now();
-                transfer.bytes_sent += n as u64;
-                at += n;
+            result = finished(&mut running), if running.is_some() => {
+                running = None;
+                if let Err(e) = session.complete(result, std::time::Instant::now()) {
+                    break Err(from_sync(e));
+                }
             }
-            () = tokio::time::sleep_until(deadline), if handshaking => {
-                return Err(TransportError::Timeout("handshake"));
-            }
-            () = tokio::time::sleep_until(progress + timeouts.progress), if !handshaking => {
-                return Err(TransportError::Timeout("progress"));
+            () = sleep_until(deadline), if deadline.is_some() => {
+                if let Err(e) = session.handle_timeout(std::time::Instant::now()) {
+                    break Err(from_sync(e));
+                }
             }
         }
+    };
+    if let Some(task) = running.take() {
+        // A durable apply runs to its end; the session waits for it rather than leave it
+        // behind (bounded by the store's own speed).
+        let _ = task.await;
+    }
+    if outcome.is_err() {
+        if session.is_failed() {
+            // The frame being written goes out whole first, so the refusal follows a frame
+            // boundary.
+            let mut tail = out[at..].to_vec();
+            if let Some(refusal) = session.poll_transmit() {
+                encode_frame(&refusal, &mut tail);
+            }
+            send_refusal(&tail, send).await;
+        }
+        return outcome;
     }
     let _ = send.finish();
     // Read the peer's end of stream, so its last frames were taken before we close.
     while !peer_finished {
-        match tokio::time::timeout(handshake, recv.read(&mut buf)).await {
+        match tokio::time::timeout(timeouts.handshake, recv.read(&mut buf)).await {
             Ok(Ok(Some(_))) => {}
             Ok(Ok(None)) => peer_finished = true,
             _ => break,
@@ -330,14 +417,23 @@ async fn run_session(
     Ok(())
 }
 
-/// Hands every whole frame received to the session.
-fn deliver(
-    session: &mut SyncSession,
-    store: &mut (dyn SyncStore + Send + '_),
-    decoder: &mut FrameDecoder,
-) -> Result<(), SyncError> {
-    while let Some(message) = decoder.next_message()? {
-        block_in_place(|| session.handle(message, store))?;
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands the session every whole frame received, while it takes input.
+fn deliver(session: &mut SyncSession, decoder: &mut FrameDecoder) -> Result<(), TransportError> {
+    while session.wants_input() {
+        let message = match decoder.next_message() {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            // A bad frame ends the session like a bad message: the peer is told why.
+            Err(e) => return Err(from_sync(session.refuse(e))),
+        };
+        session.handle(message, std::time::Instant::now()).map_err(from_sync)?;
     }
     Ok(())
 }
@@ -349,21 +445,6 @@ async fn send_refusal(bytes: &[u8], send: &mut SendStream) {
         let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, send.write_all(bytes)).await;
     }
     let _ = send.finish();
-}
-
-/// The framed refusal that tells the peer why this side ends the session (none when the
-/// peer ended it).
-fn refusal_frame(error: &SyncError) -> Option<Vec<u8>> {
-    if matches!(error, SyncError::PeerRefused { .. }) {
-        return None;
-    }
-    let refusal = feral_sync::SyncMessage::Refuse {
-        code: error.code().to_string(),
-        reason: error.to_string(),
-    };
-    let mut out = Vec::new();
-    encode_frame(&refusal, &mut out);
-    Some(out)
 }
 
 fn read_error(e: quinn::ReadError) -> TransportError {

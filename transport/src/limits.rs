@@ -40,6 +40,3 @@ pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 2 * feral_sync::limits::FRAME_OPS_B
 pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = STREAM_RECEIVE_WINDOW_BYTES + 64 * 1024;
 /// Bytes a connection may send before its peer acknowledges them.
 pub const SEND_WINDOW_BYTES: u64 = 2 * STREAM_RECEIVE_WINDOW_BYTES as u64;
-/// After the hello, a session in which no byte moves either way for this long is ended
-/// (`progress_timeout`), whatever keep-alives say.
-pub const SESSION_PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);

@@ -179,7 +179,7 @@ impl<H: SyncHost> Syncer<H> {
             let (outcome, handshaken) = connect_and_sync(
                 &self.endpoint,
                 peer,
-                &*self.host,
+                &self.host,
                 self.cluster_id,
                 self.options.timeouts,
                 expected,
@@ -240,7 +240,7 @@ pub async fn serve<H: SyncHost>(
                 let (host, serving) = (host.clone(), serving.clone());
                 tasks.spawn(async move {
                     let peer = incoming.remote_address();
-                    match serve_connection(incoming, &*host, cluster_id, timeouts, &serving).await {
+                    match serve_connection(incoming, &host, cluster_id, timeouts, &serving).await {
                         Ok(t) => tracing::info!(%peer, sent = t.stats.sent, received = t.stats.received, "served a sync"),
                         Err(e) => tracing::warn!(%peer, error = %e, code = %e.code(), "a served sync failed"),
                     }

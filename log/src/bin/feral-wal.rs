@@ -147,7 +147,7 @@ fn check(dir: &PathBuf, json: bool) -> Result<u8, Error> {
     } else {
         println!(
             "FAILED: {} (wal {:?}, index {:?})",
-            report.error.as_deref().unwrap_or("unknown"),
+            report.error.map_or("unknown", feral_log::Code::as_str),
             report.wal_detail,
             report.index_detail
         );

@@ -20,9 +20,43 @@ pub const PEER_CODES: &[&str] = &[
     "revoked",
     "conflict",
     "store_error",
+    "handshake_timeout",
+    "progress_timeout",
+    "session_timeout",
 ];
 /// Characters of a peer's refusal text kept.
 pub const PEER_REASON_CHARS_MAX: usize = 512;
+
+/// Which deadline of a session passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// No hello in time.
+    Handshake,
+    /// No frame progress in time.
+    Progress,
+    /// The whole session took too long.
+    Session,
+}
+
+impl Stage {
+    /// The stage's name (`handshake`, `progress`, `session`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Handshake => "handshake",
+            Stage::Progress => "progress",
+            Stage::Session => "session",
+        }
+    }
+
+    /// Its code (`handshake_timeout`…).
+    pub fn code(self) -> &'static str {
+        match self {
+            Stage::Handshake => "handshake_timeout",
+            Stage::Progress => "progress_timeout",
+            Stage::Session => "session_timeout",
+        }
+    }
+}
 
 /// Every failure of a sync session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +111,9 @@ pub enum SyncError {
         /// Its text.
         reason: String,
     },
+    /// A deadline of the session passed.
+    #[error("{} timed out", .0.name())]
+    Timeout(Stage),
     /// The local store failed otherwise.
     #[error("store error ({code}): {reason}")]
     Store {
@@ -102,6 +139,7 @@ impl SyncError {
             SyncError::DiskFull(_) => "disk_full",
             SyncError::PeerRefused { code, .. } => code,
             SyncError::Store { code, .. } => code,
+            SyncError::Timeout(stage) => stage.code(),
         }
     }
 

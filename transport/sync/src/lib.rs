@@ -1,4 +1,4 @@
-//! feral-sync: the sync protocol of feral-memory as a pure state machine over feral-log types:
+//! feral-sync: the sync protocol of feral-memory as a sans-IO state machine over feral-log types:
 //! messages and their framing, and one session's logic. The QUIC driver lives in
 //! feral-transport; see docs/sync.md.
 #![deny(missing_docs)]
@@ -8,6 +8,9 @@ pub mod limits;
 pub mod message;
 pub mod session;
 
-pub use error::SyncError;
+pub use error::{Stage, SyncError};
 pub use message::{FrameDecoder, Head, Hello, SyncMessage, encode_frame};
-pub use session::{Identity, SyncSession, SyncStats, SyncStore};
+pub use session::{
+    Identity, Request, Response, SessionStart, SyncSession, SyncStats, SyncStore, Timeouts,
+    execute, local_heads,
+};

@@ -19,3 +19,15 @@ pub const FRAME_OPS_BYTES_TARGET: usize = 1024 * 1024;
 pub const HELLO_ORIGINS_MAX: usize = 64 * 1024;
 /// Capacity an empty frame decoder keeps after a large frame; more is given back.
 pub const DECODER_IDLE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Received frames a session holds while one is being applied; past it the driver stops
+/// reading, so the peer's stream is held back by flow control.
+pub const INBOX_FRAMES_MAX: usize = 1;
+/// From the start of a session to the peer's hello.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// After the hello, the longest time without a whole frame moving either way or a store
+/// request finishing: a peer trickling a frame a byte at a time, or keeping the connection
+/// alive without sending, is cut off.
+pub const PROGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// The longest session, however busy: 1,000,000 ops take about 5 s; a session that is cut
+/// resumes from its heads in the next.
+pub const SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);

@@ -1,30 +1,148 @@
-//! One sync session as a pure state machine: messages come in through [`SyncSession::handle`],
-//! messages go out through [`SyncSession::poll_transmit`], and the local store is reached only
-//! through the [`SyncStore`] trait. No sockets, no clocks: the driver owns both.
+//! One sync session as a pure state machine, in the manner of quinn-proto: messages come in
+//! through [`SyncSession::handle`] and go out through [`SyncSession::poll_transmit`]; the
+//! store work it needs (history checks, reads of the ops to send, durable applies of the ops
+//! received) comes out of [`SyncSession::poll_request`] and its results go back in through
+//! [`SyncSession::complete`]; time comes in as `now` on every call, and its handshake,
+//! progress and whole-session deadlines are asked for with [`SyncSession::poll_timeout`] and
+//! enforced by [`SyncSession::handle_timeout`]. No sockets, no store, no clock: the driver owns
+//! all three and only moves bytes and runs requests.
 //!
 //! Each side sends `Hello` (version, cluster, node id, origin, HLC sample, heads), then the ops
 //! the other side lacks by its heads, in (origin, seq) order, in bounded `Ops` frames read from
 //! the store one frame at a time (memory stays bounded whatever the backlog), then `Done`. Each
-//! received frame is applied durably before the next is read. A cut session resumes from the
-//! heads the next `Hello` carries: nothing applied is sent again.
+//! received frame is applied durably in order; while one waits for its apply the session takes
+//! no more input ([`SyncSession::wants_input`]), so the peer is held back by flow control. A
+//! cut session resumes from the heads the next `Hello` carries: nothing applied is sent again.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use feral_log::{Hlc, Op, OpId, Origin};
 
-use crate::error::SyncError;
-use crate::limits::{FRAME_OPS_BYTES_TARGET, FRAME_OPS_MAX, HELLO_ORIGINS_MAX, PROTOCOL_VERSION};
+use crate::error::{Stage, SyncError};
+use crate::limits::{
+    FRAME_OPS_BYTES_TARGET, FRAME_OPS_MAX, HANDSHAKE_TIMEOUT, HELLO_ORIGINS_MAX, INBOX_FRAMES_MAX,
+    PROGRESS_TIMEOUT, PROTOCOL_VERSION, SESSION_TIMEOUT,
+};
 use crate::message::{Head, Hello, SyncMessage};
 
-/// What a session needs from the local store.
+/// What a driver needs from the local store to run a session's requests.
 pub trait SyncStore {
     /// Highest contiguous seq held per origin.
     fn heads(&self) -> Result<Vec<(Origin, u64)>, SyncError>;
-    /// Ops of `origin` with `from <= seq <= to`, in seq order, at most `limit`.
-    fn read(&self, origin: &Origin, from: u64, to: u64, limit: usize)
-    -> Result<Vec<Op>, SyncError>;
+    /// Ops of `origin` with `from <= seq <= to`, in seq order: at most `ops_max`, and no more
+    /// once their payloads reach `bytes_max` (always at least one when any is held).
+    fn read(
+        &self,
+        origin: &Origin,
+        from: u64,
+        to: u64,
+        ops_max: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<Op>, SyncError>;
     /// Applies received ops durably (all or none); returns how many were new.
     fn apply(&mut self, ops: Vec<Op>) -> Result<usize, SyncError>;
+}
+
+/// Store work a session asks its driver to run (off the network path: these block).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// The op_id held at (origin, seq), to check the peer's head against this history.
+    OpIdAt {
+        /// The origin.
+        origin: Origin,
+        /// The seq.
+        seq: u64,
+    },
+    /// The next ops to send: see [`SyncStore::read`].
+    Read {
+        /// The origin.
+        origin: Origin,
+        /// First seq wanted.
+        from: u64,
+        /// Last seq wanted.
+        to: u64,
+        /// Most ops.
+        ops_max: usize,
+        /// Payload byte budget.
+        bytes_max: usize,
+    },
+    /// Apply one received frame's ops durably.
+    Apply(Vec<Op>),
+}
+
+/// The result of a [`Request`], in the same shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// For [`Request::OpIdAt`].
+    OpIdAt(Option<OpId>),
+    /// For [`Request::Read`].
+    Read(Vec<Op>),
+    /// For [`Request::Apply`]: ops that were new here.
+    Applied(usize),
+}
+
+/// Runs one request against a store (what a driver does on its blocking pool).
+pub fn execute(store: &mut dyn SyncStore, request: Request) -> Result<Response, SyncError> {
+    Ok(match request {
+        Request::OpIdAt { origin, seq } => Response::OpIdAt(op_id_at(store, &origin, seq)?),
+        Request::Read { origin, from, to, ops_max, bytes_max } => {
+            Response::Read(store.read(&origin, from, to, ops_max, bytes_max)?)
+        }
+        Request::Apply(ops) => Response::Applied(store.apply(ops)?),
+    })
+}
+
+/// The heads a session starts from: per origin, the highest contiguous seq and its op_id.
+pub fn local_heads(store: &dyn SyncStore) -> Result<Vec<Head>, SyncError> {
+    let mut heads = Vec::new();
+    for (origin, seq) in store.heads()? {
+        if let Some(op_id) = op_id_at(store, &origin, seq)? {
+            heads.push(Head { origin, seq, op_id });
+        }
+    }
+    heads.sort_unstable();
+    Ok(heads)
+}
+
+/// What a store gives a new session: who it is, a clock sample, and its heads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStart {
+    /// This side.
+    pub identity: Identity,
+    /// A sample of the local clock for the hello.
+    pub hlc: Hlc,
+    /// From [`local_heads`].
+    pub heads: Vec<Head>,
+}
+
+impl SessionStart {
+    /// The session, starting at `now`.
+    pub fn session(self, timeouts: Timeouts, now: Instant) -> SyncSession {
+        SyncSession::new(self.identity, self.hlc, self.heads, timeouts, now)
+    }
+}
+
+/// The deadlines of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the start to the peer's hello.
+    pub handshake: Duration,
+    /// After the hello, the longest time without a whole frame moving either way or a store
+    /// request finishing (bytes trickling inside a frame and keep-alives do not count).
+    pub progress: Duration,
+    /// The whole session, however busy (the next session resumes where it ended).
+    pub session: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: HANDSHAKE_TIMEOUT,
+            progress: PROGRESS_TIMEOUT,
+            session: SESSION_TIMEOUT,
+        }
+    }
 }
 
 /// Who this side is.
@@ -57,6 +175,14 @@ struct Range {
     last: u64,
 }
 
+/// Which request is running (at most one at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Running {
+    Check,
+    Read,
+    Apply,
+}
+
 /// One side of a session.
 #[derive(Debug)]
 pub struct SyncSession {
@@ -65,43 +191,56 @@ pub struct SyncSession {
     local_heads: Vec<Head>,
     hello_sent: bool,
     peer: Option<Hello>,
+    /// The peer's heads below ours, whose op_id must be the one held here.
+    checks: VecDeque<Head>,
     plan: VecDeque<Range>,
+    /// A frame read and not yet handed out.
+    outgoing: Option<SyncMessage>,
+    /// Received frames waiting for their apply, in order.
+    inbox: VecDeque<Vec<Op>>,
+    running: Option<Running>,
     done_sent: bool,
     done_received: bool,
     refusal: Option<SyncMessage>,
     failed: bool,
     stats: SyncStats,
     expected_peer: Option<[u8; 16]>,
+    timeouts: Timeouts,
+    started: Instant,
+    progress: Instant,
 }
 
 impl SyncSession {
-    /// A session starting from the store's current heads.
+    /// A session starting from `local_heads` (see [`local_heads`]) at `now`.
     pub fn new(
         identity: Identity,
         hlc: Hlc,
-        store: &dyn SyncStore,
-    ) -> Result<SyncSession, SyncError> {
-        let mut local_heads = Vec::new();
-        for (origin, seq) in store.heads()? {
-            if let Some(op_id) = op_id_at(store, &origin, seq)? {
-                local_heads.push(Head { origin, seq, op_id });
-            }
-        }
+        mut local_heads: Vec<Head>,
+        timeouts: Timeouts,
+        now: Instant,
+    ) -> SyncSession {
         local_heads.sort_unstable();
-        Ok(SyncSession {
+        SyncSession {
             identity,
             hlc,
             local_heads,
             hello_sent: false,
             peer: None,
+            checks: VecDeque::new(),
             plan: VecDeque::new(),
+            outgoing: None,
+            inbox: VecDeque::new(),
+            running: None,
             done_sent: false,
             done_received: false,
             refusal: None,
             failed: false,
             stats: SyncStats::default(),
             expected_peer: None,
-        })
+            timeouts,
+            started: now,
+            progress: now,
+        }
     }
 
     /// The node id the peer's certificate proves: a hello naming another is refused.
@@ -114,9 +253,24 @@ impl SyncSession {
         self.peer.as_ref()
     }
 
-    /// True once both sides sent `Done`.
+    /// True once both sides sent `Done` and every received op is applied.
     pub fn is_finished(&self) -> bool {
-        self.done_sent && self.done_received && !self.failed
+        self.done_sent
+            && self.done_received
+            && !self.failed
+            && self.inbox.is_empty()
+            && self.running.is_none()
+    }
+
+    /// True once the session ended with an error.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// True while the session takes another received message: false while a frame waits for
+    /// its apply (the driver stops reading, so flow control holds the peer back).
+    pub fn wants_input(&self) -> bool {
+        !self.failed && self.inbox.len() < INBOX_FRAMES_MAX
     }
 
     /// Counters so far.
@@ -124,70 +278,163 @@ impl SyncSession {
         self.stats
     }
 
-    /// The next message to send, if any. A refusal is sent once, then nothing more.
-    pub fn poll_transmit(
+    /// Ends the session with `error`: the refusal that tells the peer why is the next message
+    /// [`SyncSession::poll_transmit`] returns (none for the peer's own refusal).
+    fn fail(&mut self, error: SyncError) -> SyncError {
+        self.failed = true;
+        self.inbox.clear();
+        self.outgoing = None;
+        if !matches!(error, SyncError::PeerRefused { .. }) {
+            self.refusal = Some(SyncMessage::Refuse {
+                code: error.code().to_string(),
+                reason: error.to_string(),
+            });
+        }
+        error
+    }
+
+    /// Ends the session with an error found outside it (a frame that does not decode); the
+    /// refusal that tells the peer why is the next message out. Returns the error.
+    pub fn refuse(&mut self, error: SyncError) -> SyncError {
+        if self.failed { error } else { self.fail(error) }
+    }
+
+    /// The next store request to run, if one is due and none is running.
+    pub fn poll_request(&mut self) -> Option<Request> {
+        if self.failed || self.running.is_some() {
+            return None;
+        }
+        if let Some(theirs) = self.checks.front() {
+            self.running = Some(Running::Check);
+            return Some(Request::OpIdAt { origin: theirs.origin, seq: theirs.seq });
+        }
+        if let Some(ops) = self.inbox.pop_front() {
+            self.running = Some(Running::Apply);
+            return Some(Request::Apply(ops));
+        }
+        if self.peer.is_some()
+            && self.outgoing.is_none()
+            && let Some(range) = self.plan.front()
+        {
+            self.running = Some(Running::Read);
+            return Some(Request::Read {
+                origin: range.origin,
+                from: range.next,
+                to: range.last,
+                ops_max: FRAME_OPS_MAX,
+                bytes_max: FRAME_OPS_BYTES_TARGET,
+            });
+        }
+        None
+    }
+
+    /// Takes the result of the request [`SyncSession::poll_request`] gave out. A failed
+    /// request, or a result that breaks the protocol, ends the session.
+    pub fn complete(
         &mut self,
-        store: &dyn SyncStore,
-    ) -> Result<Option<SyncMessage>, SyncError> {
+        response: Result<Response, SyncError>,
+        now: Instant,
+    ) -> Result<(), SyncError> {
+        let Some(running) = self.running.take() else {
+            return Err(self.fail(SyncError::Malformed("a result with no request running".into())));
+        };
+        if self.failed {
+            return Ok(()); // a late result of a session that already ended
+        }
+        self.progress = now;
+        let outcome = match (running, response) {
+            (_, Err(e)) => Err(e),
+            (Running::Check, Ok(Response::OpIdAt(held))) => match self.checks.pop_front() {
+                Some(theirs) => same_history(&theirs, held),
+                None => Ok(()),
+            },
+            (Running::Apply, Ok(Response::Applied(new))) => {
+                self.stats.applied += new as u64;
+                Ok(())
+            }
+            (Running::Read, Ok(Response::Read(ops))) => self.take_read(ops),
+            (running, Ok(other)) => {
+                Err(SyncError::Malformed(format!("{other:?} answers a {running:?} request")))
+            }
+        };
+        outcome.map_err(|e| self.fail(e))
+    }
+
+    /// A read for the front range came back: the next frame, or the range is exhausted.
+    fn take_read(&mut self, ops: Vec<Op>) -> Result<(), SyncError> {
+        let Some(range) = self.plan.front_mut() else { return Ok(()) };
+        if ops.len() > FRAME_OPS_MAX {
+            return Err(SyncError::Malformed(format!("the store read {} ops", ops.len())));
+        }
+        let Some(last) = ops.last() else {
+            // The store no longer holds the rest of this range (cannot happen with an
+            // append-only log; skip it rather than loop).
+            self.plan.pop_front();
+            return Ok(());
+        };
+        let in_range = ops.first().is_some_and(|o| o.origin == range.origin && o.seq >= range.next)
+            && last.seq <= range.last;
+        if !in_range {
+            return Err(SyncError::Malformed("the store read ops outside the range asked".into()));
+        }
+        range.next = last.seq + 1;
+        if range.next > range.last {
+            self.plan.pop_front();
+        }
+        self.stats.sent += ops.len() as u64;
+        self.outgoing = Some(SyncMessage::Ops(ops));
+        Ok(())
+    }
+
+    /// The next message to send, if any. A refusal is sent once, then nothing more.
+    pub fn poll_transmit(&mut self) -> Option<SyncMessage> {
         if let Some(refusal) = self.refusal.take() {
-            return Ok(Some(refusal));
+            return Some(refusal);
         }
         if self.failed {
-            return Ok(None);
+            return None;
         }
         if !self.hello_sent {
             self.hello_sent = true;
-            return Ok(Some(SyncMessage::Hello(Hello {
+            return Some(SyncMessage::Hello(Hello {
                 version: PROTOCOL_VERSION,
                 cluster_id: self.identity.cluster_id,
                 node_id: self.identity.node_id,
                 origin: self.identity.origin,
                 hlc: self.hlc,
                 heads: self.local_heads.clone(),
-            })));
+            }));
         }
-        if self.peer.is_none() {
-            return Ok(None);
+        self.peer.as_ref()?;
+        if let Some(frame) = self.outgoing.take() {
+            return Some(frame);
         }
-        while let Some(range) = self.plan.front_mut() {
-            let ops = store.read(&range.origin, range.next, range.last, FRAME_OPS_MAX)?;
-            let frame = trim_to_target(ops);
-            match frame.last() {
-                Some(last) => {
-                    range.next = last.seq + 1;
-                    if range.next > range.last {
-                        self.plan.pop_front();
-                    }
-                    self.stats.sent += frame.len() as u64;
-                    return Ok(Some(SyncMessage::Ops(frame)));
-                }
-                // The store no longer holds the rest of this range (cannot happen with an
-                // append-only log; skip it rather than loop).
-                None => {
-                    self.plan.pop_front();
-                }
-            }
-        }
-        if !self.done_sent {
+        let reading = self.running == Some(Running::Read);
+        if !self.done_sent && self.plan.is_empty() && self.checks.is_empty() && !reading {
             self.done_sent = true;
-            return Ok(Some(SyncMessage::Done { sent: self.stats.sent }));
+            return Some(SyncMessage::Done { sent: self.stats.sent });
         }
-        Ok(None)
+        None
+    }
+
+    /// Tells the session that a whole frame it gave out was written to the peer.
+    pub fn on_transmitted(&mut self, now: Instant) {
+        self.progress = now;
     }
 
     /// Takes one message from the peer. An error ends the session; the refusal that tells the
     /// peer why is the next message [`SyncSession::poll_transmit`] returns.
-    pub fn handle(
-        &mut self,
-        message: SyncMessage,
-        store: &mut dyn SyncStore,
-    ) -> Result<(), SyncError> {
+    pub fn handle(&mut self, message: SyncMessage, now: Instant) -> Result<(), SyncError> {
         if self.failed {
             return Err(SyncError::Malformed("message after the session ended".into()));
         }
+        if !self.wants_input() {
+            return Err(self.fail(SyncError::Malformed("input while a frame waits".into())));
+        }
+        self.progress = now;
         let outcome = match message {
-            SyncMessage::Hello(hello) => self.handle_hello(hello, store),
-            SyncMessage::Ops(ops) => self.handle_ops(ops, store),
+            SyncMessage::Hello(hello) => self.handle_hello(hello),
+            SyncMessage::Ops(ops) => self.handle_ops(ops),
             SyncMessage::Done { sent } => {
                 if self.peer.is_none() {
                     Err(SyncError::Malformed("done before hello".into()))
@@ -201,20 +448,43 @@ impl SyncSession {
                     Ok(())
                 }
             }
-            SyncMessage::Refuse { code, reason } => {
-                self.failed = true;
-                return Err(SyncError::peer_refused(&code, &reason));
-            }
+            SyncMessage::Refuse { code, reason } => Err(SyncError::peer_refused(&code, &reason)),
         };
-        if let Err(e) = &outcome {
-            self.failed = true;
-            self.refusal =
-                Some(SyncMessage::Refuse { code: e.code().to_string(), reason: e.to_string() });
-        }
-        outcome
+        outcome.map_err(|e| self.fail(e))
     }
 
-    fn handle_hello(&mut self, hello: Hello, store: &dyn SyncStore) -> Result<(), SyncError> {
+    /// When the session must next be woken to enforce a deadline (none once it ended).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline().map(|(at, _)| at)
+    }
+
+    fn deadline(&self) -> Option<(Instant, Stage)> {
+        if self.failed || self.is_finished() {
+            return None;
+        }
+        let whole = (self.started + self.timeouts.session, Stage::Session);
+        let stage = if self.peer.is_none() {
+            Some((self.started + self.timeouts.handshake, Stage::Handshake))
+        } else if self.running.is_some() {
+            None // local store work is not the peer stalling; the whole-session bound holds
+        } else {
+            Some((self.progress + self.timeouts.progress, Stage::Progress))
+        };
+        Some(match stage {
+            Some(stage) if stage.0 < whole.0 => stage,
+            _ => whole,
+        })
+    }
+
+    /// Ends the session if a deadline has passed at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), SyncError> {
+        match self.deadline() {
+            Some((at, stage)) if now >= at => Err(self.fail(SyncError::Timeout(stage))),
+            _ => Ok(()),
+        }
+    }
+
+    fn handle_hello(&mut self, hello: Hello) -> Result<(), SyncError> {
         if self.peer.is_some() {
             return Err(SyncError::Malformed("a second hello".into()));
         }
@@ -245,8 +515,13 @@ impl SyncSession {
         for head in &self.local_heads {
             let known = match theirs.binary_search_by(|h| h.origin.cmp(&head.origin)) {
                 Ok(i) => {
-                    check_same_history(&theirs[i], head, store)?;
-                    theirs[i].seq
+                    let peer_head = theirs[i];
+                    if peer_head.seq > 0 && peer_head.seq == head.seq {
+                        same_history(&peer_head, Some(head.op_id))?;
+                    } else if peer_head.seq > 0 && peer_head.seq < head.seq {
+                        self.checks.push_back(peer_head);
+                    }
+                    peer_head.seq
                 }
                 Err(_) => 0,
             };
@@ -258,7 +533,7 @@ impl SyncSession {
         Ok(())
     }
 
-    fn handle_ops(&mut self, ops: Vec<Op>, store: &mut dyn SyncStore) -> Result<(), SyncError> {
+    fn handle_ops(&mut self, ops: Vec<Op>) -> Result<(), SyncError> {
         if self.peer.is_none() {
             return Err(SyncError::Malformed("ops before hello".into()));
         }
@@ -266,41 +541,21 @@ impl SyncSession {
             return Err(SyncError::Malformed(format!("{} ops in one frame", ops.len())));
         }
         self.stats.received += ops.len() as u64;
-        self.stats.applied += store.apply(ops)? as u64;
+        if !ops.is_empty() {
+            self.inbox.push_back(ops);
+        }
         Ok(())
     }
 }
 
 /// The op_id the store holds at (origin, seq).
 fn op_id_at(store: &dyn SyncStore, origin: &Origin, seq: u64) -> Result<Option<OpId>, SyncError> {
-    Ok(store.read(origin, seq, seq, 1)?.first().map(|op| op.op_id))
-}
-
-/// Keeps ops until the frame reaches its byte target (always at least one op).
-fn trim_to_target(mut ops: Vec<Op>) -> Vec<Op> {
-    let mut bytes = 0;
-    let keep = ops
-        .iter()
-        .position(|op| {
-            bytes += op.data.len() + op.row_id.len() + op.table.len() + 64;
-            bytes > FRAME_OPS_BYTES_TARGET
-        })
-        .map_or(ops.len(), |i| i.max(1));
-    ops.truncate(keep);
-    ops
+    Ok(store.read(origin, seq, seq, 1, usize::MAX)?.first().map(|op| op.op_id))
 }
 
 /// Where this side holds the peer's head seq of an origin, it must hold the same op there;
 /// otherwise two writers used one origin (the side with the higher head sees it).
-fn check_same_history(theirs: &Head, ours: &Head, store: &dyn SyncStore) -> Result<(), SyncError> {
-    if theirs.seq == 0 || theirs.seq > ours.seq {
-        return Ok(());
-    }
-    let held = if theirs.seq == ours.seq {
-        Some(ours.op_id)
-    } else {
-        op_id_at(store, &theirs.origin, theirs.seq)?
-    };
+fn same_history(theirs: &Head, held: Option<OpId>) -> Result<(), SyncError> {
     match held {
         Some(id) if id != theirs.op_id => Err(SyncError::SplitBrain(format!(
             "origin {} seq {}: op {} here, op {} on the peer",

@@ -1,11 +1,15 @@
-//! Two sessions exchanging messages in memory over two in-memory stores: convergence both ways,
-//! resume after a cut, the distinct refusals, and frames that stay bounded.
+//! Two sessions exchanging messages in memory over two in-memory stores, the driver's part
+//! (running store requests, the clock) played by the test: convergence both ways, resume after
+//! a cut, the distinct refusals, frames that stay bounded, and the handshake, progress and
+//! whole-session deadlines in simulated time.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use feral_log::{Hlc, Op, OpId, OpKind, Origin};
 use feral_sync::{
-    FrameDecoder, Identity, SyncError, SyncMessage, SyncSession, SyncStore, encode_frame,
+    FrameDecoder, Identity, Request, Response, SyncError, SyncMessage, SyncSession, SyncStore,
+    Timeouts, encode_frame, execute, local_heads,
 };
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -30,14 +34,19 @@ impl SyncStore for MemStore {
         origin: &Origin,
         from: u64,
         to: u64,
-        limit: usize,
+        ops_max: usize,
+        bytes_max: usize,
     ) -> Result<Vec<Op>, SyncError> {
-        Ok(self
-            .ops
-            .range((*origin, from)..=(*origin, to))
-            .take(limit)
-            .map(|(_, op)| op.clone())
-            .collect())
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for (_, op) in self.ops.range((*origin, from)..=(*origin, to)).take(ops_max) {
+            bytes += op.size_hint();
+            if bytes > bytes_max && !out.is_empty() {
+                break;
+            }
+            out.push(op.clone());
+        }
+        Ok(out)
     }
 
     fn apply(&mut self, ops: Vec<Op>) -> Result<usize, SyncError> {
@@ -89,24 +98,45 @@ fn identity(node: u8) -> Identity {
 }
 
 fn session(node: u8, s: &MemStore) -> SyncSession {
-    SyncSession::new(identity(node), Hlc::default(), s).expect("session")
+    session_at(identity(node), s, Instant::now())
+}
+
+fn session_at(identity: Identity, s: &MemStore, now: Instant) -> SyncSession {
+    let heads = local_heads(s).expect("heads");
+    SyncSession::new(identity, Hlc::default(), heads, Timeouts::default(), now)
+}
+
+/// Runs every store request the session has, as a driver does on its blocking pool.
+fn run_requests(session: &mut SyncSession, store: &mut MemStore) -> Result<(), SyncError> {
+    while let Some(request) = session.poll_request() {
+        let response = execute(store, request);
+        session.complete(response, Instant::now())?;
+    }
+    Ok(())
 }
 
 /// Sends one message from `from` to `to` through real framing. Returns the frame's size, or
 /// None when `from` had nothing to send.
 fn step(
     from: &mut SyncSession,
-    fs: &MemStore,
+    fs: &mut MemStore,
     to: &mut SyncSession,
     ts: &mut MemStore,
 ) -> Option<Result<usize, SyncError>> {
-    let message = from.poll_transmit(fs).expect("transmit")?;
+    if let Err(e) = run_requests(from, fs) {
+        return Some(Err(e));
+    }
+    let message = from.poll_transmit()?;
     let mut bytes = Vec::new();
     encode_frame(&message, &mut bytes);
     let mut decoder = FrameDecoder::default();
     decoder.push(&bytes);
     let message = decoder.next_message().expect("decode").expect("whole");
-    Some(to.handle(message, ts).map(|()| bytes.len()))
+    Some(
+        to.handle(message, Instant::now())
+            .and_then(|()| run_requests(to, ts))
+            .map(|()| bytes.len()),
+    )
 }
 
 /// Moves messages both ways until both sides finish, an error ends one, or `cut_after`
@@ -186,12 +216,12 @@ fn refusals_are_distinct_and_reach_the_peer() {
     same_node.node_id = [1; 16];
     for (code, other) in [("wrong_cluster", wrong_cluster), ("duplicate_node_id", same_node)] {
         let mut a = session(1, &sa);
-        let mut b = SyncSession::new(other, Hlc::default(), &sb).expect("session");
+        let mut b = session_at(other, &sb, Instant::now());
         let (_, error) = pump(&mut a, &mut sa, &mut b, &mut sb, None);
         let error = error.expect("refused");
         assert_eq!(error.code(), code, "{error}");
         // The refusing side tells the other why.
-        let told = b.poll_transmit(&sb).expect("transmit");
+        let told = b.poll_transmit();
         assert!(matches!(told, Some(SyncMessage::Refuse { code: c, .. }) if c == code));
     }
     // Split brain: the same (origin, seq) holding another op.
@@ -209,17 +239,15 @@ fn refusals_are_distinct_and_reach_the_peer() {
 
 #[test]
 fn messages_out_of_order_are_malformed() {
-    let mut s = MemStore::default();
+    let s = MemStore::default();
+    let now = Instant::now();
     let mut a = session(1, &s);
-    let err = a.handle(SyncMessage::Ops(vec![op(2, 1, 1)]), &mut s).expect_err("ops first");
+    let err = a.handle(SyncMessage::Ops(vec![op(2, 1, 1)]), now).expect_err("ops first");
     assert_eq!(err.code(), "malformed_frame");
     let mut a = session(1, &s);
-    let hello = match session(2, &s).poll_transmit(&s).expect("hello") {
-        Some(m) => m,
-        None => panic!("hello expected"),
-    };
-    a.handle(hello.clone(), &mut s).expect("hello");
-    assert_eq!(a.handle(hello, &mut s).expect_err("twice").code(), "malformed_frame");
+    let Some(hello) = session(2, &s).poll_transmit() else { panic!("hello expected") };
+    a.handle(hello.clone(), now).expect("hello");
+    assert_eq!(a.handle(hello, now).expect_err("twice").code(), "malformed_frame");
 }
 
 #[test]
@@ -241,19 +269,143 @@ fn equal_heads_holding_different_ops_are_split_brain() {
 
 #[test]
 fn another_protocol_version_is_refused() {
-    let mut s = MemStore::default();
+    let s = MemStore::default();
     let mut a = session(1, &s);
-    let hello = match session(2, &s).poll_transmit(&s).expect("hello") {
+    let hello = match session(2, &s).poll_transmit() {
         Some(SyncMessage::Hello(mut h)) => {
             h.version += 1;
             SyncMessage::Hello(h)
         }
         other => panic!("hello expected, got {other:?}"),
     };
-    let err = a.handle(hello, &mut s).expect_err("refused");
+    let err = a.handle(hello, Instant::now()).expect_err("refused");
     assert_eq!(err.code(), "protocol_version", "{err}");
     assert!(matches!(
-        a.poll_transmit(&s).expect("refusal"),
+        a.poll_transmit(),
         Some(SyncMessage::Refuse { code, .. }) if code == "protocol_version"
     ));
+}
+
+/// Hands every request out and back until none is due (store work at one instant).
+fn settle(session: &mut SyncSession, store: &mut MemStore, now: Instant) {
+    while let Some(request) = session.poll_request() {
+        let response = execute(store, request);
+        session.complete(response, now).expect("request");
+    }
+}
+
+#[test]
+fn no_hello_within_the_handshake_deadline_ends_the_session() {
+    let s = MemStore::default();
+    let t0 = Instant::now();
+    let mut a = session_at(identity(1), &s, t0);
+    let timeouts = Timeouts::default();
+    assert!(a.poll_transmit().is_some(), "our hello goes out");
+    assert_eq!(a.poll_timeout(), Some(t0 + timeouts.handshake));
+    a.handle_timeout(t0 + timeouts.handshake - Duration::from_millis(1)).expect("not yet");
+    let err = a.handle_timeout(t0 + timeouts.handshake).expect_err("deadline");
+    assert_eq!(err.code(), "handshake_timeout");
+    assert!(a.is_failed());
+    assert!(
+        matches!(a.poll_transmit(), Some(SyncMessage::Refuse { code, .. }) if code == "handshake_timeout")
+    );
+    assert_eq!(a.poll_timeout(), None, "an ended session has no deadline");
+}
+
+#[test]
+fn no_frame_progress_for_the_progress_deadline_ends_the_session_whatever_else_happens() {
+    // b holds 5,000 ops for a; a stops reading after the hello. Bytes trickling and
+    // keep-alives never reach the session, so nothing but whole frames moves its deadline.
+    let mut sa = MemStore::default();
+    let mut sb = store(&[(2, 5000)], 200);
+    let t0 = Instant::now();
+    let timeouts = Timeouts::default();
+    let mut a = session_at(identity(1), &sa, t0);
+    let mut b = session_at(identity(2), &sb, t0);
+    let hello_a = a.poll_transmit().expect("hello");
+    let hello_b = b.poll_transmit().expect("hello");
+    a.handle(hello_b, t0).expect("hello");
+    b.handle(hello_a, t0).expect("hello");
+    settle(&mut b, &mut sb, t0);
+    settle(&mut a, &mut sa, t0);
+    // b sends one frame at t0 + 10 s: its progress moves.
+    let frame = b.poll_transmit().expect("a frame of ops");
+    assert!(matches!(frame, SyncMessage::Ops(_)));
+    let t1 = t0 + Duration::from_secs(10);
+    b.on_transmitted(t1);
+    assert_eq!(b.poll_timeout(), Some(t1 + timeouts.progress));
+    // Nothing more moves: at t1 + progress the session ends, with the peer told why.
+    b.handle_timeout(t1 + timeouts.progress - Duration::from_millis(1)).expect("not yet");
+    let err = b.handle_timeout(t1 + timeouts.progress).expect_err("stalled");
+    assert_eq!(err.code(), "progress_timeout");
+    assert!(
+        matches!(b.poll_transmit(), Some(SyncMessage::Refuse { code, .. }) if code == "progress_timeout")
+    );
+    // The side that received the frame: its deadline counts from that frame.
+    a.handle(frame, t1).expect("ops");
+    let Some(Request::Apply(ops)) = a.poll_request() else { panic!("an apply") };
+    assert_eq!(a.poll_timeout(), Some(t0 + timeouts.session), "local store work is not a stall");
+    assert!(!a.wants_input() || ops.len() <= 1024);
+    a.complete(Ok(Response::Applied(ops.len())), t1 + Duration::from_secs(3)).expect("applied");
+    assert_eq!(a.poll_timeout(), Some(t1 + Duration::from_secs(3) + timeouts.progress));
+}
+
+#[test]
+fn a_session_that_keeps_moving_still_ends_at_the_whole_session_deadline() {
+    let mut sa = MemStore::default();
+    let mut sb = store(&[(2, 50_000)], 10);
+    let t0 = Instant::now();
+    let timeouts = Timeouts { session: Duration::from_secs(60), ..Timeouts::default() };
+    let heads_a = local_heads(&sa).expect("heads");
+    let heads_b = local_heads(&sb).expect("heads");
+    let mut a = SyncSession::new(identity(1), Hlc::default(), heads_a, timeouts, t0);
+    let mut b = SyncSession::new(identity(2), Hlc::default(), heads_b, timeouts, t0);
+    let hello_a = a.poll_transmit().expect("hello");
+    let hello_b = b.poll_transmit().expect("hello");
+    a.handle(hello_b, t0).expect("hello");
+    b.handle(hello_a, t0).expect("hello");
+    // One frame every 5 s: never a progress timeout, but the whole session is bounded.
+    let mut now = t0;
+    let ended = loop {
+        now += Duration::from_secs(5);
+        if let Err(e) = b.handle_timeout(now) {
+            break e;
+        }
+        settle(&mut b, &mut sb, now);
+        let Some(frame) = b.poll_transmit() else { panic!("b ran out of ops before the deadline") };
+        b.on_transmitted(now);
+        a.handle(frame, now).expect("frame");
+        settle(&mut a, &mut sa, now);
+    };
+    assert_eq!(ended.code(), "session_timeout");
+    assert_eq!(now, t0 + Duration::from_secs(60));
+    assert!(a.stats().applied > 0, "what arrived before the deadline is applied");
+}
+
+#[test]
+fn a_frame_waiting_for_its_apply_holds_back_further_input() {
+    let mut sa = MemStore::default();
+    let mut sb = store(&[(2, 3000)], 200);
+    let now = Instant::now();
+    let (mut a, mut b) = (session_at(identity(1), &sa, now), session_at(identity(2), &sb, now));
+    let hello_a = a.poll_transmit().expect("hello");
+    let hello_b = b.poll_transmit().expect("hello");
+    a.handle(hello_b, now).expect("hello");
+    b.handle(hello_a, now).expect("hello");
+    settle(&mut a, &mut sa, now);
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        settle(&mut b, &mut sb, now);
+        frames.push(b.poll_transmit().expect("frame"));
+    }
+    let mut frames = frames.into_iter();
+    a.handle(frames.next().expect("1"), now).expect("first frame");
+    assert!(!a.wants_input(), "one frame waits: no more input");
+    let Some(Request::Apply(_)) = a.poll_request() else { panic!("apply expected") };
+    assert!(a.wants_input(), "the waiting frame is being applied: one more may wait");
+    a.handle(frames.next().expect("2"), now).expect("second frame");
+    assert!(!a.wants_input());
+    let err = a.handle(frames.next().expect("3"), now).expect_err("input past the bound");
+    assert_eq!(err.code(), "malformed_frame");
+    let _ = &mut sa;
 }
