@@ -52,6 +52,12 @@ pub enum Error {
     },
 }
 
+impl From<feral_log::OpError> for Error {
+    fn from(e: feral_log::OpError) -> Error {
+        Error::Log(e.into())
+    }
+}
+
 impl From<feral_materializer::Error> for Error {
     fn from(e: feral_materializer::Error) -> Error {
         match e {

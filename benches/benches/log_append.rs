@@ -120,6 +120,59 @@ fn concurrent(c: &mut Criterion) {
     group.finish();
 }
 
+/// Appends while a full `check` runs over and over beside them (one thread checking a log of
+/// 200,000 ops, about 80 MB), beside the same appends with nothing else running, on the same
+/// log in the same run: the check reads durable records and an index snapshot without the
+/// state lock, so appends keep their pace (the target is at least 80 %).
+fn during_check(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let wal = Wal::open(dir.path().join("log"), Config::default()).expect("open");
+    let filled = if std::env::var_os("FERAL_BENCH_QUICK").is_some() { 50_000 } else { 200_000 };
+    for start in (0..filled).step_by(4096) {
+        let drafts = (start..(start + 4096).min(filled)).map(|i| draft(1_000_000 + i)).collect();
+        wal.append_batch(drafts).expect("fill");
+    }
+    let n = 128;
+    let mut group = c.benchmark_group("log_append_during_check_256B");
+    timing(&mut group, 20);
+    group.throughput(Throughput::Elements(n as u64));
+    let mut next = 0usize;
+    let mut batch = || {
+        next += n;
+        (next..next + n).map(draft).collect::<Vec<_>>()
+    };
+    settle();
+    group.bench_function(BenchmarkId::new("feral_append_batch_alone", n), |b| {
+        b.iter_batched(
+            &mut batch,
+            |d| black_box(wal.append_batch(d).expect("append")),
+            BatchSize::SmallInput,
+        )
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let checks = std::thread::scope(|s| {
+        let checker = s.spawn(|| {
+            let mut checks = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(wal.check().ok, "check beside appends");
+                checks += 1;
+            }
+            checks
+        });
+        group.bench_function(BenchmarkId::new("feral_append_batch_beside_check", n), |b| {
+            b.iter_batched(
+                &mut batch,
+                |d| black_box(wal.append_batch(d).expect("append")),
+                BatchSize::SmallInput,
+            )
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        checker.join().expect("checker")
+    });
+    group.finish();
+    eprintln!("log_append_during_check: {checks} full checks ran beside the appends");
+}
+
 /// The timing every group here uses: 1 s warm-up, 4 s of measurement, `samples` samples.
 fn timing(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -136,5 +189,5 @@ fn bench_dir() -> std::path::PathBuf {
     std::env::var_os("FERAL_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into)
 }
 
-criterion_group!(benches, append, concurrent, index_limit);
+criterion_group!(benches, append, concurrent, during_check, index_limit);
 criterion_main!(benches);

@@ -261,7 +261,7 @@ fn check_remote(state: &mut State, index: &Index, own: Origin, op: &Op, now: u64
     }
     // Counts a refusal; an accepted stamp raises the clock, which is harmless even if the
     // batch is refused later (the clock only has to move forward).
-    state.clock.receive(&op.hlc, now)
+    Ok(state.clock.receive(&op.hlc, now)?)
 }
 
 /// An upper bound on the encoded size of an item (bincode varints are at most 10 bytes).

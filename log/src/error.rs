@@ -114,6 +114,17 @@ pub enum Error {
     InvalidConfig(String),
 }
 
+impl From<feral_types::Error> for Error {
+    fn from(e: feral_types::Error) -> Error {
+        match e {
+            feral_types::Error::InvalidOp(reason) => Error::InvalidOp(reason),
+            feral_types::Error::ClockDrift { remote_ms, ahead_ms, limit_ms } => {
+                Error::ClockDrift { remote_ms, ahead_ms, limit_ms }
+            }
+        }
+    }
+}
+
 impl Error {
     /// The stable code used in reports and exit statuses.
     pub fn code(&self) -> Code {

@@ -2,15 +2,17 @@
 //! index, hybrid logical clock, recovery and integrity check. See docs/format.md.
 #![deny(missing_docs)]
 
+/// An op or clock reading refused before anything is stored (converts into [`Error`]).
+pub use feral_types::Error as OpError;
+pub use feral_types::{codec, hlc, op};
+
 mod admit;
 pub mod check;
 pub mod code;
-pub mod codec;
 mod commit;
 pub mod error;
 pub mod failpoint;
 pub mod fault;
-pub mod hlc;
 pub mod index;
 mod indexer;
 mod inflight;
@@ -18,7 +20,6 @@ mod le;
 pub mod limits;
 pub mod lock;
 mod maintenance;
-pub mod op;
 pub mod private;
 pub mod read;
 pub mod record;

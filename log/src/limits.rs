@@ -6,14 +6,9 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
 /// Largest segment a log may be created with; frame offsets stay well inside `u32`.
 pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
-/// Largest encoded op payload one record may carry.
-pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 4 * 1024 * 1024;
-/// Largest op `data` field accepted by `append`.
-pub const OP_DATA_BYTES_MAX: usize = 1024 * 1024;
-/// Largest `table` or `row_id` string.
-pub const OP_NAME_BYTES_MAX: usize = 1024;
-/// Decode limit handed to bincode: no decoded op may allocate more than this.
-pub const DECODE_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX as usize;
+pub use feral_types::limits::{DECODE_BYTES_MAX, OP_DATA_BYTES_MAX, OP_NAME_BYTES_MAX};
+/// Largest encoded op payload one record may carry (what the codec decodes at most).
+pub const RECORD_PAYLOAD_BYTES_MAX: u32 = DECODE_BYTES_MAX as u32;
 /// Largest queue of records a group-commit leader keeps allocated for the next batch.
 pub const GROUP_RECORDS_MAX: usize = 64 * 1024;
 /// Largest frame buffer the writer keeps allocated between batches.

@@ -1,7 +1,7 @@
 //! The messages of a sync session and their framing: a u32 little-endian length, then the
 //! message in bincode (with a decode limit). Bytes come in; whole messages come out.
 
-use feral_log::{Hlc, Op, OpId, Origin};
+use feral_types::{Hlc, Op, OpId, Origin};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;

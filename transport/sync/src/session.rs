@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use feral_log::{Hlc, Op, OpId, Origin};
+use feral_types::{Hlc, Op, OpId, Origin};
 
 use crate::error::{Stage, SyncError};
 use crate::limits::{

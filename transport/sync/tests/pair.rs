@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use feral_log::{Hlc, Op, OpId, OpKind, Origin};
 use feral_sync::{
     FrameDecoder, Identity, Request, Response, SyncError, SyncMessage, SyncSession, SyncStore,
     Timeouts, encode_frame, execute, local_heads,
 };
+use feral_types::{Hlc, Op, OpId, OpKind, Origin};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 struct MemStore {

@@ -256,7 +256,7 @@ impl OpDraft {
 }
 
 /// Size and emptiness checks shared by local drafts and remote ops.
-pub(crate) fn validate_fields(table: &str, row_id: &str, data: &[u8]) -> Result<()> {
+pub fn validate_fields(table: &str, row_id: &str, data: &[u8]) -> Result<()> {
     if table.is_empty() || table.len() > OP_NAME_BYTES_MAX {
         return Err(Error::InvalidOp(format!(
             "table must be 1..={OP_NAME_BYTES_MAX} bytes, got {}",

@@ -1,0 +1,15 @@
+//! feral-types: what the log and the sync protocol share, and nothing else: the op and its
+//! identifiers (`Op`, `OpId`, `Origin`, `OpKind`, `OpDraft`), the hybrid logical clock, the
+//! one codec that turns an op into bytes, and their limits. No storage, no network, no CLI:
+//! a crate that depends on it (feral-sync) links none of redb, quinn or clap.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod error;
+pub mod hlc;
+pub mod limits;
+pub mod op;
+
+pub use error::{Error, Result};
+pub use hlc::{Clock, Hlc, SystemTime, TimeSource};
+pub use op::{Op, OpDraft, OpId, OpKind, Origin};
