@@ -5,7 +5,6 @@
 //! ops are queued (backpressure).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use feral_log::{Lsn, Wal};
@@ -33,9 +32,6 @@ struct Queue {
 pub(crate) struct Applier {
     queue: Mutex<Queue>,
     cond: Condvar,
-    /// Mirrors "the projection has a fault", so writers check it without taking the projection
-    /// lock the applier holds while it applies a batch.
-    pub(crate) stopped: AtomicBool,
 }
 
 impl std::fmt::Debug for Applier {
@@ -100,9 +96,7 @@ impl Applier {
                 job
             };
             let n = job.changes.len();
-            if !apply(wal, slot, job) {
-                self.stopped.store(true, Ordering::Release);
-            }
+            apply(wal, slot, job);
             let mut q = self.lock();
             q.busy = false;
             q.queued_ops -= n;
@@ -114,13 +108,13 @@ impl Applier {
 /// Applies one job, or catches the projection up from the log when another append's ops
 /// come first (a gap) or some were not handed over. A failure stops the projection; the ops
 /// stay in the log and `resume()` catches up.
-/// Returns false when the projection is stopped.
-fn apply(wal: &Wal, slot: &Mutex<ProjectionSlot>, job: Job) -> bool {
+/// A stopped projection (its fault is in the log's fault register) takes nothing until resume.
+fn apply(wal: &Wal, slot: &Mutex<ProjectionSlot>, job: Job) {
     let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.fault.is_some() {
-        return false;
+    if wal.derived_fault().is_some() {
+        return;
     }
-    let Some(mat) = slot.mat.as_ref() else { return false };
+    let Some(mat) = slot.mat.as_ref() else { return };
     let outcome = match mat.apply(job.changes) {
         Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(wal).map(|_| ()),
         Err(e) => Err(e),
@@ -132,10 +126,8 @@ fn apply(wal: &Wal, slot: &Mutex<ProjectionSlot>, job: Job) -> bool {
     };
     if let Err(e) = outcome {
         let path = mat.path().to_path_buf();
-        stop_projection(&mut slot, &path, e);
-        return false;
+        stop_projection(wal, &mut slot, &path, e);
     }
-    true
 }
 
 /// Starts the applier thread.

@@ -3,10 +3,11 @@
 //! runs ahead of the log and catches up from it after any fault.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use feral_log::{Appended, Config, Lsn, Op, OpDraft, OpId, OpKind, TimeSource, Wal};
+use feral_log::{
+    Appended, Config, Lsn, Op, OpDraft, OpId, OpKind, Pause, PauseKind, TimeSource, Wal,
+};
 use feral_materializer::{Change, Episode, Materializer, PROJECTION_FILE, Row, TABLE};
 use serde::Serialize;
 use serde_json::Value;
@@ -16,17 +17,12 @@ use crate::error::{Code, Error, Result};
 use crate::identity::{self, NodeId};
 use crate::report::{CheckReport, NodeStatus};
 
-/// What stopped the projection; writes are refused until `resume()`.
-#[derive(Debug, Clone)]
-pub(crate) struct Fault {
-    pub(crate) code: Code,
-    pub(crate) reason: String,
-}
-
+/// The projection's handle. What stopped it, if anything, is not kept here: it is the log's
+/// fault register's derived-part entry ([`Wal::stop_derived`]), the one place every writer and
+/// every status reads the store's pause from.
 #[derive(Debug)]
 pub(crate) struct ProjectionSlot {
     pub(crate) mat: Option<Materializer>,
-    pub(crate) fault: Option<Fault>,
 }
 
 /// An episode as read back: the document, and the op that wrote it.
@@ -82,8 +78,6 @@ impl Node {
         let (key, node_id) = identity::load_or_create(&dir)?;
         let projection = Arc::new(Mutex::new(attach_or_rebuild(&wal, &dir.join(PROJECTION_FILE))));
         let applier = Arc::new(Applier::default());
-        let stopped = projection.lock().unwrap_or_else(|p| p.into_inner()).fault.is_some();
-        applier.stopped.store(stopped, Ordering::Release);
         let thread = applier::spawn(applier.clone(), wal.clone(), projection.clone())
             .map_err(|e| Error::io(Path::new("feral-applier thread"), e))?;
         Ok(Node { dir, wal, projection, applier, applier_thread: Some(thread), node_id, key, time })
@@ -129,17 +123,6 @@ impl Node {
         self.time.now_ms() as f64 / 1000.0
     }
 
-    /// Refuses writes while the projection is stopped (the log refuses by itself when paused).
-    fn writable(&self) -> Result<()> {
-        if !self.applier.stopped.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        match &self.slot().fault {
-            Some(fault) => Err(Error::Paused { code: fault.code, reason: fault.reason.clone() }),
-            None => Ok(()),
-        }
-    }
-
     /// Validates an episode document. A missing `created_at` is now, except on a retry: when
     /// `op_id` is already in the log, its episode's `created_at` is reused, so the retry has
     /// the same content and is reported as a duplicate rather than a conflict.
@@ -165,7 +148,6 @@ impl Node {
 
     /// Appends validated episodes in one group commit (all or nothing).
     pub fn append_episodes(&self, episodes: Vec<(Episode, Option<OpId>)>) -> Result<Vec<Appended>> {
-        self.writable()?;
         let drafts = episodes
             .iter()
             .map(|(e, op_id)| OpDraft {
@@ -214,7 +196,6 @@ impl Node {
                 }
             }
         }
-        self.writable()?;
         let kept: Vec<(String, String, OpKind, Vec<u8>)> = drafts
             .iter()
             .map(|d| (d.table.clone(), d.row_id.clone(), d.kind, d.data.clone()))
@@ -246,7 +227,6 @@ impl Node {
     /// Takes ops received from a peer (their origin, seq and HLC kept). Returns how many were
     /// new; ops already held are not written again.
     pub fn ingest(&self, ops: Vec<Op>) -> Result<usize> {
-        self.writable()?;
         let kept = ops.clone();
         let appended = self.wal.ingest(ops)?;
         let changes: Vec<Change<'static>> = appended
@@ -263,21 +243,21 @@ impl Node {
     /// The live episode with this id.
     pub fn episode(&self, id: &str) -> Result<Option<EpisodeView>> {
         let slot = self.settled();
-        let mat = readable(&slot)?;
+        let mat = readable(&self.wal, &slot)?;
         Ok(mat.get(id)?.and_then(EpisodeView::from_row))
     }
 
     /// Live episodes, newest first, at most `limit`, optionally of one session.
     pub fn episodes(&self, limit: usize, session: Option<&str>) -> Result<Vec<EpisodeView>> {
         let slot = self.settled();
-        let mat = readable(&slot)?;
+        let mat = readable(&self.wal, &slot)?;
         Ok(mat.list(limit, session)?.into_iter().filter_map(EpisodeView::from_row).collect())
     }
 
     /// The canonical digest of the store's ops and episodes.
     pub fn digest(&self) -> Result<feral_materializer::Digest> {
         let slot = self.settled();
-        let mat = readable(&slot)?;
+        let mat = readable(&self.wal, &slot)?;
         mat.catch_up(&self.wal)?;
         Ok(feral_materializer::digest(&self.wal, mat)?)
     }
@@ -285,14 +265,14 @@ impl Node {
     /// Writes the canonical dump (ops by (origin, seq), then rows by id).
     pub fn dump(&self, out: &mut dyn std::io::Write) -> Result<()> {
         let slot = self.settled();
-        let mat = readable(&slot)?;
+        let mat = readable(&self.wal, &slot)?;
         mat.catch_up(&self.wal)?;
         Ok(feral_materializer::dump(&self.wal, mat, out)?)
     }
 
     /// True when writes are refused (log paused or projection stopped).
     pub fn io_paused(&self) -> bool {
-        self.wal.io_paused() || self.applier.stopped.load(Ordering::Acquire)
+        self.wal.io_paused()
     }
 
     /// A status snapshot.
@@ -315,12 +295,14 @@ impl Node {
             match slot.mat.as_mut() {
                 Some(mat) => mat.check_structure().and_then(|()| mat.check_snapshot()),
                 None => Err(feral_materializer::Error::Projection(
-                    slot.fault.as_ref().map_or("not open".into(), |f| f.reason.clone()),
+                    self.wal.derived_fault().map_or("not open".into(), |f| f.detail),
                 )),
             }
         }?;
-        // Read after the snapshot: what it has applied is durable by then.
-        snapshot.verify(self.wal.durable_lsn())
+        // Read after the snapshot: what it has applied is durable by then. At the lowest CPU
+        // priority, as the log's check: writes beside it keep their pace.
+        let durable = self.wal.durable_lsn();
+        feral_log::background::at_lowest_priority("feral-check", &|| snapshot.verify(durable))
     }
 
     /// Re-verifies the log (rebuilding an untrusted index), reopens the projection (rebuilding
@@ -331,26 +313,26 @@ impl Node {
         {
             let mut slot = self.settled();
             slot.mat = None; // a handle that saw an I/O error stays failed until reopened
+            self.wal.clear_derived();
             *slot = attach_or_rebuild(&self.wal, &self.dir.join(PROJECTION_FILE));
-            if slot.fault.as_ref().is_some_and(|f| f.code.is_corruption()) || {
+            let damaged = self.wal.derived_fault().is_some_and(|f| f.kind == PauseKind::Corruption);
+            if damaged || {
                 let durable = self.wal.durable_lsn();
                 slot.mat.as_mut().is_some_and(|m| m.check(durable).is_err())
             } {
                 tracing::warn!("episodes projection not trusted; rebuilding it from the log");
                 slot.mat = None;
+                self.wal.clear_derived();
                 *slot = attach(&self.wal, &self.dir.join(PROJECTION_FILE), true);
             }
-            self.applier.stopped.store(slot.fault.is_some(), Ordering::Release);
         }
         let episodes = self.check_projection();
         let report = CheckReport::from_parts(log, episodes);
-        if !report.ok {
-            let mut slot = self.slot();
-            if slot.fault.is_none() && report.episodes != feral_log::PartStatus::Ok {
-                self.applier.stopped.store(true, Ordering::Release);
-                slot.fault =
-                    Some(Fault { code: Code::Corruption, reason: "integrity check failed".into() });
-            }
+        if !report.ok && report.episodes != feral_log::PartStatus::Ok {
+            self.wal.stop_derived(Pause {
+                kind: PauseKind::Corruption,
+                detail: "episodes: integrity check failed".into(),
+            });
         }
         report
     }
@@ -369,8 +351,8 @@ impl Node {
         let mat = Materializer::recreate(&self.dir.join(PROJECTION_FILE))?;
         let applied = mat.catch_up(&self.wal)?;
         mat.flush()?;
-        *slot = ProjectionSlot { mat: Some(mat), fault: None };
-        self.applier.stopped.store(false, Ordering::Release);
+        *slot = ProjectionSlot { mat: Some(mat) };
+        self.wal.clear_derived();
         Ok(applied)
     }
 
@@ -397,7 +379,7 @@ fn max_lsn(appended: &[Appended]) -> Lsn {
 /// the slot's fault instead of failing the open.
 fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
     let opened = if fresh { Materializer::recreate(path) } else { Materializer::open(path) };
-    let mut slot = ProjectionSlot { mat: None, fault: None };
+    let mut slot = ProjectionSlot { mat: None };
     match opened {
         Ok(mat) => {
             let caught_up = mat.catch_up(wal);
@@ -405,11 +387,11 @@ fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
             if let Err(e) = caught_up {
                 // Log damage is the log's pause to report; the projection just waits for it.
                 if !matches!(e, feral_materializer::Error::Log(_)) {
-                    stop_projection(&mut slot, path, e);
+                    stop_projection(wal, &mut slot, path, e);
                 }
             }
         }
-        Err(e) => stop_projection(&mut slot, path, e),
+        Err(e) => stop_projection(wal, &mut slot, path, e),
     }
     slot
 }
@@ -420,29 +402,36 @@ fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
 /// the fault (`disk_full`) until space is freed and resume runs.
 fn attach_or_rebuild(wal: &Wal, path: &Path) -> ProjectionSlot {
     let slot = attach(wal, path, false);
-    match &slot.fault {
-        Some(fault) if fault.code != Code::DiskFull && slot.mat.is_none() => {
-            tracing::warn!(reason = %fault.reason, "the episodes projection cannot be opened; rebuilding it from the log");
+    match wal.derived_fault() {
+        Some(fault) if fault.kind != PauseKind::DiskFull && slot.mat.is_none() => {
+            tracing::warn!(reason = %fault.detail, "the episodes projection cannot be opened; rebuilding it from the log");
             drop(slot);
+            wal.clear_derived();
             attach(wal, path, true)
         }
         _ => slot,
     }
 }
 
-/// Records a projection failure as the slot's fault. After an I/O error a redb handle fails
-/// every call until reopened, so the handle is reopened at once for reads.
-pub(crate) fn stop_projection(slot: &mut ProjectionSlot, at: &Path, e: feral_materializer::Error) {
+/// Records a projection failure in the store's fault register (writes stop until resume).
+/// After an I/O error a redb handle fails every call until reopened, so the handle is reopened
+/// at once for reads.
+pub(crate) fn stop_projection(
+    wal: &Wal,
+    slot: &mut ProjectionSlot,
+    at: &Path,
+    e: feral_materializer::Error,
+) {
     tracing::error!(error = %e, path = %at.display(), "episodes projection stopped; resume() catches it up");
-    let code = if e.is_disk_full() {
-        Code::DiskFull
+    let kind = if e.is_disk_full() {
+        PauseKind::DiskFull
     } else if matches!(e, feral_materializer::Error::Corruption(_)) {
-        Code::Corruption
+        PauseKind::Corruption
     } else {
-        Code::IoError
+        PauseKind::IoError
     };
-    slot.fault = Some(Fault { code, reason: e.to_string() });
-    if code == Code::DiskFull
+    wal.stop_derived(Pause { kind, detail: format!("episodes: {e}") });
+    if kind == PauseKind::DiskFull
         && let Some(mat) = slot.mat.take()
     {
         let path = mat.path().to_path_buf();
@@ -451,9 +440,9 @@ pub(crate) fn stop_projection(slot: &mut ProjectionSlot, at: &Path, e: feral_mat
     }
 }
 
-fn readable(slot: &ProjectionSlot) -> Result<&Materializer> {
+fn readable<'a>(wal: &Wal, slot: &'a ProjectionSlot) -> Result<&'a Materializer> {
     slot.mat.as_ref().ok_or_else(|| {
-        let reason = slot.fault.as_ref().map_or("not open".to_string(), |f| f.reason.clone());
+        let reason = wal.derived_fault().map_or("not open".to_string(), |f| f.detail);
         Error::Paused { code: Code::EpisodesUnavailable, reason }
     })
 }

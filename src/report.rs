@@ -82,7 +82,7 @@ pub struct NodeStatus {
     pub data_dir: String,
     /// True when writes are refused until `resume()`.
     pub io_paused: bool,
-    /// Why: the log's pause, or the projection's fault.
+    /// Why: the log's pause, else the projection's (one register, `Wal::pause`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause: Option<Pause>,
     /// Why the projection stopped, when it did.
@@ -142,11 +142,11 @@ impl NodeStatus {
             .heads()
             .map(|h| h.into_iter().map(|(o, s)| (o.to_string(), s)).collect())
             .unwrap_or_default();
-        let (projection, fault) = {
+        let projection = {
             let slot = node.settled();
-            let stats = slot.mat.as_ref().and_then(|m| m.stats().ok()).unwrap_or_default();
-            (stats, slot.fault.as_ref().map(|f| format!("{}: {}", f.code, f.reason)))
+            slot.mat.as_ref().and_then(|m| m.stats().ok()).unwrap_or_default()
         };
+        let fault = node.wal.derived_fault().map(|f| f.detail);
         let wal_dir = node.dir.join(feral_log::wal::WAL_DIR);
         let log_bytes = std::fs::read_dir(&wal_dir)
             .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
@@ -155,7 +155,7 @@ impl NodeStatus {
             node_id: node.node_id.to_string(),
             origin: log.origin,
             data_dir: node.dir.display().to_string(),
-            io_paused: log.pause.is_some() || fault.is_some(),
+            io_paused: log.pause.is_some(),
             pause: log.pause,
             projection_fault: fault,
             durable_lsn: log.durable_lsn,

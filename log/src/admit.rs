@@ -34,10 +34,10 @@ impl Wal {
             }
         }
         let mut state = lock(&self.inner.state);
-        while state.inflight.len() >= INFLIGHT_OPS_MAX && state.pause.is_none() {
+        while state.inflight.len() >= INFLIGHT_OPS_MAX && state.faults.first().is_none() {
             state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        if let Some(pause) = &state.pause {
+        if let Some(pause) = state.faults.first() {
             return Err(Self::paused_error(pause));
         }
         let (results, wait_lsn) = self.enqueue(&mut state, items)?;
@@ -47,7 +47,7 @@ impl Wal {
                 return Ok(results);
             }
             if state.failures != generation {
-                let pause = state.pause.clone().unwrap_or(Pause {
+                let pause = state.faults.log.clone().unwrap_or(Pause {
                     kind: PauseKind::IoError,
                     detail: "group commit failed".into(),
                 });

@@ -70,7 +70,7 @@ impl Wal {
         }
         state.next_lsn = durable + 1;
         state.failures += 1;
-        state.pause = Some(Pause { kind, detail: error.to_string() });
+        state.faults.log = Some(Pause { kind, detail: error.to_string() });
         lock(&self.inner.writer).active = None;
     }
 
@@ -194,7 +194,7 @@ impl Wal {
     /// failure is left to the first append, which retries and reports it.
     pub(crate) fn start_first_segment(&self, state: &State) {
         let mut writer = lock(&self.inner.writer);
-        if writer.active.is_some() || !state.segments.is_empty() || state.pause.is_some() {
+        if writer.active.is_some() || !state.segments.is_empty() || state.faults.log.is_some() {
             return;
         }
         if let Err((_, (_, error))) =

@@ -113,7 +113,7 @@ pub(crate) fn run(core: &Core) {
                     _ => PauseKind::IndexFailed,
                 };
                 tracing::error!(%error, "indexing failed; log paused until resume()");
-                state.pause.get_or_insert(Pause { kind, detail: error.to_string() });
+                state.faults.log.get_or_insert(Pause { kind, detail: error.to_string() });
             }
             core.cond.notify_all();
         }

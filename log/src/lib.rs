@@ -7,6 +7,7 @@ pub use feral_types::Error as OpError;
 pub use feral_types::{codec, hlc, op};
 
 mod admit;
+pub mod background;
 pub mod check;
 pub mod code;
 mod commit;

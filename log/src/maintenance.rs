@@ -95,7 +95,7 @@ impl Wal {
         self.writer().active = recovered.active;
         if let Some(at) = recovered.corruption {
             tracing::error!(%at, "log corruption found on open; writes paused");
-            state.pause = Some(pause(PauseKind::Corruption, &Error::Corruption(at)));
+            state.faults.log = Some(pause(PauseKind::Corruption, &Error::Corruption(at)));
             // The index is not caught up past the damage: index reads fail instead of waiting.
             let reason = "log corruption: the index is not caught up".to_string();
             self.inner.indexer.reset(meta.indexed_lsn, Some(reason));
@@ -161,7 +161,7 @@ impl Wal {
             (Some(_), None) => 0,
         };
         self.inner.indexer.reset(indexed, index_failed);
-        state.pause = found_pause;
+        state.faults.log = found_pause;
         *index_slot = index;
         Ok(())
     }
@@ -231,13 +231,17 @@ impl Wal {
         reader: Option<IndexReader>,
     ) -> IntegrityReport {
         let scope = if known.is_some() { Scope::Quiet } else { Scope::Online };
-        let (wal, index) = check::verify_log_and_index(
-            self.storage(),
-            self.wal_dir(),
-            durable,
-            scope,
-            reader.as_ref(),
-        );
+        let scan = || {
+            check::verify_log_and_index(
+                self.storage(),
+                self.wal_dir(),
+                durable,
+                scope,
+                reader.as_ref(),
+            )
+        };
+        // At the lowest CPU priority: appends beside a check keep their pace.
+        let (wal, index) = crate::background::at_lowest_priority("feral-check", &scan);
         drop(reader); // redb's structure check needs no transaction open
         let wal = match (wal, known) {
             (Ok(_), Some(at)) => Err(Error::Corruption(at)),
@@ -261,7 +265,7 @@ impl Wal {
         let known = state.durable_lsn;
         let outcome = self.load(&mut state, Some(known)).map(|()| {
             let index_failed =
-                state.pause.as_ref().is_some_and(|p| p.kind == PauseKind::IndexFailed);
+                state.faults.log.as_ref().is_some_and(|p| p.kind == PauseKind::IndexFailed);
             (!index_failed).then(|| self.check_quiet(&state))
         });
         let outcome = outcome.and_then(|first| match first {
@@ -277,13 +281,13 @@ impl Wal {
             IntegrityReport::from_parts(Err(e), Err(Error::Index("not checked".into())))
         });
         if report.ok {
-            if state.pause.take().is_some() {
+            if state.faults.log.take().is_some() {
                 tracing::info!("integrity check passed; writes resumed");
             }
-        } else if state.pause.is_none()
-            || state.pause.as_ref().is_some_and(|p| p.kind != PauseKind::Corruption)
+        } else if state.faults.log.is_none()
+            || state.faults.log.as_ref().is_some_and(|p| p.kind != PauseKind::Corruption)
         {
-            state.pause = Some(Pause {
+            state.faults.log = Some(Pause {
                 kind: PauseKind::Corruption,
                 detail: format!(
                     "integrity check failed: {}",

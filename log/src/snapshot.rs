@@ -36,7 +36,7 @@ impl Wal {
         // Lock order as in the group commit's failure path: state, then writer. A leader holds
         // the writer lock across write + sync, so once we hold it every written byte is synced.
         let state = self.state();
-        if let Some(pause) = &state.pause {
+        if let Some(pause) = state.faults.first() {
             return Err(Error::Paused { kind: pause.kind, reason: pause.detail.clone() });
         }
         let writer = lock(&self.inner.writer);

@@ -134,10 +134,29 @@ pub(crate) struct Inflight {
     pub(crate) hlc: Hlc,
 }
 
+/// The store's one fault register: the log's own pause (disk full, failed sync, I/O error,
+/// corruption, index failure) and the fault its embedder reports for a part derived from the
+/// log (the episodes projection). Writes are refused while either is set; every reader of
+/// "is the store paused, and why" reads it here.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Faults {
+    /// Set and cleared by the log (commit, indexer, load, resume).
+    pub(crate) log: Option<Pause>,
+    /// Set by [`Wal::stop_derived`], cleared by [`Wal::clear_derived`].
+    pub(crate) derived: Option<Pause>,
+}
+
+impl Faults {
+    /// The pause writes see: the log's first.
+    pub(crate) fn first(&self) -> Option<&Pause> {
+        self.log.as_ref().or(self.derived.as_ref())
+    }
+}
+
 /// Everything the group commit shares, under one mutex.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub(crate) pause: Option<Pause>,
+    pub(crate) faults: Faults,
     pub(crate) next_lsn: Lsn,
     pub(crate) durable_lsn: Lsn,
     pub(crate) next_seq: u64,
@@ -304,7 +323,7 @@ impl Wal {
         let core = Arc::new(Core {
             payload_max: probe.payload_max(),
             state: Mutex::new(State {
-                pause: None,
+                faults: Faults::default(),
                 next_lsn: 1,
                 durable_lsn: 0,
                 next_seq: 1,
@@ -371,9 +390,34 @@ impl Wal {
         lock(&self.inner.state).durable_lsn
     }
 
-    /// The pause, if the log is paused.
+    /// Why writes are refused, if they are: the log's own pause, else the derived part's
+    /// fault ([`Wal::stop_derived`]).
     pub fn pause(&self) -> Option<Pause> {
-        lock(&self.inner.state).pause.clone()
+        lock(&self.inner.state).faults.first().cloned()
+    }
+
+    /// The log's own pause only (what `resume` of the log clears).
+    pub fn log_pause(&self) -> Option<Pause> {
+        lock(&self.inner.state).faults.log.clone()
+    }
+
+    /// The fault of the part derived from the log, if it stopped.
+    pub fn derived_fault(&self) -> Option<Pause> {
+        lock(&self.inner.state).faults.derived.clone()
+    }
+
+    /// Records that a part derived from the log (the embedder's projection) stopped: writes
+    /// are refused, with this pause, until [`Wal::clear_derived`]. A fault already recorded
+    /// is kept (the first cause wins).
+    pub fn stop_derived(&self, pause: Pause) {
+        let mut state = lock(&self.inner.state);
+        state.faults.derived.get_or_insert(pause);
+        self.inner.cond.notify_all();
+    }
+
+    /// Clears the derived part's fault (its embedder reopened and caught it up).
+    pub fn clear_derived(&self) {
+        lock(&self.inner.state).faults.derived = None;
     }
 
     /// True while writes are refused.
@@ -393,7 +437,7 @@ impl Wal {
             origin: self.inner.origin.to_string(),
             durable_lsn: state.durable_lsn,
             segments: state.segments.len(),
-            pause: state.pause.clone(),
+            pause: state.faults.first().cloned(),
             torn_tail: state.torn.clone(),
             clock: state.clock.last().to_string(),
             drift_refusals: state.clock.drift_refusals(),
