@@ -20,7 +20,13 @@ fn draft(i: usize) -> OpDraft {
 fn append(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let wal = Wal::open(dir.path().join("log"), Config::default()).expect("open");
+    let storage = Arc::new(feral_benches::NoZeroerStorage::default());
+    let unzeroed =
+        Wal::open(dir.path().join("log-unzeroed"), Config { storage, ..Config::default() })
+            .expect("open");
     let mut raw = RawAppender::create(&dir.path().join("raw"), 64 << 20).expect("raw file");
+    let mut raw_zeroed =
+        RawAppender::create_zeroed(&dir.path().join("raw-zeroed"), 64 << 20).expect("raw file");
     let frame = frame_bytes(DATA_BYTES);
     let mut group = c.benchmark_group("log_append_256B");
     timing(&mut group, 20);
@@ -31,12 +37,24 @@ fn append(c: &mut Criterion) {
             b.iter(|| raw.append_group(n, frame).expect("raw append"))
         });
         settle();
+        group.bench_with_input(BenchmarkId::new("raw_overwrite_fdatasync", n), &n, |b, &n| {
+            b.iter(|| raw_zeroed.append_group(n, frame).expect("raw overwrite"))
+        });
+        settle();
         group.bench_with_input(BenchmarkId::new("feral_append_batch", n), &n, |b, &n| {
             // The drafts are the caller's input: built outside the timed part, like the raw
             // probe's buffer.
             b.iter_batched(
                 || (0..n).map(draft).collect::<Vec<_>>(),
                 |drafts| black_box(wal.append_batch(drafts).expect("append")),
+                BatchSize::SmallInput,
+            )
+        });
+        settle();
+        group.bench_with_input(BenchmarkId::new("feral_append_batch_no_zeroer", n), &n, |b, &n| {
+            b.iter_batched(
+                || (0..n).map(draft).collect::<Vec<_>>(),
+                |drafts| black_box(unzeroed.append_batch(drafts).expect("append")),
                 BatchSize::SmallInput,
             )
         });

@@ -43,6 +43,7 @@ impl Wal {
         }
         state.leader = false;
         self.inner.cond.notify_all();
+        self.inner.zeroer.wake();
         state
     }
 

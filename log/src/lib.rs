@@ -29,6 +29,7 @@ pub mod segment;
 pub mod snapshot;
 pub mod storage;
 pub mod wal;
+mod zeroer;
 
 pub use check::{IntegrityReport, PartStatus};
 pub use code::Code;

@@ -291,6 +291,7 @@ fn recover_active(
         write_offset: at,
         records: end.records,
         crc: hasher,
+        initialized_to: at,
     };
     Ok(Ok((active, torn)))
 }

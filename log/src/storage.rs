@@ -44,6 +44,12 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Lists the entries of a directory.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// True when the log may write zeros ahead of its frames from a background thread (see
+    /// `zeroer.rs`). Off by default, so a fault-injecting storage sees only the write path's
+    /// own writes, in a replayable order.
+    fn zero_fill_ahead(&self) -> bool {
+        false
+    }
 }
 
 /// The real filesystem.
@@ -91,6 +97,10 @@ impl StorageFile for FsFile {
 }
 
 impl Storage for FsStorage {
+    fn zero_fill_ahead(&self) -> bool {
+        true
+    }
+
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let file = crate::private::options().read(true).write(true).create_new(true).open(path)?;
         Ok(Box::new(FsFile(file)))

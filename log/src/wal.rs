@@ -206,6 +206,8 @@ pub(crate) struct Core {
     pub(crate) index: RwLock<Option<Index>>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) indexer: IndexQueue,
+    /// Wakes the zeroer thread (only started when the storage allows it).
+    pub(crate) zeroer: crate::zeroer::Zeroer,
     /// Serialises check, resume and rebuild among themselves; writers never take it.
     pub(crate) maintenance: Mutex<()>,
     pub(crate) _lock: DirLock,
@@ -216,6 +218,7 @@ pub(crate) struct Core {
 pub(crate) struct Inner {
     core: Arc<Core>,
     thread: Option<std::thread::JoinHandle<()>>,
+    zeroer_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Core {
@@ -245,6 +248,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.core.indexer.shutdown();
         if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.core.zeroer.shutdown();
+        if let Some(thread) = self.zeroer_thread.take() {
             let _ = thread.join();
         }
         let slot = self.core.index.read().unwrap_or_else(|p| p.into_inner());
@@ -341,6 +348,7 @@ impl Wal {
             index: RwLock::new(None),
             writer: Mutex::new(Writer { active: None, capacity, frames: Vec::new() }),
             indexer: IndexQueue::default(),
+            zeroer: crate::zeroer::Zeroer::default(),
             maintenance: Mutex::new(()),
             dir,
             wal_dir,
@@ -353,12 +361,25 @@ impl Wal {
             .name("feral-indexer".into())
             .spawn(move || crate::indexer::run(&indexer))
             .map_err(|e| Error::from_io("feral-indexer thread", e))?;
-        let wal = Wal { inner: Arc::new(Inner { core, thread: Some(thread) }) };
+        // Zeros ahead of the frames, from a thread of its own, where the storage allows it.
+        let zeroer_thread = match core.config.storage.zero_fill_ahead() {
+            true => {
+                let zeroer = core.clone();
+                std::thread::Builder::new()
+                    .name("feral-zeroer".into())
+                    .spawn(move || crate::zeroer::run(&zeroer))
+                    .map_err(|e| tracing::warn!(error = %e, "no zeroer thread; appends sync into unwritten extents"))
+                    .ok()
+            }
+            false => None,
+        };
+        let wal = Wal { inner: Arc::new(Inner { core, thread: Some(thread), zeroer_thread }) };
         let mut state = lock(&wal.inner.state);
         wal.load(&mut state, None)?;
         wal.start_first_segment(&state);
         state.leader = false;
         drop(state);
+        wal.inner.zeroer.wake();
         Ok(wal)
     }
 
