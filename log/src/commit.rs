@@ -179,11 +179,18 @@ impl Wal {
             let _ = active.write(&buf[..end], 0);
             crate::failpoint::pause("log.torn_write", at);
         }
+        #[cfg(debug_assertions)]
+        if let Some(active) = writer.active.as_ref() {
+            assert_frames(buf, active.header.salt, self.inner.payload_max, buffered);
+        }
         if let Some(Err(failure)) = writer.active.as_mut().map(|a| flush(a, buf, buffered)) {
             entries.retain(|e| e.lsn <= durable);
             return (durable, entries, Some(failure));
         }
         durable = batch.last().map_or(durable, |p| p.lsn);
+        // Postcondition: every record of the batch is durable, in dense LSN order.
+        debug_assert!(batch.windows(2).all(|w| w[1].lsn == w[0].lsn + 1), "LSNs not dense");
+        debug_assert!(batch.first().is_none_or(|p| p.lsn == synced + 1), "a gap before the batch");
         if let Some(first) = batch.first() {
             crate::failpoint::reached("log.synced", first.lsn, durable);
         }
@@ -274,4 +281,28 @@ fn stage_error(path: &Path, error: std::io::Error, stage: PauseKind) -> (PauseKi
     let error = Error::from_io(path, error);
     let kind = if matches!(error, Error::DiskFull { .. }) { PauseKind::DiskFull } else { stage };
     (kind, error)
+}
+
+/// Precondition of a write (debug builds, so every test checks it): the buffer holds exactly
+/// `count` whole frames, each passing the checksum a reader will check, with dense LSNs and a
+/// payload that decodes as an op.
+#[cfg(debug_assertions)]
+fn assert_frames(buf: &[u8], salt: u64, payload_max: u32, count: u64) {
+    let (mut at, mut seen, mut last) = (0usize, 0u64, None::<u64>);
+    while at < buf.len() {
+        match record::decode_frame(&buf[at..], salt, payload_max) {
+            crate::record::Decoded::Frame(frame) => {
+                assert!(last.is_none_or(|l| frame.lsn == l + 1), "frame LSNs not dense");
+                assert!(codec::decode_op(frame.payload).is_ok(), "a frame's op does not decode");
+                last = Some(frame.lsn);
+                at += frame.frame_len;
+                seen += 1;
+            }
+            other => panic!(
+                "a frame about to be written does not verify: {:?}",
+                matches!(other, crate::record::Decoded::Zero)
+            ),
+        }
+    }
+    assert_eq!(seen, count, "frames in the buffer");
 }

@@ -215,6 +215,12 @@ pub fn recover(
         }
         out.segments.push(base);
     }
+    // Postconditions: segments ascend, and the active one ends at the recovered last LSN.
+    debug_assert!(out.segments.windows(2).all(|w| w[0] < w[1]), "segments out of order");
+    debug_assert!(
+        out.active.as_ref().is_none_or(|a| a.header.base_lsn + a.records == out.last_lsn + 1),
+        "the active segment does not end at the last LSN"
+    );
     if out.last_lsn < known_durable_lsn && out.corruption.is_none() {
         out.corruption = Some(Location {
             segment: String::new(),
