@@ -14,7 +14,8 @@
 //! the same segment recovery already expects. It writes and syncs through a file handle of its
 //! own: an I/O error is then reported to the write path's own fdatasync too (Linux reports a
 //! writeback error once to each open file description), never swallowed here. Any failure
-//! makes it give up on that segment; it never pauses the log.
+//! makes it give up on that segment, with a warning (appends then sync into unwritten
+//! extents, as without it); it never pauses the log: the write path reports real faults.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -95,7 +96,7 @@ pub(crate) fn run(core: &Core) {
                 Step::Open(base, path) => match core.config.storage.open(&path, true) {
                     Ok(file) => own = Some((base, file)),
                     Err(error) => {
-                        tracing::debug!(%error, segment = %path.display(), "zeroer: cannot open; giving up on this segment");
+                        tracing::warn!(%error, segment = %path.display(), "zeroer: cannot open; giving up on this segment");
                         give_up(core, base);
                         break;
                     }
@@ -109,7 +110,7 @@ pub(crate) fn run(core: &Core) {
             && let Some((base, file)) = own.as_ref()
             && let Err(error) = file.sync_data()
         {
-            tracing::debug!(%error, "zeroer: sync failed; giving up on this segment");
+            tracing::warn!(%error, "zeroer: sync failed; giving up on this segment");
             give_up(core, *base);
         }
     }
@@ -136,7 +137,7 @@ fn step(core: &Core, own: &mut Option<(Lsn, Box<dyn StorageFile>)>, zeros: &[u8]
             Step::Wrote
         }
         Err(error) => {
-            tracing::debug!(%error, "zeroer: write failed; giving up on this segment");
+            tracing::warn!(%error, "zeroer: write failed; giving up on this segment");
             active.initialized_to = limit;
             Step::Idle
         }
