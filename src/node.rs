@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use feral_log::{
-    Appended, Config, Lsn, Op, OpDraft, OpId, OpKind, Pause, PauseKind, TimeSource, Wal,
+    Appended, Config, EncodedOp, Lsn, Op, OpDraft, OpId, OpKind, Pause, PauseKind, TimeSource, Wal,
 };
 use feral_materializer::{Change, Episode, Materializer, PROJECTION_FILE, Row, TABLE};
 use serde::Serialize;
@@ -227,11 +227,16 @@ impl Node {
     /// Takes ops received from a peer (their origin, seq and HLC kept). Returns how many were
     /// new; ops already held are not written again.
     pub fn ingest(&self, ops: Vec<Op>) -> Result<usize> {
-        let kept = ops.clone();
-        let appended = self.wal.ingest(ops)?;
+        self.ingest_encoded(ops.into_iter().map(EncodedOp::encode).collect())
+    }
+
+    /// [`Node::ingest`] for ops that arrived as their bytes (decoded once by the caller): the
+    /// log writes those bytes, and the ops come back from it to be projected, not copied.
+    pub fn ingest_encoded(&self, ops: Vec<EncodedOp>) -> Result<usize> {
+        let (appended, ops) = self.wal.ingest_encoded(ops)?;
         let changes: Vec<Change<'static>> = appended
             .iter()
-            .zip(&kept)
+            .zip(&ops)
             .filter(|(a, _)| !a.duplicate)
             .map(|(a, op)| Change::of(a.lsn, op).into_owned())
             .collect();

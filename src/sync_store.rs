@@ -2,7 +2,7 @@
 //! the log and applies received ops through [`Node::ingest`] (durable, deduplicated, split
 //! brain and drift refused).
 
-use feral_log::{Op, Origin};
+use feral_log::{OpBytes, Origin};
 use feral_sync::{
     Identity, Request, Response, SessionStart, SyncError, SyncSession, SyncStore, Timeouts,
 };
@@ -32,17 +32,24 @@ impl SyncStore for NodeStore<'_> {
         to: u64,
         ops_max: usize,
         bytes_max: usize,
-    ) -> Result<Vec<Op>, SyncError> {
-        let records = self
-            .node
+    ) -> Result<Vec<OpBytes>, SyncError> {
+        // The stored bytes, not decoded: they go out as they are.
+        self.node
             .wal
-            .range_by_origin_within(origin, from, to, ops_max, bytes_max)
-            .map_err(|e| sync_error(e.into()))?;
-        Ok(records.into_iter().map(|r| r.op).collect())
+            .payloads_by_origin_within(origin, from, to, ops_max, bytes_max)
+            .map_err(|e| sync_error(e.into()))
     }
 
-    fn apply(&mut self, ops: Vec<Op>) -> Result<usize, SyncError> {
-        self.node.ingest(ops).map_err(sync_error)
+    fn apply(&mut self, ops: Vec<OpBytes>) -> Result<usize, SyncError> {
+        // Each op is decoded once, here; the log writes the bytes that came.
+        let mut decoded = Vec::with_capacity(ops.len());
+        for (i, bytes) in ops.into_iter().enumerate() {
+            let op = bytes
+                .decode()
+                .map_err(|reason| SyncError::Malformed(format!("op {i} of a frame: {reason}")))?;
+            decoded.push(op);
+        }
+        self.node.ingest_encoded(decoded).map_err(sync_error)
     }
 }
 

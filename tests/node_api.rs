@@ -134,3 +134,37 @@ fn check_reports_every_part_and_rebuild_gives_the_same_digest() {
     assert!(!status.io_paused);
     assert_eq!(status.heads.get(&status.origin), Some(&200));
 }
+
+#[test]
+fn a_sync_store_sends_the_stored_bytes_and_appends_the_bytes_it_receives() {
+    use feral_log::{OpBytes, codec};
+    use feral_sync::{Request, Response, execute};
+    let (a_dir, b_dir) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    let (a, b) = (open(a_dir.path()), open(b_dir.path()));
+    for i in 0..10 {
+        a.append_episode(&doc(&format!("a{i}"), "s", i as f64), None).expect("append a");
+    }
+    let origin = a.wal().origin();
+    let read = Request::Read { origin, from: 1, to: 10, ops_max: 100, bytes_max: usize::MAX };
+    let Ok(Response::Read(sent)) = execute(&mut a.sync_store(), read) else { panic!("a read") };
+    // What goes out is what the log holds, byte for byte.
+    let held: Vec<Vec<u8>> = all_ops(&a).iter().map(|r| codec::encode_op(&r.op)).collect();
+    assert_eq!(sent.iter().map(|o| o.as_slice().to_vec()).collect::<Vec<_>>(), held);
+    // Bytes that are not an op, or an op written longer than its canonical form (seq 1 as a
+    // three-byte varint), are malformed, and nothing of the frame is written.
+    let mut long = sent[0].as_slice()[..34].to_vec();
+    long.extend_from_slice(&[251, 1, 0]);
+    long.extend_from_slice(&sent[0].as_slice()[35..]);
+    for bad in [OpBytes::new(b"not an op".to_vec()), OpBytes::new(long)] {
+        let frame = vec![sent[1].clone(), bad];
+        let err = execute(&mut b.sync_store(), Request::Apply(frame)).expect_err("malformed");
+        assert_eq!(err.code(), "malformed_frame", "{err}");
+        assert_eq!(b.digest().expect("digest").ops, 0);
+    }
+    let applied = execute(&mut b.sync_store(), Request::Apply(sent)).expect("apply");
+    assert_eq!(applied, Response::Applied(10));
+    assert_eq!(a.digest().expect("a"), b.digest().expect("b"));
+    let on_b: Vec<Vec<u8>> = all_ops(&b).iter().map(|r| codec::encode_op(&r.op)).collect();
+    assert_eq!(on_b, held);
+    assert!(b.episode("a7").expect("get").is_some(), "projected from the ops given back");
+}

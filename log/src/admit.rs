@@ -6,7 +6,9 @@ use crate::hlc::Hlc;
 use crate::index::Index;
 use crate::limits::{INFLIGHT_OPS_MAX, SUBMIT_OPS_MAX};
 use crate::op::{self, IdMap, Op, OpId, Origin};
-use crate::wal::{Appended, Inflight, Item, Lsn, Pause, PauseKind, Pending, State, Wal, lock};
+use crate::wal::{
+    Appended, Body, Inflight, Item, Lsn, Pause, PauseKind, Pending, State, Wal, lock,
+};
 
 /// What the checks decided for one item.
 #[derive(Debug)]
@@ -23,14 +25,19 @@ impl Wal {
         Error::Paused { kind: pause.kind, reason: pause.detail.clone() }
     }
 
-    pub(crate) fn submit(&self, items: Vec<Item>) -> Result<Vec<Appended>> {
+    /// Takes a caller's items in: checks, queues and waits until they are durable. Returns
+    /// one result per item and the received items' ops, moved back out in order.
+    pub(crate) fn submit(&self, items: Vec<Item>) -> Result<(Vec<Appended>, Vec<Op>)> {
         if items.len() > SUBMIT_OPS_MAX {
             return Err(Error::BatchTooLarge { ops: items.len(), max: SUBMIT_OPS_MAX });
         }
         for item in &items {
             match item {
                 Item::Local(draft) => draft.validate()?,
-                Item::Remote(op) => op::validate_fields(&op.table, &op.row_id, &op.data)?,
+                Item::Remote(e) => {
+                    let op = e.op();
+                    op::validate_fields(&op.table, &op.row_id, &op.data)?
+                }
             }
         }
         let mut state = lock(&self.inner.state);
@@ -40,11 +47,11 @@ impl Wal {
         if let Some(pause) = state.faults.first() {
             return Err(Self::paused_error(pause));
         }
-        let (results, wait_lsn) = self.enqueue(&mut state, items)?;
+        let (results, back, wait_lsn) = self.enqueue(&mut state, items)?;
         let generation = state.failures;
         loop {
             if state.durable_lsn >= wait_lsn {
-                return Ok(results);
+                return Ok((results, back));
             }
             if state.failures != generation {
                 let pause = state.faults.log.clone().unwrap_or(Pause {
@@ -63,10 +70,16 @@ impl Wal {
 
     /// Checks every item against the index and in-flight ops, then assigns LSNs (and, for local
     /// ops, seq and HLC) and queues the records. Nothing is queued if any item is refused.
-    fn enqueue(&self, state: &mut State, items: Vec<Item>) -> Result<(Vec<Appended>, Lsn)> {
+    fn enqueue(
+        &self,
+        state: &mut State,
+        items: Vec<Item>,
+    ) -> Result<(Vec<Appended>, Vec<Op>, Lsn)> {
         let now = self.inner.config.time.now_ms();
         let verdicts = self.check_all(state, &items, now)?;
         let mut results = Vec::with_capacity(items.len());
+        let remote = items.iter().filter(|i| matches!(i, Item::Remote(_))).count();
+        let mut back = Vec::with_capacity(remote);
         state.pending.reserve(items.len());
         state.inflight.reserve(items.len());
         let first_queued = state.pending.len();
@@ -74,6 +87,9 @@ impl Wal {
         for (item, verdict) in items.into_iter().zip(verdicts) {
             let appended = match verdict {
                 Verdict::Duplicate(op_id, found) => {
+                    if let Item::Remote(e) = item {
+                        back.push(e.into_parts().0);
+                    }
                     // A duplicate of an earlier op of this same call is in flight by now.
                     let found = match found.lsn {
                         0 => *state.inflight.get(&op_id).unwrap_or(&found),
@@ -89,7 +105,7 @@ impl Wal {
                     }
                 }
                 Verdict::New { id, hash, generated } => {
-                    self.place(state, item, id, hash, generated, now)
+                    self.place(state, item, id, hash, generated, now, &mut back)
                 }
             };
             wait_lsn = wait_lsn.max(appended.lsn);
@@ -98,7 +114,7 @@ impl Wal {
         if let Some(first) = state.pending.get_mut(first_queued) {
             first.batch_start = true;
         }
-        Ok((results, wait_lsn))
+        Ok((results, back, wait_lsn))
     }
 
     /// Checks every item (borrowed, so nothing large moves) against this call's other items,
@@ -116,7 +132,7 @@ impl Wal {
         for item in items {
             let (op_id, hash) = match item {
                 Item::Local(d) => (d.op_id, op::content_hash(&d.table, &d.row_id, d.kind, &d.data)),
-                Item::Remote(o) => (Some(o.op_id), o.content_hash()),
+                Item::Remote(e) => (Some(e.op().op_id), e.op().content_hash()),
             };
             let existing = match op_id {
                 Some(id) => find_existing(state, index, &seen, &id)?,
@@ -129,8 +145,8 @@ impl Wal {
                 verdicts.push(Verdict::Duplicate(id, found));
                 continue;
             }
-            if let Item::Remote(op) = item {
-                check_remote(state, index, self.inner.origin, op, now)?;
+            if let Item::Remote(e) = item {
+                check_remote(state, index, self.inner.origin, e.op(), now)?;
             }
             if estimate_payload(item) > self.inner.payload_max as usize {
                 return Err(Error::InvalidOp(format!(
@@ -157,7 +173,9 @@ impl Wal {
         Ok(verdicts)
     }
 
-    /// Gives a checked item its LSN (and seq and HLC when local) and queues it.
+    /// Gives a checked item its LSN (and seq and HLC when local) and queues it; a received
+    /// item's bytes are queued and its op goes to `back`.
+    #[allow(clippy::too_many_arguments)]
     fn place(
         &self,
         state: &mut State,
@@ -166,44 +184,53 @@ impl Wal {
         hash: u64,
         generated: bool,
         now: u64,
+        back: &mut Vec<Op>,
     ) -> Appended {
         let lsn = state.next_lsn;
         state.next_lsn += 1;
-        let (op, local) = match item {
+        let (origin, seq, hlc, body, local) = match item {
             Item::Local(draft) => {
                 let seq = state.next_seq;
                 state.next_seq += 1;
+                let hlc = state.clock.now(now);
                 let op = Op {
                     op_id,
                     origin: self.inner.origin,
                     seq,
-                    hlc: state.clock.now(now),
+                    hlc,
                     table: draft.table,
                     row_id: draft.row_id,
                     kind: draft.kind,
                     data: draft.data,
                 };
-                (op, true)
+                (op.origin, seq, hlc, Body::Op(op), true)
             }
             // `check_remote` already checked drift and raised the clock.
-            Item::Remote(op) => (op, false),
+            Item::Remote(e) => {
+                let (op, bytes) = e.into_parts();
+                let fields = (op.origin, op.seq, op.hlc);
+                back.push(op);
+                (fields.0, fields.1, fields.2, Body::Encoded(bytes), false)
+            }
         };
-        let appended = Appended {
-            op_id: op.op_id,
-            origin: op.origin,
-            seq: op.seq,
-            hlc: op.hlc,
-            lsn,
-            duplicate: false,
-        };
-        let entry =
-            Inflight { content_hash: hash, lsn, origin: op.origin, seq: op.seq, hlc: op.hlc };
+        let appended = Appended { op_id, origin, seq, hlc, lsn, duplicate: false };
+        let entry = Inflight { content_hash: hash, lsn, origin, seq, hlc };
         if generated {
-            state.inflight.push_generated(op.op_id, entry);
+            state.inflight.push_generated(op_id, entry);
         } else {
-            state.inflight.insert_supplied(op.op_id, entry, !local);
+            state.inflight.insert_supplied(op_id, entry, !local);
         }
-        state.pending.push(Pending { op, lsn, local, content_hash: hash, batch_start: false });
+        state.pending.push(Pending {
+            content_hash: hash,
+            op_id,
+            origin,
+            seq,
+            hlc,
+            body,
+            lsn,
+            local,
+            batch_start: false,
+        });
         appended
     }
 }
@@ -264,11 +291,12 @@ fn check_remote(state: &mut State, index: &Index, own: Origin, op: &Op, now: u64
     Ok(state.clock.receive(&op.hlc, now)?)
 }
 
-/// An upper bound on the encoded size of an item (bincode varints are at most 10 bytes).
+/// An upper bound on the encoded size of an item (bincode varints are at most 10 bytes); a
+/// received item's exact size.
 fn estimate_payload(item: &Item) -> usize {
     let (table, row, data) = match item {
         Item::Local(d) => (d.table.len(), d.row_id.len(), d.data.len()),
-        Item::Remote(o) => (o.table.len(), o.row_id.len(), o.data.len()),
+        Item::Remote(e) => return e.bytes().len(),
     };
     16 + 16 + 10 + 10 + 5 + 16 + 10 + table + 10 + row + 5 + 10 + data
 }

@@ -11,7 +11,7 @@ use crate::limits::{BUFFER_BYTES_KEPT, GROUP_RECORDS_MAX};
 use crate::op;
 use crate::record;
 use crate::segment::{ActiveSegment, Header};
-use crate::wal::{Lsn, Pause, PauseKind, Pending, State, Wal, Writer, lock};
+use crate::wal::{Body, Lsn, Pause, PauseKind, Pending, State, Wal, Writer, lock};
 
 impl Wal {
     /// Runs one group commit as leader: takes every queued record, writes and syncs them,
@@ -61,9 +61,9 @@ impl Wal {
         let queued = std::mem::take(&mut state.pending);
         let mut first_local_seq: Option<u64> = None;
         for p in batch.iter().filter(|p| p.lsn > durable).chain(queued.iter()) {
-            state.inflight.remove(&p.op.op_id, &p.op.origin, p.op.seq);
+            state.inflight.remove(&p.op_id, &p.origin, p.seq);
             if p.local {
-                first_local_seq = Some(first_local_seq.map_or(p.op.seq, |s| s.min(p.op.seq)));
+                first_local_seq = Some(first_local_seq.map_or(p.seq, |s| s.min(p.seq)));
             }
         }
         if let Some(seq) = first_local_seq {
@@ -115,9 +115,13 @@ impl Wal {
             if p.batch_start && moved != Some(i) {
                 submission = Some((i, buf.len(), entries.len()));
             }
-            // Encoded by the leader, outside the state lock, straight into the frame buffer.
+            // A local op is encoded by the leader, outside the state lock, straight into the
+            // frame buffer; a received op's bytes are copied in as they came.
             let mut start = record::begin_frame(buf);
-            codec::encode_op_into(&p.op, buf);
+            match &p.body {
+                Body::Op(op) => codec::encode_op_into(op, buf),
+                Body::Encoded(bytes) => buf.extend_from_slice(bytes),
+            }
             let end = start + record::frame_len(buf.len() - start - record::FRAME_HEADER_BYTES);
             if writer.active.as_ref().is_none_or(|a| a.room() < end as u64) {
                 // Roll before the submission this record belongs to, so that a failed roll
@@ -156,10 +160,10 @@ impl Wal {
                 return (durable, entries, Some((PauseKind::IoError, missing)));
             };
             entries.push(IndexEntry {
-                op_id: p.op.op_id,
-                origin: p.op.origin,
-                seq: p.op.seq,
-                hlc: p.op.hlc,
+                op_id: p.op_id,
+                origin: p.origin,
+                seq: p.seq,
+                hlc: p.hlc,
                 lsn: p.lsn,
                 segment: active.header.base_lsn,
                 offset: active.write_offset + start as u64,
@@ -181,7 +185,8 @@ impl Wal {
         }
         #[cfg(debug_assertions)]
         if let Some(active) = writer.active.as_ref() {
-            assert_frames(buf, active.header.salt, self.inner.payload_max, buffered);
+            let in_buf = &entries[entries.len() - buffered as usize..];
+            assert_frames(buf, active.header.salt, self.inner.payload_max, in_buf);
         }
         if let Some(Err(failure)) = writer.active.as_mut().map(|a| flush(a, buf, buffered)) {
             entries.retain(|e| e.lsn <= durable);
@@ -284,16 +289,23 @@ fn stage_error(path: &Path, error: std::io::Error, stage: PauseKind) -> (PauseKi
 }
 
 /// Precondition of a write (debug builds, so every test checks it): the buffer holds exactly
-/// `count` whole frames, each passing the checksum a reader will check, with dense LSNs and a
-/// payload that decodes as an op.
+/// one whole frame per entry of `entries`, each passing the checksum a reader will check, at
+/// the entry's LSN, with a payload that decodes as the entry's op (its op_id, origin and seq:
+/// received bytes are the op the checks passed).
 #[cfg(debug_assertions)]
-fn assert_frames(buf: &[u8], salt: u64, payload_max: u32, count: u64) {
-    let (mut at, mut seen, mut last) = (0usize, 0u64, None::<u64>);
+fn assert_frames(buf: &[u8], salt: u64, payload_max: u32, entries: &[IndexEntry]) {
+    let (mut at, mut seen, mut last) = (0usize, 0usize, None::<u64>);
     while at < buf.len() {
         match record::decode_frame(&buf[at..], salt, payload_max) {
             crate::record::Decoded::Frame(frame) => {
                 assert!(last.is_none_or(|l| frame.lsn == l + 1), "frame LSNs not dense");
-                assert!(codec::decode_op(frame.payload).is_ok(), "a frame's op does not decode");
+                let op = codec::decode_op(frame.payload).expect("a frame's op decodes");
+                let entry = entries.get(seen).expect("a frame for every entry");
+                assert_eq!(
+                    (frame.lsn, op.op_id, op.origin, op.seq),
+                    (entry.lsn, entry.op_id, entry.origin, entry.seq),
+                    "a frame holds the op its entry names"
+                );
                 last = Some(frame.lsn);
                 at += frame.frame_len;
                 seen += 1;
@@ -304,5 +316,5 @@ fn assert_frames(buf: &[u8], salt: u64, payload_max: u32, count: u64) {
             ),
         }
     }
-    assert_eq!(seen, count, "frames in the buffer");
+    assert_eq!(seen, entries.len(), "frames in the buffer");
 }

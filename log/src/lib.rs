@@ -4,6 +4,7 @@
 
 /// An op or clock reading refused before anything is stored (converts into [`Error`]).
 pub use feral_types::Error as OpError;
+pub use feral_types::{EncodedOp, OpBytes, OpHead};
 pub use feral_types::{codec, hlc, op};
 
 mod admit;

@@ -14,6 +14,7 @@ use crate::recovery;
 use crate::segment::{self, Header, ScanFailure, ScanStop, SegmentReader};
 use crate::storage::Storage;
 use crate::wal::{Lsn, Wal};
+use feral_types::OpBytes;
 
 /// A record as the log holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +205,43 @@ impl Wal {
         Ok(out)
     }
 
+    /// As [`Wal::range_by_origin_within`], as the records' payloads: the bytes each op is
+    /// stored as, checked (checksum, LSN, and the op_id at their front against the index) but
+    /// not decoded, for a sender to pass on as they are. `bytes_max` counts payload bytes.
+    pub fn payloads_by_origin_within(
+        &self,
+        origin: &Origin,
+        from_seq: u64,
+        to_seq: u64,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<OpBytes>> {
+        self.inner.indexer.wait_indexed(self.durable_lsn())?;
+        let entries =
+            self.with_index(|index| index.range_by_origin(origin, from_seq, to_seq, limit))?;
+        let mut open = None;
+        let mut out = Vec::with_capacity(entries.len());
+        let mut bytes = 0usize;
+        for entry in &entries {
+            let payload = self.read_payload(&mut open, entry, |path, payload| {
+                let head = OpBytes::head_of(payload).map_err(|reason| {
+                    Error::Corruption(location(
+                        path,
+                        entry.offset,
+                        format!("undecodable op: {reason}"),
+                    ))
+                })?;
+                Ok(head.op_id)
+            })?;
+            bytes = bytes.saturating_add(payload.len());
+            if bytes > bytes_max && !out.is_empty() {
+                break;
+            }
+            out.push(OpBytes::new(payload.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Highest contiguous seq held per origin.
     pub fn heads(&self) -> Result<Vec<(Origin, u64)>> {
         self.inner.indexer.wait_indexed(self.durable_lsn())?;
@@ -222,6 +260,26 @@ impl Wal {
     /// Reads one record where the index says it is, checking CRC, LSN and op_id. `open` keeps
     /// the segment last read open for the next call.
     fn read_entry(&self, open: &mut Option<OpenSegment>, entry: &IndexEntry) -> Result<Record> {
+        let mut op = None;
+        self.read_payload(open, entry, |path, payload| {
+            let decoded = decode(path, entry.offset, payload)?;
+            let id = decoded.op_id;
+            op = Some(decoded);
+            Ok(id)
+        })?;
+        let op = op.ok_or_else(|| Error::Index("a read returned no op".into()))?;
+        Ok(Record { lsn: entry.lsn, segment: entry.segment, offset: entry.offset, op })
+    }
+
+    /// Reads the payload of the frame the index points at, checking CRC and LSN, and the
+    /// op_id that `op_id_of` reads from it against the index. The payload borrows the
+    /// segment's read buffer.
+    fn read_payload<'a>(
+        &self,
+        open: &'a mut Option<OpenSegment>,
+        entry: &IndexEntry,
+        op_id_of: impl FnOnce(&Path, &[u8]) -> Result<OpId>,
+    ) -> Result<&'a [u8]> {
         if open.as_ref().is_none_or(|o| o.base != entry.segment) {
             *open = Some(self.open_segment(entry.segment, SCAN_CHUNK_BYTES)?);
         }
@@ -257,14 +315,13 @@ impl Wal {
                 return Err(Error::Corruption(location(path, entry.offset, reason)));
             }
         };
-        let op = decode(path, entry.offset, frame.payload)?;
-        if op.op_id != entry.op_id {
+        if op_id_of(path, frame.payload)? != entry.op_id {
             return Err(Error::Corruption(location(
                 path,
                 entry.offset,
                 "frame op_id differs from the index",
             )));
         }
-        Ok(Record { lsn: entry.lsn, segment: entry.segment, offset: entry.offset, op })
+        Ok(frame.payload)
     }
 }

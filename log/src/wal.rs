@@ -18,6 +18,7 @@ use crate::op::{Op, OpDraft, OpId, Origin};
 use crate::recovery::{self, TornTail};
 use crate::segment::{ActiveSegment, Header};
 use crate::storage::{FsStorage, Storage};
+use feral_types::EncodedOp;
 
 /// Subdirectory holding the segments.
 pub const WAL_DIR: &str = "wal";
@@ -117,12 +118,25 @@ pub struct Status {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) content_hash: u64,
-    pub(crate) op: Op,
+    pub(crate) op_id: OpId,
+    pub(crate) origin: Origin,
+    pub(crate) seq: u64,
+    pub(crate) hlc: Hlc,
+    pub(crate) body: Body,
     pub(crate) lsn: Lsn,
     pub(crate) local: bool,
     /// The first record of one caller's submission: a segment roll never falls inside a
     /// submission that fits in a segment, so a failed roll fails it whole (all or nothing).
     pub(crate) batch_start: bool,
+}
+
+/// What a queued record's payload is made from.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// A local op, encoded by the commit leader outside the state lock.
+    Op(Op),
+    /// A received op's bytes, written as they came (never encoded again).
+    Encoded(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -271,7 +285,7 @@ pub struct Wal {
 #[derive(Debug)]
 pub(crate) enum Item {
     Local(OpDraft),
-    Remote(Op),
+    Remote(EncodedOp),
 }
 
 /// Recovers from a poisoned mutex: every critical section leaves state consistent or paused.
@@ -467,19 +481,26 @@ impl Wal {
 
     /// Appends one local op; returns once it is durable (or was already present).
     pub fn append(&self, draft: OpDraft) -> Result<Appended> {
-        let mut out = self.submit(vec![Item::Local(draft)])?;
+        let (mut out, _) = self.submit(vec![Item::Local(draft)])?;
         out.pop().ok_or_else(|| Error::Index("append returned no result".into()))
     }
 
     /// Appends local ops; returns once all are durable. Ops already present are reported as
     /// duplicates and not written again.
     pub fn append_batch(&self, drafts: Vec<OpDraft>) -> Result<Vec<Appended>> {
-        self.submit(drafts.into_iter().map(Item::Local).collect())
+        Ok(self.submit(drafts.into_iter().map(Item::Local).collect())?.0)
     }
 
     /// Appends ops received from a peer, keeping their origin, seq and HLC. Refuses the whole
     /// batch before writing anything on a content conflict, split brain or clock drift.
     pub fn ingest(&self, ops: Vec<Op>) -> Result<Vec<Appended>> {
+        Ok(self.ingest_encoded(ops.into_iter().map(EncodedOp::encode).collect())?.0)
+    }
+
+    /// As [`Wal::ingest`], for ops that arrived as their bytes: each record's payload is the
+    /// bytes given, not a new encoding. Returns the results and, in the same order, the ops
+    /// (moved back out, for the caller to project without a copy).
+    pub fn ingest_encoded(&self, ops: Vec<EncodedOp>) -> Result<(Vec<Appended>, Vec<Op>)> {
         self.submit(ops.into_iter().map(Item::Remote).collect())
     }
 }

@@ -37,6 +37,19 @@ pub fn decode_op(bytes: &[u8]) -> Result<Op, String> {
     Ok(op)
 }
 
+/// The length of an op's canonical encoding, counted without writing it.
+pub fn encoded_len(op: &Op) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    // Counting cannot fail either; see `encode_op`.
+    let _ = bincode::serde::encode_into_writer(op, &mut size, config());
+    size.bytes_written
+}
+
+/// Decodes a value from the front of `bytes`, ignoring what follows (the head of an op).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    bincode::serde::decode_from_slice(bytes, config()).map(|(v, _)| v).map_err(|e| e.to_string())
+}
+
 /// Encodes any other stored value (the materializer's rows) with the same configuration.
 pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     // As for ops: plain types into a Vec cannot fail.

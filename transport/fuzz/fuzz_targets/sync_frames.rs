@@ -1,9 +1,10 @@
 //! The sync stream decoder on arbitrary bytes, delivered in arbitrary chunks (the first byte
 //! sets the chunk size), as a peer could send them: every message decodes or is refused with
 //! an error (forged lengths included); nothing panics and nothing grows past the frame limit.
+//! The ops of an `Ops` frame are then read for their heads and decoded, as a receiver does.
 #![no_main]
 
-use feral_sync::message::FrameDecoder;
+use feral_sync::message::{FrameDecoder, SyncMessage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,6 +19,12 @@ fuzz_target!(|data: &[u8]| {
         decoder.push(piece);
         loop {
             match decoder.next_message() {
+                Ok(Some(SyncMessage::Ops(ops))) => {
+                    for op in ops {
+                        let _ = op.head();
+                        let _ = op.decode();
+                    }
+                }
                 Ok(Some(_message)) => {}
                 Ok(None) => break,
                 Err(_) => return,

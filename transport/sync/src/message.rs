@@ -1,7 +1,7 @@
 //! The messages of a sync session and their framing: a u32 little-endian length, then the
 //! message in bincode (with a decode limit). Bytes come in; whole messages come out.
 
-use feral_types::{Hlc, Op, OpId, Origin};
+use feral_types::{Hlc, OpBytes, OpId, Origin};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
@@ -12,8 +12,9 @@ use crate::limits::{DECODER_IDLE_BYTES_MAX, FRAME_BYTES_MAX, FRAME_HEADER_BYTES}
 pub enum SyncMessage {
     /// The first message of each side.
     Hello(Hello),
-    /// Ops the receiver lacks, in (origin, seq) order.
-    Ops(Vec<Op>),
+    /// Ops the receiver lacks, in (origin, seq) order, each as the bytes its sender stores it
+    /// as (framed without being decoded; the receiver decodes each once).
+    Ops(Vec<OpBytes>),
     /// The sender has sent everything the receiver lacked.
     Done {
         /// Ops sent in this session.

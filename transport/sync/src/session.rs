@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use feral_types::{Hlc, Op, OpId, Origin};
+use feral_types::{Hlc, OpBytes, OpId, Origin};
 
 use crate::error::{Stage, SyncError};
 use crate::limits::{
@@ -30,8 +30,9 @@ use crate::message::{Head, Hello, SyncMessage};
 pub trait SyncStore {
     /// Highest contiguous seq held per origin.
     fn heads(&self) -> Result<Vec<(Origin, u64)>, SyncError>;
-    /// Ops of `origin` with `from <= seq <= to`, in seq order: at most `ops_max`, and no more
-    /// once their payloads reach `bytes_max` (always at least one when any is held).
+    /// Ops of `origin` with `from <= seq <= to`, in seq order, as the bytes they are stored
+    /// as: at most `ops_max`, and no more once their bytes reach `bytes_max` (always at least
+    /// one when any is held).
     fn read(
         &self,
         origin: &Origin,
@@ -39,9 +40,10 @@ pub trait SyncStore {
         to: u64,
         ops_max: usize,
         bytes_max: usize,
-    ) -> Result<Vec<Op>, SyncError>;
-    /// Applies received ops durably (all or none); returns how many were new.
-    fn apply(&mut self, ops: Vec<Op>) -> Result<usize, SyncError>;
+    ) -> Result<Vec<OpBytes>, SyncError>;
+    /// Decodes and checks received ops and applies them durably (all or none); returns how
+    /// many were new. Bytes that are not an op's canonical encoding are `Malformed`.
+    fn apply(&mut self, ops: Vec<OpBytes>) -> Result<usize, SyncError>;
 }
 
 /// Store work a session asks its driver to run (off the network path: these block).
@@ -68,7 +70,7 @@ pub enum Request {
         bytes_max: usize,
     },
     /// Apply one received frame's ops durably.
-    Apply(Vec<Op>),
+    Apply(Vec<OpBytes>),
 }
 
 /// The result of a [`Request`], in the same shape.
@@ -77,7 +79,7 @@ pub enum Response {
     /// For [`Request::OpIdAt`].
     OpIdAt(Option<OpId>),
     /// For [`Request::Read`].
-    Read(Vec<Op>),
+    Read(Vec<OpBytes>),
     /// For [`Request::Apply`]: ops that were new here.
     Applied(usize),
 }
@@ -197,7 +199,7 @@ pub struct SyncSession {
     /// A frame read and not yet handed out.
     outgoing: Option<SyncMessage>,
     /// Received frames waiting for their apply, in order.
-    inbox: VecDeque<Vec<Op>>,
+    inbox: VecDeque<Vec<OpBytes>>,
     running: Option<Running>,
     done_sent: bool,
     done_received: bool,
@@ -361,19 +363,26 @@ impl SyncSession {
     }
 
     /// A read for the front range came back: the next frame, or the range is exhausted.
-    fn take_read(&mut self, ops: Vec<Op>) -> Result<(), SyncError> {
+    fn take_read(&mut self, ops: Vec<OpBytes>) -> Result<(), SyncError> {
         let Some(range) = self.plan.front_mut() else { return Ok(()) };
         if ops.len() > FRAME_OPS_MAX {
             return Err(SyncError::Malformed(format!("the store read {} ops", ops.len())));
         }
-        let Some(last) = ops.last() else {
+        let (Some(first), Some(last)) = (ops.first(), ops.last()) else {
             // The store no longer holds the rest of this range (cannot happen with an
             // append-only log; skip it rather than loop).
             self.plan.pop_front();
             return Ok(());
         };
-        let in_range = ops.first().is_some_and(|o| o.origin == range.origin && o.seq >= range.next)
-            && last.seq <= range.last;
+        // Only the heads of the first and last ops are read: the store returns a range in
+        // seq order, and the bytes go out as they are.
+        let head = |o: &OpBytes| o.head().map_err(SyncError::Malformed);
+        let (first, last) = (head(first)?, head(last)?);
+        let in_range = first.origin == range.origin
+            && first.seq >= range.next
+            && last.origin == range.origin
+            && last.seq <= range.last
+            && first.seq <= last.seq;
         if !in_range {
             return Err(SyncError::Malformed("the store read ops outside the range asked".into()));
         }
@@ -533,7 +542,7 @@ impl SyncSession {
         Ok(())
     }
 
-    fn handle_ops(&mut self, ops: Vec<Op>) -> Result<(), SyncError> {
+    fn handle_ops(&mut self, ops: Vec<OpBytes>) -> Result<(), SyncError> {
         if self.peer.is_none() {
             return Err(SyncError::Malformed("ops before hello".into()));
         }
@@ -550,7 +559,10 @@ impl SyncSession {
 
 /// The op_id the store holds at (origin, seq).
 fn op_id_at(store: &dyn SyncStore, origin: &Origin, seq: u64) -> Result<Option<OpId>, SyncError> {
-    Ok(store.read(origin, seq, seq, 1, usize::MAX)?.first().map(|op| op.op_id))
+    match store.read(origin, seq, seq, 1, usize::MAX)?.first() {
+        Some(op) => Ok(Some(op.head().map_err(SyncError::Malformed)?.op_id)),
+        None => Ok(None),
+    }
 }
 
 /// Where this side holds the peer's head seq of an origin, it must hold the same op there;

@@ -10,7 +10,7 @@ use feral_sync::{
     FrameDecoder, Identity, Request, Response, SyncError, SyncMessage, SyncSession, SyncStore,
     Timeouts, encode_frame, execute, local_heads,
 };
-use feral_types::{Hlc, Op, OpId, OpKind, Origin};
+use feral_types::{Hlc, Op, OpBytes, OpId, OpKind, Origin, codec};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 struct MemStore {
@@ -36,20 +36,26 @@ impl SyncStore for MemStore {
         to: u64,
         ops_max: usize,
         bytes_max: usize,
-    ) -> Result<Vec<Op>, SyncError> {
+    ) -> Result<Vec<OpBytes>, SyncError> {
         let mut bytes = 0;
         let mut out = Vec::new();
         for (_, op) in self.ops.range((*origin, from)..=(*origin, to)).take(ops_max) {
-            bytes += op.size_hint();
+            let encoded = bytes_of(op);
+            bytes += encoded.len();
             if bytes > bytes_max && !out.is_empty() {
                 break;
             }
-            out.push(op.clone());
+            out.push(encoded);
         }
         Ok(out)
     }
 
-    fn apply(&mut self, ops: Vec<Op>) -> Result<usize, SyncError> {
+    fn apply(&mut self, ops: Vec<OpBytes>) -> Result<usize, SyncError> {
+        let mut decoded = Vec::with_capacity(ops.len());
+        for bytes in ops {
+            decoded.push(bytes.decode().map_err(SyncError::Malformed)?.into_parts().0);
+        }
+        let ops = decoded;
         for op in &ops {
             if let Some(held) = self.ops.get(&(op.origin, op.seq))
                 && held.op_id != op.op_id
@@ -81,6 +87,10 @@ fn op(origin: u8, seq: u64, bytes: usize) -> Op {
         kind: OpKind::Insert,
         data: vec![origin; bytes],
     }
+}
+
+fn bytes_of(op: &Op) -> OpBytes {
+    OpBytes::new(codec::encode_op(op))
 }
 
 fn store(origins: &[(u8, u64)], bytes: usize) -> MemStore {
@@ -242,7 +252,7 @@ fn messages_out_of_order_are_malformed() {
     let s = MemStore::default();
     let now = Instant::now();
     let mut a = session(1, &s);
-    let err = a.handle(SyncMessage::Ops(vec![op(2, 1, 1)]), now).expect_err("ops first");
+    let err = a.handle(SyncMessage::Ops(vec![bytes_of(&op(2, 1, 1))]), now).expect_err("ops first");
     assert_eq!(err.code(), "malformed_frame");
     let mut a = session(1, &s);
     let Some(hello) = session(2, &s).poll_transmit() else { panic!("hello expected") };
