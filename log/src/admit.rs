@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
-use crate::index::Index;
+use crate::index::IndexReader;
 use crate::limits::{INFLIGHT_OPS_MAX, SUBMIT_OPS_MAX};
 use crate::op::{self, IdMap, Op, OpId, Origin};
 use crate::wal::{
@@ -127,6 +127,9 @@ impl Wal {
                 reason: "index not open".into(),
             });
         };
+        // One snapshot for every lookup of this call. Ops the indexer commits after it are
+        // still in the in-flight set: they leave it only under the state lock held here.
+        let index = &index.reader()?;
         let mut seen: IdMap<OpId, Inflight> = IdMap::default();
         let mut verdicts = Vec::with_capacity(items.len());
         for item in items {
@@ -238,14 +241,14 @@ impl Wal {
 /// The entry for `id` among this call's items, in-flight ops, or the index.
 fn find_existing(
     state: &State,
-    index: &Index,
+    index: &IndexReader,
     seen: &IdMap<OpId, Inflight>,
     id: &OpId,
 ) -> Result<Option<Inflight>> {
     if let Some(found) = seen.get(id).or_else(|| state.inflight.get(id)) {
         return Ok(Some(*found));
     }
-    Ok(index.lookup(id)?.map(|e| Inflight {
+    Ok(index.get(id)?.map(|e| Inflight {
         content_hash: e.content_hash,
         lsn: e.lsn,
         origin: e.origin,
@@ -259,7 +262,13 @@ fn find_existing(
 /// A received op that claims this log's own origin and is not already here is always split
 /// brain: this directory is the only writer of its origin (local ops are therefore never in the
 /// in-flight seq map, which holds received ops only).
-fn check_remote(state: &mut State, index: &Index, own: Origin, op: &Op, now: u64) -> Result<()> {
+fn check_remote(
+    state: &mut State,
+    index: &IndexReader,
+    own: Origin,
+    op: &Op,
+    now: u64,
+) -> Result<()> {
     if op.seq == 0 || op.hlc.node != op.origin {
         return Err(Error::InvalidOp(format!(
             "op {}: seq must be >= 1 and the HLC node must be the origin",
@@ -268,7 +277,7 @@ fn check_remote(state: &mut State, index: &Index, own: Origin, op: &Op, now: u64
     }
     let holder = match state.inflight.holder(&op.origin, op.seq) {
         Some(id) => Some(id),
-        None => index.lookup_seq(&op.origin, op.seq)?,
+        None => index.get_seq(&op.origin, op.seq)?,
     };
     if op.origin == own && holder != Some(op.op_id) {
         return Err(Error::SplitBrain {

@@ -383,7 +383,8 @@ impl Index {
         })
     }
 
-    /// A read snapshot for many lookups in a row.
+    /// A read snapshot for many lookups in a row (one read transaction and one opening of
+    /// each table, where single lookups pay both every time).
     pub fn reader(&self) -> Result<IndexReader> {
         guarded(&self.suspect, || {
             let txn = self.db.begin_read().map_err(redb_error)?;
@@ -391,6 +392,8 @@ impl Index {
                 meta: read_meta(&txn.open_table(META).map_err(redb_error)?)?,
                 ops: txn.open_table(OPS).map_err(redb_error)?,
                 runs: txn.open_table(RUNS).map_err(redb_error)?,
+                by_origin: txn.open_table(BY_ORIGIN).map_err(redb_error)?,
+                seq_runs: txn.open_table(SEQ_RUNS).map_err(redb_error)?,
             })
         })
     }
@@ -543,6 +546,8 @@ pub struct IndexReader {
     meta: IndexMeta,
     ops: redb::ReadOnlyTable<u128, [u8; ENTRY_BYTES]>,
     runs: redb::ReadOnlyTable<u128, &'static [u8]>,
+    by_origin: redb::ReadOnlyTable<(u128, u64), u128>,
+    seq_runs: redb::ReadOnlyTable<(u128, u64), u128>,
 }
 
 impl IndexReader {
@@ -554,6 +559,14 @@ impl IndexReader {
     /// The entry for an op_id.
     pub fn get(&self, op_id: &OpId) -> Result<Option<IndexEntry>> {
         catch_panic(|| find_op(&self.ops, &self.runs, op_id))
+    }
+
+    /// The op_id held at (origin, seq), as [`Index::lookup_seq`].
+    pub fn get_seq(&self, origin: &Origin, seq: u64) -> Result<Option<OpId>> {
+        catch_panic(|| {
+            Ok(find_seq(&self.by_origin, &self.seq_runs, &self.runs, origin, seq)?
+                .map(|(id, _)| id))
+        })
     }
 }
 
