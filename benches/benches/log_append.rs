@@ -170,12 +170,12 @@ fn during_check(c: &mut Criterion) {
     let stop = std::sync::atomic::AtomicBool::new(false);
     let checks = std::thread::scope(|s| {
         let checker = s.spawn(|| {
-            let mut checks = 0u64;
+            let (mut checks, started) = (0u64, std::time::Instant::now());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 assert!(wal.check().ok, "check beside appends");
                 checks += 1;
             }
-            checks
+            (checks, started.elapsed())
         });
         group.bench_function(BenchmarkId::new("feral_append_batch_beside_check", n), |b| {
             b.iter_batched(
@@ -188,7 +188,11 @@ fn during_check(c: &mut Criterion) {
         checker.join().expect("checker")
     });
     group.finish();
-    eprintln!("log_append_during_check: {checks} full checks ran beside the appends");
+    let (checks, took) = checks;
+    eprintln!(
+        "log_append_during_check: {checks} full checks of {filled}+ records ran beside the appends, {:.2} s each",
+        took.as_secs_f64() / checks.max(1) as f64
+    );
 }
 
 /// The timing every group here uses: 1 s warm-up, 4 s of measurement, `samples` samples.

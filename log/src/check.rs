@@ -8,11 +8,14 @@ use serde::Serialize;
 use crate::code::Code;
 use crate::error::{Error, Location};
 use crate::index::{Index, IndexReader};
+use crate::limits::CHECK_PACE_RECORDS;
+use crate::op::{IdMap, Origin};
 use crate::read::{location, open_reader, scan_error};
 use crate::recovery;
 use crate::segment::{self, ScanStop};
 use crate::storage::Storage;
 use crate::wal::Lsn;
+use feral_types::OpHead;
 
 /// State of one checked part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,13 +123,13 @@ pub(crate) enum Scope {
 
 /// Verifies every segment: header, frame CRCs and LSN order, footer, whole-segment CRC of sealed
 /// segments, and that the segments hold every record up to `durable`. Returns
-/// (records, segments); `seen` gets every record's position and op_id.
+/// (records, segments); `seen` gets every record's position and the head of its op.
 pub(crate) fn verify_log(
     storage: &Arc<dyn Storage>,
     wal_dir: &Path,
     durable: Lsn,
     scope: Scope,
-    seen: &mut dyn FnMut(Seen, crate::op::OpId) -> Result<(), Error>,
+    seen: &mut dyn FnMut(Seen, OpHead) -> Result<(), Error>,
 ) -> Result<(u64, u64), Error> {
     let mut listed = recovery::list_segments(storage, wal_dir)?;
     if scope == Scope::Online {
@@ -167,7 +170,8 @@ pub(crate) fn verify_log(
                 let op = crate::codec::decode_op(frame.payload).map_err(|r| {
                     Error::Corruption(location(path, offset, format!("undecodable op: {r}")))
                 })?;
-                seen(Seen { lsn: frame.lsn, segment: *base, offset }, op.op_id)
+                let head = OpHead { op_id: op.op_id, origin: op.origin, seq: op.seq };
+                seen(Seen { lsn: frame.lsn, segment: *base, offset }, head)
             })
             .map_err(|f| scan_error(path, f))?;
         if let ScanStop::Bad { reason } = scanned.stop {
@@ -245,71 +249,129 @@ fn first_nonzero(
 }
 
 /// Verifies the log and, in the same scan, that an index snapshot holds exactly the log's
-/// records at the positions the log has them. The snapshot must be taken before `durable` is
-/// read: the indexer only indexes durable records, so the snapshot's indexed LSN is at most
-/// `durable`, and records past it may be missing from it (catch-up pending) but nothing it
-/// holds may differ from the log. Returns the log's outcome and the index's.
+/// records, in every table: each op by op_id at the position the log has it, by (origin, seq),
+/// and each origin's head as the highest seq below which the log holds every seq. The
+/// snapshot must be taken before `durable` is read: the indexer only indexes durable records,
+/// so the snapshot's indexed LSN is at most `durable`, and records past it may be missing from
+/// it (catch-up pending) but nothing it holds may differ from the log. This needs no lock: it
+/// is the online check of the index's content (redb's page-level structure check, which needs
+/// the database to itself, runs where writes are held: resume and rebuild). Returns the log's
+/// outcome and the index's.
 pub(crate) fn verify_log_and_index(
     storage: &Arc<dyn Storage>,
     wal_dir: &Path,
     durable: Lsn,
     scope: Scope,
     index: Option<&IndexReader>,
+    pace: &dyn Fn(),
 ) -> (Result<(u64, u64), Error>, Result<(), Error>) {
     let Some(reader) = index else {
         let wal = verify_log(storage, wal_dir, durable, scope, &mut |_, _| Ok(()));
         return (wal, Err(Error::Index("index could not be opened".into())));
     };
-    let indexed_lsn = reader.meta().indexed_lsn;
-    let mut matched = 0u64;
-    let mut index_error: Option<Error> = None;
-    let wal = verify_log(storage, wal_dir, durable, scope, &mut |seen, op_id| {
-        if index_error.is_some() {
-            return Ok(());
+    let mut verifier = match IndexVerifier::new(reader) {
+        Ok(v) => v,
+        Err(e) => {
+            let wal = verify_log(storage, wal_dir, durable, scope, &mut |_, _| Ok(()));
+            return (wal, Err(e));
         }
-        let found = match reader.get(&op_id) {
-            Ok(found) => found,
-            Err(e) => {
-                index_error = Some(e);
-                return Ok(());
-            }
-        };
-        match found {
+    };
+    let wal = verify_log(storage, wal_dir, durable, scope, &mut |seen, head| {
+        if seen.lsn % CHECK_PACE_RECORDS == 0 {
+            pace();
+        }
+        if verifier.error.is_none()
+            && let Err(e) = verifier.record(seen, head)
+        {
+            verifier.error = Some(e);
+        }
+        Ok(())
+    });
+    let index = match (&wal, verifier.error.take()) {
+        (_, Some(e)) => Err(e),
+        // The log's damage is the log's report.
+        (Err(_), None) => Ok(()),
+        (Ok(_), None) => verifier.finish(),
+    };
+    (wal, index)
+}
+
+/// The index side of [`verify_log_and_index`]: what the log's records must find in the
+/// snapshot, and the counts its totals must match.
+struct IndexVerifier<'a> {
+    reader: &'a IndexReader,
+    indexed_lsn: Lsn,
+    matched: u64,
+    /// Per origin: its head in the snapshot and how many of the log's indexed records have a
+    /// seq at or below it (all of 1..=head when the head is right).
+    heads: IdMap<Origin, (u64, u64)>,
+    error: Option<Error>,
+}
+
+impl<'a> IndexVerifier<'a> {
+    fn new(reader: &'a IndexReader) -> Result<IndexVerifier<'a>, Error> {
+        let heads = reader.heads()?.into_iter().map(|(o, h)| (o, (h, 0))).collect();
+        let indexed_lsn = reader.meta().indexed_lsn;
+        Ok(IndexVerifier { reader, indexed_lsn, matched: 0, heads, error: None })
+    }
+
+    fn record(&mut self, seen: Seen, head: OpHead) -> Result<(), Error> {
+        let OpHead { op_id, origin, seq } = head;
+        match self.reader.get(&op_id)? {
             Some(e)
                 if e.lsn == seen.lsn && e.segment == seen.segment && e.offset == seen.offset =>
             {
-                matched += 1;
+                self.matched += 1;
             }
-            None if seen.lsn > indexed_lsn => {}
+            None if seen.lsn > self.indexed_lsn => return Ok(()),
             Some(e) => {
-                index_error = Some(Error::IndexCorruption(format!(
+                return Err(Error::IndexCorruption(format!(
                     "op {op_id} at LSN {} is indexed at LSN {}",
                     seen.lsn, e.lsn
                 )));
             }
             None => {
-                index_error = Some(Error::IndexCorruption(format!(
+                return Err(Error::IndexCorruption(format!(
                     "op {op_id} at LSN {} is missing from the index",
                     seen.lsn
                 )));
             }
         }
+        let by_seq = self.reader.get_seq(&origin, seq)?;
+        if by_seq != Some(op_id) {
+            return Err(Error::IndexCorruption(format!(
+                "origin {origin} seq {seq} is indexed as {by_seq:?}, the log holds op {op_id} there"
+            )));
+        }
+        if let Some((h, below)) = self.heads.get_mut(&origin)
+            && seq <= *h
+        {
+            *below += 1;
+        }
         Ok(())
-    });
-    let index = match (&wal, index_error) {
-        (_, Some(e)) => Err(e),
-        // The log's damage is the log's report; the index gets its structure check only.
-        (Err(_), None) => Ok(()),
-        (Ok(_), None) => {
-            let held = reader.meta().op_count;
-            if held == matched {
-                Ok(())
-            } else {
-                Err(Error::IndexCorruption(format!("index holds {held} ops, the log {matched}")))
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        let held = self.reader.meta().op_count;
+        if held != self.matched {
+            return Err(Error::IndexCorruption(format!(
+                "index holds {held} ops, the log {}",
+                self.matched
+            )));
+        }
+        for (origin, (head, below)) in &self.heads {
+            let next = self.reader.get_seq(origin, head + 1)?;
+            if *below != *head || next.is_some() {
+                return Err(Error::IndexCorruption(format!(
+                    "origin {origin}: the index's head is seq {head}, the log holds {below} of \
+                     seqs 1..={head} and {} seq {}",
+                    if next.is_some() { "also" } else { "not" },
+                    head + 1
+                )));
             }
         }
-    };
-    (wal, index)
+        Ok(())
+    }
 }
 
 /// redb's own structure check of the index, as a check outcome.

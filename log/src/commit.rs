@@ -42,6 +42,7 @@ impl Wal {
             state.spare = batch; // reused by the next leader: no fresh allocation per batch
         }
         state.leader = false;
+        self.inner.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.cond.notify_all();
         self.inner.zeroer.wake();
         state

@@ -1,13 +1,14 @@
 //! Loading state from disk (open and resume), the integrity check, resume, and index rebuild.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard};
 
 use crate::check::{self, IntegrityReport, PartStatus, Scope};
 use crate::code::Code;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexEntry, IndexReader};
-use crate::limits::INDEX_REPLAY_BATCH_OPS;
+use crate::limits::{CHECK_YIELD, INDEX_REPLAY_BATCH_OPS};
 use crate::read::for_each_record;
 use crate::recovery;
 use crate::storage::Storage;
@@ -70,6 +71,16 @@ impl Wal {
         let mut found_pause = None;
         let opened = Index::open(&self.inner.dir.join(INDEX_FILE)).and_then(|index| {
             let meta = index.meta()?;
+            // LSNs are dense and each is one op, so a sound index has indexed exactly as many
+            // ops as its watermark. One that has not is damaged: its watermark is no evidence
+            // that the log lost acknowledged records (garbage could claim any LSN), and it is
+            // rebuilt from the log instead.
+            if meta.op_count != meta.indexed_lsn {
+                return Err(Error::IndexCorruption(format!(
+                    "the index's markers disagree: {} ops indexed through LSN {}",
+                    meta.op_count, meta.indexed_lsn
+                )));
+            }
             Ok((index, meta))
         });
         let (index, meta) = match opened {
@@ -200,9 +211,11 @@ impl Wal {
     }
 
     /// Verifies every record CRC, every sealed footer and segment CRC, and the index against
-    /// the log, beside appends and reads: it reads the records durable when it starts and an
-    /// index snapshot, and holds no lock while it reads them (redb's structure check takes
-    /// the index to itself at the end, for a moment). Never fails: problems are in the report.
+    /// the log (every table's content: by op_id, by origin and seq, the heads), beside appends
+    /// and reads: it reads the records durable when it starts and an index snapshot, holds no
+    /// lock while it reads them, and steps aside while group commits run. redb's page-level
+    /// structure check is left to resume, which holds writes anyway. Never fails: problems are
+    /// in the report.
     pub fn check(&self) -> IntegrityReport {
         let _one = lock(&self.inner.maintenance);
         // The index snapshot first, the durable LSN second (see `verify_log_and_index`).
@@ -211,26 +224,31 @@ impl Wal {
             let state = self.state();
             (state.durable_lsn, state.corruption.clone())
         };
-        self.verify(durable, known, reader)
+        self.verify(durable, known, reader, false)
     }
 
     /// The check while nothing writes (the caller is the leader, the indexer drained).
     fn check_quiet(&self, state: &State) -> IntegrityReport {
         let reader = self.with_index(Index::reader).ok();
-        self.verify(state.durable_lsn, state.corruption.clone(), reader)
+        self.verify(state.durable_lsn, state.corruption.clone(), reader, true)
     }
 
     /// `known` is the damage recovery found, if any: it stopped there, so the durable LSN
     /// says nothing of what lies past it (the whole directory is checked; nothing writes to
     /// a log paused for corruption), and damage only recovery can see (acknowledged ops
     /// missing from the end of the log) is reported even when every segment verifies.
+    /// `structure` adds redb's page-level structure check of the index, which needs the
+    /// database to itself: only where writes are held already (resume, rebuild), never beside
+    /// appends (they would wait for it). The scan checks every index table's content either way.
     fn verify(
         &self,
         durable: Lsn,
         known: Option<crate::error::Location>,
         reader: Option<IndexReader>,
+        structure: bool,
     ) -> IntegrityReport {
         let scope = if known.is_some() { Scope::Quiet } else { Scope::Online };
+        let last_commits = AtomicU64::new(self.inner.commits.load(Ordering::Relaxed));
         let scan = || {
             check::verify_log_and_index(
                 self.storage(),
@@ -238,6 +256,7 @@ impl Wal {
                 durable,
                 scope,
                 reader.as_ref(),
+                &|| self.step_aside(&last_commits),
             )
         };
         // At the lowest CPU priority: appends beside a check keep their pace.
@@ -248,6 +267,9 @@ impl Wal {
             (wal, _) => wal,
         };
         let index = index.and_then(|()| {
+            if !structure {
+                return Ok(());
+            }
             let mut slot = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
             match slot.as_mut() {
                 Some(index) => check::verify_index_structure(index),
@@ -255,6 +277,17 @@ impl Wal {
             }
         });
         IntegrityReport::from_parts(wal, index)
+    }
+
+    /// Called by a check's scan every few hundred records: when group commits happened since
+    /// the last call, the scan sleeps a moment, so appends keep their pace (SCHED_IDLE alone
+    /// is not enough: the scan's reads and lookups still contend for caches, the allocator
+    /// and redb's page cache).
+    fn step_aside(&self, last: &AtomicU64) {
+        let now = self.inner.commits.load(Ordering::Relaxed);
+        if last.swap(now, Ordering::Relaxed) != now {
+            std::thread::sleep(CHECK_YIELD);
+        }
     }
 
     /// Re-reads everything from disk (dropping any unsynced tail), rebuilds the index if it

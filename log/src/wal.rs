@@ -224,6 +224,8 @@ pub(crate) struct Core {
     pub(crate) zeroer: crate::zeroer::Zeroer,
     /// Serialises check, resume and rebuild among themselves; writers never take it.
     pub(crate) maintenance: Mutex<()>,
+    /// Group commits so far (a check's scan steps aside while it moves).
+    pub(crate) commits: std::sync::atomic::AtomicU64,
     pub(crate) _lock: DirLock,
 }
 
@@ -364,6 +366,7 @@ impl Wal {
             indexer: IndexQueue::default(),
             zeroer: crate::zeroer::Zeroer::default(),
             maintenance: Mutex::new(()),
+            commits: std::sync::atomic::AtomicU64::new(0),
             dir,
             wal_dir,
             config,

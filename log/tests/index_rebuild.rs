@@ -65,3 +65,94 @@ fn rebuild_gives_the_same_answers() {
     }
     assert!(wal.check().ok);
 }
+
+/// Fills a log with local ops (indexed as runs) and received ops with falling ids (indexed as
+/// singles), then closes it.
+fn fill_mixed(dir: &std::path::Path) -> feral_log::Origin {
+    use feral_log::{Hlc, Op, OpId, OpKind, Origin};
+    let remote = Origin([7; 16]);
+    let wal = open(dir);
+    for i in 0..50 {
+        wal.append(draft(i, 40)).expect("append");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let ops = (1..=20u64)
+        .map(|seq| Op {
+            op_id: OpId((u128::MAX - u128::from(seq)).to_be_bytes()),
+            origin: remote,
+            seq,
+            hlc: Hlc { wall_ms: now, counter: seq as u32, node: remote },
+            table: "t".into(),
+            row_id: format!("r{seq}"),
+            kind: OpKind::Insert,
+            data: b"x".to_vec(),
+        })
+        .collect();
+    wal.ingest(ops).expect("ingest");
+    assert!(wal.check().ok);
+    remote
+}
+
+/// Changes the closed index's tables with redb directly, as damage would.
+fn tamper(dir: &std::path::Path, change: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::open(dir.join("index.redb")).expect("open index");
+    let txn = db.begin_write().expect("write");
+    change(&txn);
+    txn.commit().expect("commit");
+}
+
+#[test]
+fn an_online_check_finds_an_index_that_lost_an_op_by_origin_or_holds_a_wrong_head() {
+    const BY_ORIGIN: redb::TableDefinition<'_, (u128, u64), u128> =
+        redb::TableDefinition::new("ops_by_origin");
+    const HEADS: redb::TableDefinition<'_, u128, u64> = redb::TableDefinition::new("heads");
+    for damage in ["by_origin", "head_short", "head_long"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let remote = fill_mixed(dir.path());
+        let key = u128::from_be_bytes(remote.0);
+        tamper(dir.path(), |txn| match damage {
+            "by_origin" => {
+                let mut t = txn.open_table(BY_ORIGIN).expect("table");
+                assert!(t.remove((key, 5)).expect("remove").is_some(), "a single at seq 5");
+            }
+            "head_short" => {
+                txn.open_table(HEADS).expect("table").insert(key, 19).expect("insert");
+            }
+            _ => {
+                txn.open_table(HEADS).expect("table").insert(key, 21).expect("insert");
+            }
+        });
+        let wal = open(dir.path());
+        let report = wal.check();
+        assert!(!report.ok, "{damage}: {report:?}");
+        assert_eq!(report.index, PartStatus::Corruption, "{damage}: {report:?}");
+        assert_eq!(report.wal, PartStatus::Ok, "{damage}");
+        let detail = serde_json::to_string(&report).expect("json");
+        assert!(detail.contains(&remote.to_string()), "{damage}: names the origin: {detail}");
+        // Rebuilt from the log, the index is whole again.
+        wal.rebuild().expect("rebuild");
+        assert!(wal.check().ok, "{damage}: after the rebuild");
+    }
+}
+
+#[test]
+fn an_index_whose_markers_disagree_is_rebuilt_not_taken_as_lost_ops() {
+    const META: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("log_meta");
+    let dir = tempfile::tempdir().expect("tempdir");
+    fill_mixed(dir.path());
+    // Garbage in the index claims records far past the log's end; its op count disagrees.
+    tamper(dir.path(), |txn| {
+        let mut meta = txn.open_table(META).expect("meta");
+        meta.insert("indexed_lsn", 1_945_555_039_024_054_322).expect("insert");
+    });
+    let wal = open(dir.path());
+    let pause = wal.pause().expect("paused");
+    assert_eq!(pause.kind, PauseKind::IndexFailed, "not log corruption: {pause:?}");
+    assert!(pause.detail.contains("disagree"), "{pause:?}");
+    let report = wal.resume();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(wal.durable_lsn(), 70);
+    assert!(wal.append(draft(99, 10)).is_ok());
+}

@@ -394,6 +394,7 @@ impl Index {
                 runs: txn.open_table(RUNS).map_err(redb_error)?,
                 by_origin: txn.open_table(BY_ORIGIN).map_err(redb_error)?,
                 seq_runs: txn.open_table(SEQ_RUNS).map_err(redb_error)?,
+                heads: txn.open_table(HEADS).map_err(redb_error)?,
             })
         })
     }
@@ -548,6 +549,7 @@ pub struct IndexReader {
     runs: redb::ReadOnlyTable<u128, &'static [u8]>,
     by_origin: redb::ReadOnlyTable<(u128, u64), u128>,
     seq_runs: redb::ReadOnlyTable<(u128, u64), u128>,
+    heads: redb::ReadOnlyTable<u128, u64>,
 }
 
 impl IndexReader {
@@ -559,6 +561,18 @@ impl IndexReader {
     /// The entry for an op_id.
     pub fn get(&self, op_id: &OpId) -> Result<Option<IndexEntry>> {
         catch_panic(|| find_op(&self.ops, &self.runs, op_id))
+    }
+
+    /// Highest contiguous seq per origin in this snapshot, as [`Index::heads`].
+    pub fn heads(&self) -> Result<Vec<(Origin, u64)>> {
+        catch_panic(|| {
+            let mut out = Vec::new();
+            for item in self.heads.iter().map_err(redb_error)? {
+                let (k, v) = item.map_err(redb_error)?;
+                out.push((Origin(k.value().to_be_bytes()), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// The op_id held at (origin, seq), as [`Index::lookup_seq`].
