@@ -9,6 +9,7 @@ use crate::op::{self, IdMap, Op, OpId, Origin};
 use crate::wal::{
     Appended, Body, Inflight, Item, Lsn, Pause, PauseKind, Pending, State, Wal, lock,
 };
+use feral_types::Error as OpError;
 
 /// What the checks decided for one item.
 #[derive(Debug)]
@@ -152,10 +153,10 @@ impl Wal {
                 check_remote(state, index, self.inner.origin, e.op(), now)?;
             }
             if estimate_payload(item) > self.inner.payload_max as usize {
-                return Err(Error::InvalidOp(format!(
+                return Err(Error::Op(OpError::InvalidOp(format!(
                     "op larger than the {}-byte record limit",
                     self.inner.payload_max
-                )));
+                ))));
             }
             let id = match op_id {
                 Some(id) => {
@@ -270,10 +271,10 @@ fn check_remote(
     now: u64,
 ) -> Result<()> {
     if op.seq == 0 || op.hlc.node != op.origin {
-        return Err(Error::InvalidOp(format!(
+        return Err(Error::Op(OpError::InvalidOp(format!(
             "op {}: seq must be >= 1 and the HLC node must be the origin",
             op.op_id
-        )));
+        ))));
     }
     let holder = match state.inflight.holder(&op.origin, op.seq) {
         Some(id) => Some(id),

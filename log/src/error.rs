@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::code::Code;
 
 use crate::op::{OpId, Origin};
+use feral_types::Error as OpError;
 
 /// Where in the log a fault was found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -86,21 +87,11 @@ pub enum Error {
         /// The op refused.
         refused: OpId,
     },
-    /// A remote HLC is further ahead of local physical time than the drift bound allows.
-    #[error(
-        "remote clock {remote_ms} ms is {ahead_ms} ms ahead of local time (limit {limit_ms} ms)"
-    )]
-    ClockDrift {
-        /// The remote wall-clock part.
-        remote_ms: u64,
-        /// How far ahead it is.
-        ahead_ms: u64,
-        /// The configured bound.
-        limit_ms: u64,
-    },
-    /// An op was refused before touching the disk (bad field, size limit).
-    #[error("invalid op: {0}")]
-    InvalidOp(String),
+    /// An op or a remote clock stamp was refused before touching the disk: a bad field or
+    /// size ([`OpError::InvalidOp`]) or a stamp too far ahead ([`OpError::ClockDrift`]).
+    /// Defined once, in feral-types, which the sync protocol shares.
+    #[error(transparent)]
+    Op(#[from] OpError),
     /// One call submitted more ops than an intake takes at once.
     #[error("batch of {ops} ops is over the limit of {max} per call; split it")]
     BatchTooLarge {
@@ -112,17 +103,6 @@ pub enum Error {
     /// A caller-supplied configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-}
-
-impl From<feral_types::Error> for Error {
-    fn from(e: feral_types::Error) -> Error {
-        match e {
-            feral_types::Error::InvalidOp(reason) => Error::InvalidOp(reason),
-            feral_types::Error::ClockDrift { remote_ms, ahead_ms, limit_ms } => {
-                Error::ClockDrift { remote_ms, ahead_ms, limit_ms }
-            }
-        }
-    }
 }
 
 impl Error {
@@ -139,8 +119,8 @@ impl Error {
             Error::Locked { .. } => Code::Locked,
             Error::OpIdConflict(_) => Code::OpIdConflict,
             Error::SplitBrain { .. } => Code::SplitBrain,
-            Error::ClockDrift { .. } => Code::ClockDrift,
-            Error::InvalidOp(_) => Code::InvalidOp,
+            Error::Op(OpError::ClockDrift { .. }) => Code::ClockDrift,
+            Error::Op(OpError::InvalidOp(_)) => Code::InvalidOp,
             Error::InvalidConfig(_) => Code::InvalidConfig,
             Error::BatchTooLarge { .. } => Code::BatchTooLarge,
         }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::open;
-use feral_log::{EncodedOp, Error, Hlc, Op, OpId, OpKind, Origin};
+use feral_log::{EncodedOp, Error, Hlc, Op, OpError, OpId, OpKind, Origin};
 
 const REMOTE: Origin = Origin([9; 16]);
 
@@ -56,11 +56,11 @@ fn split_brain_drift_and_malformed_ops_are_refused() {
     assert!(matches!(err, Error::SplitBrain { seq: 1, .. }), "{err}");
     let far = remote(2, t + 60 * 60 * 1000);
     let err = wal.ingest(vec![far]).expect_err("drift");
-    assert!(matches!(err, Error::ClockDrift { .. }), "{err}");
+    assert!(matches!(err, Error::Op(OpError::ClockDrift { .. })), "{err}");
     assert_eq!(wal.status().drift_refusals, 1);
     let mut forged = remote(2, t);
     forged.hlc.node = Origin([1; 16]);
-    assert!(matches!(wal.ingest(vec![forged]), Err(Error::InvalidOp(_))));
+    assert!(matches!(wal.ingest(vec![forged]), Err(Error::Op(OpError::InvalidOp(_)))));
     assert_eq!(wal.durable_lsn(), 1, "refused batches write nothing");
 }
 
