@@ -25,6 +25,11 @@ struct Queue {
     queued_ops: usize,
     busy: bool,
     stop: bool,
+    /// The highest LSN handed to the queue.
+    queued_lsn: Lsn,
+    /// The highest LSN of a job the thread is done with (applied, or dropped after a fault):
+    /// the watermark readers wait on.
+    done_lsn: Lsn,
 }
 
 /// The queue between appenders and the applier thread.
@@ -57,15 +62,19 @@ impl Applier {
             q = self.wait(q);
         }
         q.queued_ops += changes.len();
+        q.queued_lsn = q.queued_lsn.max(max_lsn);
         q.jobs.push_back(Job { changes, max_lsn });
         self.cond.notify_all();
     }
 
-    /// Waits until everything queued so far is applied (or dropped after a fault). Every op
-    /// acknowledged before this call was queued before it returned to its writer.
+    /// Waits until everything queued so far is applied (or dropped after a fault): the
+    /// applied watermark reaches the highest LSN queued when it was called. Every op
+    /// acknowledged before this call was queued before it returned to its writer; ops queued
+    /// after it are not waited for, so a reader is never starved by writes that keep coming.
     pub(crate) fn drain(&self) {
         let mut q = self.lock();
-        while (!q.jobs.is_empty() || q.busy) && !q.stop {
+        let target = q.queued_lsn;
+        while q.done_lsn < target && !q.stop {
             q = self.wait(q);
         }
     }
@@ -95,11 +104,12 @@ impl Applier {
                 q.busy = true;
                 job
             };
-            let n = job.changes.len();
+            let (n, max_lsn) = (job.changes.len(), job.max_lsn);
             apply(wal, slot, job);
             let mut q = self.lock();
             q.busy = false;
             q.queued_ops -= n;
+            q.done_lsn = q.done_lsn.max(max_lsn);
             self.cond.notify_all();
         }
     }

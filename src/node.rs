@@ -261,18 +261,25 @@ impl Node {
 
     /// The canonical digest of the store's ops and episodes.
     pub fn digest(&self) -> Result<feral_materializer::Digest> {
-        let slot = self.settled();
-        let mat = readable(&self.wal, &slot)?;
-        mat.catch_up(&self.wal)?;
-        Ok(feral_materializer::digest(&self.wal, mat)?)
+        let snapshot = self.rows_snapshot()?;
+        Ok(feral_materializer::digest(&self.wal, &snapshot)?)
     }
 
-    /// Writes the canonical dump (ops by (origin, seq), then rows by id).
+    /// Writes the canonical dump (ops by (origin, seq), then rows by id), as of one applied
+    /// LSN, as [`Node::digest`].
     pub fn dump(&self, out: &mut dyn std::io::Write) -> Result<()> {
+        let snapshot = self.rows_snapshot()?;
+        Ok(feral_materializer::dump(&self.wal, &snapshot, out)?)
+    }
+
+    /// The projection caught up with everything acknowledged so far, as a read snapshot: the
+    /// projection's lock is held only to take it, so digest and dump read the log and the
+    /// rows beside appends, the applier and other reads.
+    fn rows_snapshot(&self) -> Result<feral_materializer::RowsSnapshot> {
         let slot = self.settled();
         let mat = readable(&self.wal, &slot)?;
         mat.catch_up(&self.wal)?;
-        Ok(feral_materializer::dump(&self.wal, mat, out)?)
+        Ok(mat.rows_snapshot()?)
     }
 
     /// True when writes are refused (log paused or projection stopped).

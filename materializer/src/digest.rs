@@ -4,12 +4,13 @@
 
 use std::io::Write;
 
-use feral_log::{Op, Origin, Wal, codec};
+use feral_log::{Lsn, Op, Origin, Wal, codec};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
-use crate::projection::{Materializer, Row};
+use crate::projection::Row;
+use crate::query::RowsSnapshot;
 
 /// The digest of a store, with the two halves it combines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,21 +31,39 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Every op's sort key and the hash of its canonical encoding, sorted. Holds 64 bytes per op.
-fn op_leaves(wal: &Wal) -> Result<Vec<(Origin, u64, [u8; 32])>> {
+/// Every op's sort key and the hash of its canonical encoding, sorted, for the records up to
+/// `upto`. Holds 64 bytes per op.
+fn op_leaves(wal: &Wal, upto: Lsn) -> Result<Vec<(Origin, u64, [u8; 32])>> {
     let mut leaves = Vec::new();
-    wal.scan(1, &mut |record| {
-        let leaf: [u8; 32] = Sha256::digest(codec::encode_op(&record.op)).into();
-        leaves.push((record.op.origin, record.op.seq, leaf));
-        Ok(true)
+    each_op(wal, upto, &mut |op| {
+        let leaf: [u8; 32] = Sha256::digest(codec::encode_op(&op)).into();
+        leaves.push((op.origin, op.seq, leaf));
     })?;
     leaves.sort_unstable();
     Ok(leaves)
 }
 
-/// Computes the digest of the log's ops and the projection's rows.
-pub fn digest(wal: &Wal, projection: &Materializer) -> Result<Digest> {
-    let leaves = op_leaves(wal)?;
+/// Visits the log's ops with LSN up to `upto`, in LSN order.
+fn each_op(wal: &Wal, upto: Lsn, visit: &mut dyn FnMut(Op)) -> Result<()> {
+    if upto == 0 {
+        return Ok(());
+    }
+    wal.scan(1, &mut |record| {
+        if record.lsn > upto {
+            return Ok(false);
+        }
+        let last = record.lsn == upto;
+        visit(record.op);
+        Ok(!last)
+    })?;
+    Ok(())
+}
+
+/// Computes the digest of the log's ops and the projection's rows, as of the snapshot's
+/// applied LSN: the rows of the snapshot and the ops up to that LSN, so writes that land
+/// meanwhile change neither half. Nothing is locked while it reads.
+pub fn digest(wal: &Wal, projection: &RowsSnapshot) -> Result<Digest> {
+    let leaves = op_leaves(wal, projection.applied_lsn())?;
     let mut ops = Sha256::new();
     ops.update(b"feral-ops-v1\n");
     for (origin, seq, leaf) in &leaves {
@@ -100,12 +119,9 @@ struct RowLine<'a> {
 
 /// Writes the canonical dump: one JSON object per line, ops in (origin, seq) order (op data in
 /// hex), then rows in id order. For diagnosis: it holds every op in memory to sort them.
-pub fn dump(wal: &Wal, projection: &Materializer, out: &mut dyn Write) -> Result<()> {
+pub fn dump(wal: &Wal, projection: &RowsSnapshot, out: &mut dyn Write) -> Result<()> {
     let mut ops: Vec<Op> = Vec::new();
-    wal.scan(1, &mut |record| {
-        ops.push(record.op);
-        Ok(true)
-    })?;
+    each_op(wal, projection.applied_lsn(), &mut |op| ops.push(op))?;
     ops.sort_unstable_by_key(|op| (op.origin, op.seq));
     let io = |e: std::io::Error| Error::Projection(format!("writing the dump: {e}"));
     for op in &ops {

@@ -15,4 +15,4 @@ pub use digest::{Digest, digest, dump};
 pub use episode::{Episode, FieldError, TABLE};
 pub use error::{Error, Result};
 pub use projection::{Materializer, PROJECTION_FILE, ProjectionStats, Row};
-pub use query::CheckSnapshot;
+pub use query::{CheckSnapshot, RowsSnapshot};

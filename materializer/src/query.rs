@@ -95,6 +95,19 @@ impl Materializer {
         })
     }
 
+    /// A read snapshot of the rows and the applied LSN they reflect, for reading them whole
+    /// (digest, dump) without holding anything the applier or other readers wait for.
+    pub fn rows_snapshot(&self) -> Result<RowsSnapshot> {
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let applied_lsn = {
+                let meta = txn.open_table(META).map_err(|e| m.err(e))?;
+                read_meta(&meta, META_APPLIED_LSN).map_err(|e| m.err(e))?
+            };
+            Ok(RowsSnapshot { txn, applied_lsn, path: m.path.clone() })
+        })
+    }
+
     /// Counters.
     pub fn stats(&self) -> Result<ProjectionStats> {
         self.guarded(|m| {
@@ -141,6 +154,37 @@ impl Materializer {
     pub fn check_snapshot(&self) -> Result<CheckSnapshot> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         Ok(CheckSnapshot { txn, path: self.path.clone() })
+    }
+}
+
+/// The projection's rows as of one applied LSN ([`Materializer::rows_snapshot`]).
+#[derive(Debug)]
+pub struct RowsSnapshot {
+    txn: redb::ReadTransaction,
+    applied_lsn: Lsn,
+    path: std::path::PathBuf,
+}
+
+impl RowsSnapshot {
+    /// The last log record these rows reflect: every op up to it, none after.
+    pub fn applied_lsn(&self) -> Lsn {
+        self.applied_lsn
+    }
+
+    /// Visits every row (tombstones included) in id order.
+    pub fn for_each_row(&self, visit: &mut dyn FnMut(&str, &Row) -> Result<()>) -> Result<()> {
+        let err = |e: redb::Error| map_redb(&self.path, e);
+        catch_redb_panic(
+            || {
+                let rows = self.txn.open_table(ROWS).map_err(|e| err(e.into()))?;
+                for item in rows.iter().map_err(|e| err(e.into()))? {
+                    let (key, raw) = item.map_err(|e| err(e.into()))?;
+                    visit(key.value(), &decode_row(raw.value())?)?;
+                }
+                Ok(())
+            },
+            corruption_from_panic,
+        )
     }
 }
 
