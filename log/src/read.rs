@@ -186,23 +186,11 @@ impl Wal {
         limit: usize,
         bytes_max: usize,
     ) -> Result<Vec<Record>> {
-        self.inner.indexer.wait_indexed(self.durable_lsn())?;
-        let entries =
-            self.with_index(|index| index.range_by_origin(origin, from_seq, to_seq, limit))?;
-        // One open segment serves consecutive entries: a range is mostly one stretch of one
-        // segment, read through the reader's buffer instead of an open and two reads per op.
-        let mut open = None;
-        let mut out = Vec::with_capacity(entries.len());
-        let mut bytes = 0usize;
-        for entry in &entries {
-            let record = self.read_entry(&mut open, entry)?;
-            bytes = bytes.saturating_add(record.op.size_hint());
-            if bytes > bytes_max && !out.is_empty() {
-                break;
-            }
-            out.push(record);
-        }
-        Ok(out)
+        self.read_range(origin, (from_seq, to_seq), limit, bytes_max, |wal, open, entry| {
+            let record = wal.read_entry(open, entry)?;
+            let size = record.op.size_hint();
+            Ok((record, size))
+        })
     }
 
     /// As [`Wal::range_by_origin_within`], as the records' payloads: the bytes each op is
@@ -216,14 +204,8 @@ impl Wal {
         limit: usize,
         bytes_max: usize,
     ) -> Result<Vec<OpBytes>> {
-        self.inner.indexer.wait_indexed(self.durable_lsn())?;
-        let entries =
-            self.with_index(|index| index.range_by_origin(origin, from_seq, to_seq, limit))?;
-        let mut open = None;
-        let mut out = Vec::with_capacity(entries.len());
-        let mut bytes = 0usize;
-        for entry in &entries {
-            let payload = self.read_payload(&mut open, entry, |path, payload| {
+        self.read_range(origin, (from_seq, to_seq), limit, bytes_max, |wal, open, entry| {
+            let payload = wal.read_payload(open, entry, |path, payload| {
                 let head = OpBytes::head_of(payload).map_err(|reason| {
                     Error::Corruption(location(
                         path,
@@ -233,11 +215,36 @@ impl Wal {
                 })?;
                 Ok(head.op_id)
             })?;
-            bytes = bytes.saturating_add(payload.len());
+            Ok((OpBytes::new(payload.to_vec()), payload.len()))
+        })
+    }
+
+    /// The records of `origin` with seq in `seqs` (inclusive), at most `limit`, read with
+    /// `read` (which gives each item and its size) until the sizes pass `bytes_max` (the first
+    /// is always taken; records past the budget are not read). One open segment serves
+    /// consecutive entries: a range is mostly one stretch of one segment, read through the
+    /// reader's buffer instead of an open and two reads per op.
+    fn read_range<T>(
+        &self,
+        origin: &Origin,
+        seqs: (u64, u64),
+        limit: usize,
+        bytes_max: usize,
+        mut read: impl FnMut(&Wal, &mut Option<OpenSegment>, &IndexEntry) -> Result<(T, usize)>,
+    ) -> Result<Vec<T>> {
+        self.inner.indexer.wait_indexed(self.durable_lsn())?;
+        let entries =
+            self.with_index(|index| index.range_by_origin(origin, seqs.0, seqs.1, limit))?;
+        let mut open = None;
+        let mut out = Vec::with_capacity(entries.len());
+        let mut bytes = 0usize;
+        for entry in &entries {
+            let (item, size) = read(self, &mut open, entry)?;
+            bytes = bytes.saturating_add(size);
             if bytes > bytes_max && !out.is_empty() {
                 break;
             }
-            out.push(OpBytes::new(payload.to_vec()));
+            out.push(item);
         }
         Ok(out)
     }
