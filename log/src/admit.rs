@@ -106,7 +106,9 @@ impl Wal {
                     }
                 }
                 Verdict::New { id, hash, generated } => {
-                    self.place(state, item, id, hash, generated, now, &mut back)
+                    let (appended, op) = self.place(state, item, id, hash, generated, now);
+                    back.extend(op);
+                    appended
                 }
             };
             wait_lsn = wait_lsn.max(appended.lsn);
@@ -178,8 +180,7 @@ impl Wal {
     }
 
     /// Gives a checked item its LSN (and seq and HLC when local) and queues it; a received
-    /// item's bytes are queued and its op goes to `back`.
-    #[allow(clippy::too_many_arguments)]
+    /// item's bytes are queued and its op is handed back.
     fn place(
         &self,
         state: &mut State,
@@ -188,10 +189,10 @@ impl Wal {
         hash: u64,
         generated: bool,
         now: u64,
-        back: &mut Vec<Op>,
-    ) -> Appended {
+    ) -> (Appended, Option<Op>) {
         let lsn = state.next_lsn;
         state.next_lsn += 1;
+        let mut back = None;
         let (origin, seq, hlc, body, local) = match item {
             Item::Local(draft) => {
                 let seq = state.next_seq;
@@ -213,7 +214,7 @@ impl Wal {
             Item::Remote(e) => {
                 let (op, bytes) = e.into_parts();
                 let fields = (op.origin, op.seq, op.hlc);
-                back.push(op);
+                back = Some(op);
                 (fields.0, fields.1, fields.2, Body::Encoded(bytes), false)
             }
         };
@@ -235,7 +236,7 @@ impl Wal {
             local,
             batch_start: false,
         });
-        appended
+        (appended, back)
     }
 }
 
