@@ -7,10 +7,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use feral_log::Config;
 use feral_log::private;
 use feral_log::storage::{FsStorage, Storage};
 use feral_log::wal::WAL_DIR;
-use feral_log::{Config, Origin};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -268,7 +268,12 @@ pub fn restore(from: &Path, into: &Path, force: bool, config: Config) -> Result<
         }
     }
     sync_dir(&staging.join(WAL_DIR))?;
-    let origin = feral_log::wal::write_origin(&staging, &storage, Origin::random())?;
+    // A new origin, made from the node key the backup holds (SPEC 2: a restored node never
+    // reissues an (origin, seq) it used); its first op will carry a new genesis.
+    let (key, _) = crate::identity::load_or_create(&staging)?;
+    let (fresh, nonce) =
+        feral_log::wal::new_origin(&rcgen::PublicKeyData::subject_public_key_info(&key));
+    let origin = feral_log::wal::write_origin(&staging, &storage, fresh, nonce)?;
     let moved_aside = if is_empty_dir(into)? {
         let _ = fs::remove_dir(into);
         None

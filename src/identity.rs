@@ -50,6 +50,13 @@ pub fn load_or_create(dir: &Path) -> Result<(rcgen::KeyPair, NodeId)> {
     Ok((key, id))
 }
 
+/// The signer that seals this node's ops, from its key (ECDSA P-256 only).
+pub fn signer(key: &rcgen::KeyPair) -> Result<feral_types::Signer> {
+    let spki = rcgen::PublicKeyData::subject_public_key_info(key);
+    feral_types::Signer::from_pkcs8(&key.serialize_der(), &spki)
+        .map_err(|e| Error::Identity(format!("the node key cannot sign ops: {e}")))
+}
+
 fn create(path: &Path) -> Result<rcgen::KeyPair> {
     let key = rcgen::KeyPair::generate()
         .map_err(|e| Error::Identity(format!("generating the node key: {e}")))?;

@@ -15,6 +15,7 @@ pub mod node;
 pub mod report;
 pub mod service;
 pub mod sync_store;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use feral_log as log;

@@ -2,6 +2,9 @@
 
 /// Ops queued for the projection applier before appenders wait (bounds memory and lag).
 pub const APPLY_QUEUE_OPS_MAX: usize = 64 * 1024;
+/// Origin keys a node keeps in memory for checking received seals (a cache: a key not held
+/// is read again from its origin's genesis in the log).
+pub const ORIGIN_KEYS_CACHED_MAX: usize = 4096;
 /// Most ops the applier takes from its queue into one projection transaction (queued appends
 /// are applied together when it falls behind: one commit instead of one per append).
 pub const APPLY_BATCH_OPS_MAX: usize = 16 * 1024;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use feral_log::{
-    Appended, Config, EncodedOp, Lsn, Op, OpDraft, OpId, OpKind, Pause, PauseKind, TimeSource, Wal,
+    Appended, Config, EncodedOp, Lsn, Op, OpBytes, OpDraft, OpId, OpKind, Pause, PauseKind,
+    TimeSource, Wal,
 };
 use feral_materializer::{Change, Episode, Materializer, PROJECTION_FILE, Row, TABLE};
 use serde::Serialize;
@@ -55,6 +56,8 @@ pub struct Node {
     pub(crate) node_id: NodeId,
     pub(crate) key: rcgen::KeyPair,
     pub(crate) time: Arc<dyn TimeSource>,
+    /// Checks the seals of received ops.
+    pub(crate) verifier: crate::verify::Verifier,
 }
 
 impl Drop for Node {
@@ -74,13 +77,24 @@ impl Node {
         let dir = dir.as_ref().to_path_buf();
         feral_log::private::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let time = config.time.clone();
-        let wal = Wal::open(&dir, config)?;
         let (key, node_id) = identity::load_or_create(&dir)?;
+        let signer = identity::signer(&key)?;
+        let wal = Wal::open(&dir, Config { signer: Some(Arc::new(signer)), ..config })?;
         let projection = Arc::new(Mutex::new(attach_or_rebuild(&wal, &dir.join(PROJECTION_FILE))));
         let applier = Arc::new(Applier::default());
         let thread = applier::spawn(applier.clone(), wal.clone(), projection.clone())
             .map_err(|e| Error::io(Path::new("feral-applier thread"), e))?;
-        Ok(Node { dir, wal, projection, applier, applier_thread: Some(thread), node_id, key, time })
+        Ok(Node {
+            dir,
+            wal,
+            projection,
+            applier,
+            applier_thread: Some(thread),
+            node_id,
+            key,
+            time,
+            verifier: crate::verify::Verifier::default(),
+        })
     }
 
     /// The data directory.
@@ -224,15 +238,28 @@ impl Node {
         Ok(appended)
     }
 
-    /// Takes ops received from a peer (their origin, seq and HLC kept). Returns how many were
-    /// new; ops already held are not written again.
-    pub fn ingest(&self, ops: Vec<Op>) -> Result<usize> {
-        self.ingest_encoded(ops.into_iter().map(EncodedOp::encode).collect())
+    /// Takes ops received from elsewhere, as the bytes they are stored as (their origin, seq,
+    /// HLC and seal kept). Bytes that are not an op are refused (`invalid_op`). Ops no good
+    /// seal of their origin covers are refused and counted (`bad_signature`, see
+    /// [`crate::verify`]) and the rest go on. Returns how many were new; ops already held
+    /// are not written again.
+    pub fn ingest(&self, ops: Vec<OpBytes>) -> Result<usize> {
+        let mut decoded = Vec::with_capacity(ops.len());
+        for (i, bytes) in ops.into_iter().enumerate() {
+            let op = bytes.decode().map_err(|reason| {
+                Error::Log(feral_log::Error::Op(feral_log::OpError::InvalidOp(format!(
+                    "op {i} of the batch: {reason}"
+                ))))
+            })?;
+            decoded.push(op);
+        }
+        self.ingest_encoded(decoded)
     }
 
-    /// [`Node::ingest`] for ops that arrived as their bytes (decoded once by the caller): the
-    /// log writes those bytes, and the ops come back from it to be projected, not copied.
+    /// [`Node::ingest`] for ops already decoded once by the caller: their seals are checked,
+    /// the log writes their bytes, and the ops come back from it to be projected, not copied.
     pub fn ingest_encoded(&self, ops: Vec<EncodedOp>) -> Result<usize> {
+        let (ops, _refused) = self.verifier.verify(&self.wal, ops)?;
         let (appended, ops) = self.wal.ingest_encoded(ops)?;
         let changes: Vec<Change<'static>> = appended
             .iter()

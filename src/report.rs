@@ -100,6 +100,9 @@ pub struct NodeStatus {
     pub clock: String,
     /// Remote stamps refused for drift.
     pub drift_refusals: u64,
+    /// Received ops refused because no good seal of their origin covered them
+    /// (`bad_signature`: forged, altered or unsigned).
+    pub bad_signature_refusals: u64,
     /// Projection counters.
     pub projection: ProjectionStats,
     /// This node's sync certificate, when one is installed.
@@ -164,6 +167,7 @@ impl NodeStatus {
             heads,
             clock: log.clock,
             drift_refusals: log.drift_refusals,
+            bad_signature_refusals: node.verifier.refused_ops(),
             projection,
             certificate: certificate_status(node),
         }

@@ -33,11 +33,18 @@ impl SyncStore for NodeStore<'_> {
         ops_max: usize,
         bytes_max: usize,
     ) -> Result<Vec<OpBytes>, SyncError> {
-        // The stored bytes, not decoded: they go out as they are.
-        self.node
+        // The stored bytes, not decoded: they go out as they are, ending with a sealed op (a
+        // receiver takes only whole runs; a run is at most half a frame, see
+        // `feral_types::proof`). The own origin's ops a cut commit left unsealed wait for the
+        // next commit's seal.
+        let mut ops = self
+            .node
             .wal
             .payloads_by_origin_within(origin, from, to, ops_max, bytes_max)
-            .map_err(|e| sync_error(e.into()))
+            .map_err(|e| sync_error(e.into()))?;
+        let whole = ops.iter().rposition(OpBytes::is_sealed).map_or(0, |i| i + 1);
+        ops.truncate(whole);
+        Ok(ops)
     }
 
     fn apply(&mut self, ops: Vec<OpBytes>) -> Result<usize, SyncError> {

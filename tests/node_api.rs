@@ -97,8 +97,7 @@ fn ops_ingested_by_another_node_give_the_same_digest_and_rows() {
     }
     a.delete_episode("a3", None).expect("delete");
     b.append_episode(&doc("a5", "s", 99.0), None).expect("b writes a row a also has");
-    let ops = |n: &feral_memory::Node| all_ops(n).into_iter().map(|r| r.op).collect::<Vec<_>>();
-    let (from_a, from_b) = (ops(&a), ops(&b));
+    let (from_a, from_b) = (common::stored_ops(&a), common::stored_ops(&b));
     assert_eq!(b.ingest(from_a.clone()).expect("b ingests a"), from_a.len());
     assert_eq!(a.ingest(from_b.clone()).expect("a ingests b"), from_b.len());
     assert_eq!(a.ingest(from_b).expect("again"), 0, "re-ingesting adds nothing");
@@ -147,9 +146,14 @@ fn a_sync_store_sends_the_stored_bytes_and_appends_the_bytes_it_receives() {
     let origin = a.wal().origin();
     let read = Request::Read { origin, from: 1, to: 10, ops_max: 100, bytes_max: usize::MAX };
     let Ok(Response::Read(sent)) = execute(&mut a.sync_store(), read) else { panic!("a read") };
-    // What goes out is what the log holds, byte for byte.
-    let held: Vec<Vec<u8>> = all_ops(&a).iter().map(|r| codec::encode_op(&r.op)).collect();
-    assert_eq!(sent.iter().map(|o| o.as_slice().to_vec()).collect::<Vec<_>>(), held);
+    // What goes out is what the log holds, byte for byte: each op's encoding and its proof.
+    let held = all_ops(&a);
+    assert_eq!(sent.len(), held.len());
+    for (bytes, record) in sent.iter().zip(&held) {
+        assert!(bytes.as_slice().starts_with(&codec::encode_op(&record.op)));
+        assert!(bytes.is_sealed(), "every op of a single append ends its run");
+        assert_eq!(bytes.clone().decode().expect("decodes").op(), &record.op);
+    }
     // Bytes that are not an op, or an op written longer than its canonical form (seq 1 as a
     // three-byte varint), are malformed, and nothing of the frame is written.
     let mut long = sent[0].as_slice()[..34].to_vec();
@@ -164,8 +168,8 @@ fn a_sync_store_sends_the_stored_bytes_and_appends_the_bytes_it_receives() {
     let applied = execute(&mut b.sync_store(), Request::Apply(sent)).expect("apply");
     assert_eq!(applied, Response::Applied(10));
     assert_eq!(a.digest().expect("a"), b.digest().expect("b"));
-    let on_b: Vec<Vec<u8>> = all_ops(&b).iter().map(|r| codec::encode_op(&r.op)).collect();
-    assert_eq!(on_b, held);
+    // b stores the bytes that came, seals included: byte-identical to a's.
+    assert_eq!(common::stored_ops(&b), common::stored_ops(&a));
     assert!(b.episode("a7").expect("get").is_some(), "projected from the ops given back");
 }
 

@@ -88,21 +88,32 @@ fn a_copied_data_directory_writing_under_the_same_origin_is_split_brain() {
     let a = open(&a_dir);
     a.append_episode(&doc("shared", "s", 1.0), None).expect("append");
     a.close().expect("close");
-    // Copy the directory (as a careless restore would), but give the copy its own key.
-    std::fs::create_dir_all(b_dir.join("wal")).expect("mkdir");
-    for sub in ["", "wal"] {
-        for entry in std::fs::read_dir(a_dir.join(sub)).expect("read_dir") {
-            let entry = entry.expect("entry");
-            if entry.file_type().expect("type").is_file() && entry.file_name() != "node.key" {
-                std::fs::copy(entry.path(), b_dir.join(sub).join(entry.file_name())).expect("copy");
+    // Copy the directory (as a careless restore would).
+    let copy = |with_key: bool| {
+        let _ = std::fs::remove_dir_all(&b_dir);
+        std::fs::create_dir_all(b_dir.join("wal")).expect("mkdir");
+        for sub in ["", "wal"] {
+            for entry in std::fs::read_dir(a_dir.join(sub)).expect("read_dir") {
+                let entry = entry.expect("entry");
+                let is_key = entry.file_name() == "node.key";
+                if entry.file_type().expect("type").is_file() && (with_key || !is_key) {
+                    std::fs::copy(entry.path(), b_dir.join(sub).join(entry.file_name()))
+                        .expect("copy");
+                }
             }
         }
-    }
+    };
+    // Without the key, the copy cannot write under the origin: another key does not own it.
+    copy(false);
+    let refused = feral_memory::Node::open(&b_dir, common::config()).expect_err("another key");
+    assert!(refused.to_string().contains("does not belong to this node's key"), "{refused}");
+    // With the key, both write under one origin; the second op at seq 2 is split brain.
+    copy(true);
     let (a, b) = (open(&a_dir), open(&b_dir));
     assert_eq!(a.wal().origin(), b.wal().origin(), "the copy shares the origin");
     a.append_episode(&doc("from-a", "s", 2.0), None).expect("append a");
     b.append_episode(&doc("from-b", "s", 2.0), None).expect("append b");
-    let err = sync(&a, &b).expect_err("split brain");
+    let err = b.ingest(common::stored_ops(&a)).expect_err("split brain");
     assert_eq!(err.code(), "split_brain", "{err}");
 }
 

@@ -10,62 +10,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{doc, open};
-use feral_memory::Node;
+use common::doc;
+use common::quic::{LOCALHOST, Peer, ok, peer, start_server, syncer};
 use feral_transport::driver::{client_endpoint, server_endpoint};
 use feral_transport::tls::{Ca, Credentials};
-use feral_transport::{PeerLocks, Sleeper, SyncOptions, SyncResult, Syncer, Timeouts, serve};
+use feral_transport::{Sleeper, SyncOptions, Timeouts};
 use time::OffsetDateTime;
-
-const LOCALHOST: &str = "127.0.0.1:0";
-
-struct Peer {
-    node: Arc<Node>,
-    creds: Credentials,
-    _dir: tempfile::TempDir,
-}
-
-fn peer(ca: &Ca) -> Peer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = Arc::new(open(dir.path()));
-    let cert = ca.issue_default(node.key()).expect("issue");
-    let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).expect("creds");
-    Peer { node, creds, _dir: dir }
-}
-
-/// Serves `p` on an ephemeral loopback port until the returned sender is dropped.
-fn start_server(
-    p: &Peer,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let endpoint = server_endpoint(&p.creds, LOCALHOST.parse().expect("addr")).expect("server");
-    let addr = endpoint.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(
-        endpoint,
-        p.node.clone(),
-        p.creds.cluster_id(),
-        Timeouts::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    (addr, stop, task)
-}
-
-fn syncer(p: &Peer, options: SyncOptions) -> Syncer<Node> {
-    Syncer {
-        host: p.node.clone(),
-        endpoint: client_endpoint(&p.creds, LOCALHOST.parse().expect("addr"), true)
-            .expect("client"),
-        cluster_id: p.creds.cluster_id(),
-        locks: Arc::new(PeerLocks::default()),
-        options,
-    }
-}
-
-fn ok(result: &SyncResult) {
-    assert!(result.success, "{result:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_converge_over_quic_and_one_new_op_crosses_alone() {

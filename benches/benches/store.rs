@@ -228,14 +228,9 @@ fn present_group(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     build_large(dir.path(), INGEST_EPISODES);
     let node = Node::open(dir.path(), Config::default()).expect("open");
-    let mut ops = Vec::with_capacity(INGEST_EPISODES);
-    node.wal()
-        .scan(1, &mut |r| {
-            ops.push(r.op);
-            Ok(true)
-        })
-        .expect("scan");
-    let ids: Vec<feral_log::OpId> = ops.iter().map(|o| o.op_id).collect();
+    let ops = feral_benches::stored_ops(&node);
+    let ids: Vec<feral_log::OpId> = ops.iter().map(|o| o.head().expect("head").op_id).collect();
+    let batches = feral_benches::sealed_batches(&ops, BATCH);
     let raw_dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let mut raw = RawIndex::create(&raw_dir.path().join("raw.redb")).expect("raw index");
     for _ in 0..INGEST_EPISODES / BATCH {
@@ -253,8 +248,8 @@ fn present_group(c: &mut Criterion) {
     });
     group.bench_function("feral_reapply_present", |b| {
         b.iter(|| {
-            for chunk in ops.chunks(BATCH) {
-                assert_eq!(node.ingest(chunk.to_vec()).expect("ingest"), 0);
+            for batch in &batches {
+                assert_eq!(node.ingest(batch.clone()).expect("ingest"), 0);
             }
         })
     });

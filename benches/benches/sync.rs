@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use feral_log::{Config, Op};
+use feral_log::Config;
 use feral_materializer::Episode;
 use feral_memory::Node;
 use feral_transport::driver::{client_endpoint, server_endpoint};
@@ -57,17 +57,6 @@ fn side(ca: &Ca, fill: usize) -> Side {
     let cert = ca.issue_default(node.key()).expect("issue");
     let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).expect("creds");
     Side { node, creds, _dir: dir }
-}
-
-fn all_ops(node: &Node) -> Vec<Op> {
-    let mut out = Vec::new();
-    node.wal()
-        .scan(1, &mut |r| {
-            out.push(r.op);
-            Ok(true)
-        })
-        .expect("scan");
-    out
 }
 
 /// Serves `s` on loopback; returns the address and the stop handle.
@@ -139,7 +128,7 @@ fn catch_up_n(c: &mut Criterion, n: usize) {
     let started = Instant::now();
     let sender = side(&ca, n);
     println!("built the {n}-op sender in {:.1} s", started.elapsed().as_secs_f64());
-    let ops = all_ops(&sender.node);
+    let ops = feral_benches::stored_ops(&sender.node);
     let (addr, stop) = start(&rt, &sender);
     let mut group = c.benchmark_group(format!("sync_catch_up_{n}_ops"));
     group
@@ -169,7 +158,7 @@ fn catch_up_n(c: &mut Criterion, n: usize) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let receiver = side(&ca, 0);
-                let batches: Vec<Vec<Op>> = ops.chunks(1024).map(<[Op]>::to_vec).collect();
+                let batches = feral_benches::sealed_batches(&ops, 1024);
                 let t = Instant::now();
                 for batch in batches {
                     receiver.node.ingest(batch).expect("ingest");

@@ -409,3 +409,31 @@ impl feral_log::Storage for NoZeroerStorage {
         self.0.list(dir)
     }
 }
+
+/// Every op a node holds, as the bytes it stores them as (with their seals), by origin and seq.
+pub fn stored_ops(node: &feral_memory::Node) -> Vec<feral_log::OpBytes> {
+    let mut out = Vec::new();
+    for (origin, head) in node.wal().heads().expect("heads") {
+        out.extend(
+            node.wal()
+                .payloads_by_origin_within(&origin, 1, head, usize::MAX, usize::MAX)
+                .expect("payloads"),
+        );
+    }
+    out
+}
+
+/// `ops` cut into batches of at most `max` that each end with a sealed op (a receiver takes
+/// whole runs only), as a sync sender frames them.
+pub fn sealed_batches(ops: &[feral_log::OpBytes], max: usize) -> Vec<Vec<feral_log::OpBytes>> {
+    let mut out = Vec::new();
+    let mut rest = ops;
+    while !rest.is_empty() {
+        let window = &rest[..rest.len().min(max)];
+        let end =
+            window.iter().rposition(feral_log::OpBytes::is_sealed).map_or(window.len(), |i| i + 1);
+        out.push(rest[..end].to_vec());
+        rest = &rest[end..];
+    }
+    out
+}

@@ -302,12 +302,24 @@ fn check_remote(
     Ok(state.clock.receive(&op.hlc, now)?)
 }
 
-/// An upper bound on the encoded size of an item (bincode varints are at most 10 bytes); a
-/// received item's exact size.
+/// An upper bound on the stored size of an item (bincode varints are at most 10 bytes, and
+/// the proof trailer at most `TRAILER_BYTES_MAX`); a received item's exact size.
 fn estimate_payload(item: &Item) -> usize {
     let (table, row, data) = match item {
         Item::Local(d) => (d.table.len(), d.row_id.len(), d.data.len()),
         Item::Remote(e) => return e.bytes().len(),
     };
-    16 + 16 + 10 + 10 + 5 + 16 + 10 + table + 10 + row + 5 + 10 + data
+    16 + 16
+        + 10
+        + 10
+        + 5
+        + 16
+        + 10
+        + table
+        + 10
+        + row
+        + 5
+        + 10
+        + data
+        + feral_types::proof::TRAILER_BYTES_MAX
 }

@@ -167,7 +167,7 @@ pub(crate) fn verify_log(
         };
         let scanned =
             segment::scan_frames(&mut reader, &header, end, last, &mut |offset, frame| {
-                let op = crate::codec::decode_op(frame.payload).map_err(|r| {
+                let op = crate::codec::decode_payload(frame.payload).map_err(|r| {
                     Error::Corruption(location(path, offset, format!("undecodable op: {r}")))
                 })?;
                 let head = OpHead { op_id: op.op_id, origin: op.origin, seq: op.seq };

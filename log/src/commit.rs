@@ -11,7 +11,9 @@ use crate::limits::{BUFFER_BYTES_KEPT, GROUP_RECORDS_MAX};
 use crate::op;
 use crate::record;
 use crate::segment::{ActiveSegment, Header};
-use crate::wal::{Body, Lsn, Pause, PauseKind, Pending, State, Wal, Writer, lock};
+use crate::wal::{Body, Lsn, OpenRun, Pause, PauseKind, Pending, State, Wal, Writer, lock};
+use feral_types::OpBytes;
+use feral_types::proof::{self, RunDigest, Seal};
 
 impl Wal {
     /// Runs one group commit as leader: takes every queued record, writes and syncs them,
@@ -22,7 +24,7 @@ impl Wal {
         let mut batch = std::mem::replace(&mut state.pending, spare);
         let synced = state.durable_lsn;
         drop(state);
-        let (durable, entries, failure) = self.write_batch(&batch, synced);
+        let (durable, entries, failure) = self.write_batch(&mut batch, synced);
         let mut state = lock(&self.inner.state);
         state.durable_lsn = durable;
         for base in entries.iter().map(|e| e.segment) {
@@ -73,7 +75,10 @@ impl Wal {
         state.next_lsn = durable + 1;
         state.failures += 1;
         state.faults.log = Some(Pause { kind, detail: error.to_string() });
-        lock(&self.inner.writer).active = None;
+        let mut writer = lock(&self.inner.writer);
+        writer.active = None;
+        // What the failed commit left unsealed is read from the log again after resume.
+        writer.unsealed = None;
     }
 
     /// Writes a batch into the active segment (sealing and creating segments as they fill) and
@@ -81,10 +86,14 @@ impl Wal {
     /// the failure that stopped it, if any.
     fn write_batch(
         &self,
-        batch: &[Pending],
+        batch: &mut [Pending],
         synced: Lsn,
     ) -> (Lsn, Vec<IndexEntry>, Option<(PauseKind, Error)>) {
         let mut writer = lock(&self.inner.writer);
+        if let Err(failure) = self.seal_batch(&mut writer, batch) {
+            return (synced, Vec::new(), Some(failure));
+        }
+        let batch: &[Pending] = batch;
         let mut frames = std::mem::take(&mut writer.frames);
         frames.clear();
         let outcome = self.write_frames(&mut writer, &mut frames, batch, synced);
@@ -92,6 +101,100 @@ impl Wal {
             writer.frames = frames;
         }
         outcome
+    }
+
+    /// Encodes the batch's local ops with their proof trailers: the genesis on the origin's
+    /// seq 1, and a seal on the last op of each run (consecutive local ops, at most
+    /// `SEAL_RUN_OPS_MAX` or about `SEAL_RUN_BYTES_MAX` each). The batch's last local op always
+    /// closes its run, so every op acknowledged is covered by a seal written in the same
+    /// commit; a run left open by a crash (its seal was in the torn part) is closed by the next
+    /// commit's. Without a signer, local ops are encoded by `write_frames` with no proof.
+    fn seal_batch(
+        &self,
+        writer: &mut Writer,
+        batch: &mut [Pending],
+    ) -> std::result::Result<(), (PauseKind, Error)> {
+        let Some(signer) = self.inner.config.signer.as_deref() else { return Ok(()) };
+        let Some(last_local) = batch.iter().rposition(|p| p.local) else { return Ok(()) };
+        let mut run = match writer.unsealed.take() {
+            Some(known) => known,
+            None => {
+                let first = batch.iter().find(|p| p.local).map_or(1, |p| p.seq);
+                self.unsealed_tail(first - 1).map_err(|e| (PauseKind::IoError, e))?
+            }
+        };
+        let origin = self.inner.origin;
+        for (i, p) in batch.iter_mut().enumerate().take(last_local + 1) {
+            let Body::Op(op) = &p.body else { continue };
+            // Precondition: local ops continue the open run without a gap.
+            debug_assert!(
+                run.as_ref().is_none_or(|r| r.first_seq + r.digest.ops() as u64 == p.seq)
+            );
+            let mut bytes =
+                Vec::with_capacity(codec::encoded_len(op) + feral_types::proof::TRAILER_BYTES_MAX);
+            codec::encode_op_into(op, &mut bytes);
+            let genesis = if p.seq == 1 { self.inner.genesis.as_ref() } else { None };
+            proof::write_genesis(&mut bytes, genesis);
+            let open = run
+                .get_or_insert_with(|| OpenRun { first_seq: p.seq, digest: RunDigest::default() });
+            open.digest.add(&bytes);
+            let seal = if i == last_local || open.digest.full() {
+                let Some(closed) = run.take() else { unreachable!("the run was just opened") };
+                let first_seq = closed.first_seq;
+                let message = closed.digest.message(&origin, first_seq, p.seq);
+                let signature = signer.sign(&message).map_err(|reason| {
+                    let source = std::io::Error::other(format!("sealing a commit: {reason}"));
+                    (PauseKind::IoError, Error::Io { path: "node key".into(), source })
+                })?;
+                Some(Seal { first_seq, signature })
+            } else {
+                None
+            };
+            proof::finish_trailer(&mut bytes, genesis.is_some(), seal.as_ref());
+            p.body = Body::Encoded(bytes);
+        }
+        writer.unsealed = Some(run);
+        Ok(())
+    }
+
+    /// The own origin's ops after its last sealed one, read back from the log (after an
+    /// open or a resume): at most one commit's worth, since every commit closes its runs.
+    fn unsealed_tail(&self, head: u64) -> Result<Option<OpenRun>> {
+        if head == 0 {
+            return Ok(None);
+        }
+        let from = head.saturating_sub(GROUP_RECORDS_MAX as u64).max(1);
+        let ops = self.payloads_by_origin_within(
+            &self.inner.origin,
+            from,
+            head,
+            GROUP_RECORDS_MAX + 1,
+            usize::MAX,
+        )?;
+        let after = ops.iter().rposition(OpBytes::is_sealed).map_or(0, |i| i + 1);
+        if after == 0 && from > 1 {
+            tracing::error!(
+                from,
+                head,
+                "no seal among the own origin's last ops; the run is sealed from {from}"
+            );
+        }
+        let tail = &ops[after..];
+        let Some(first) = tail.first() else { return Ok(None) };
+        let first_seq =
+            first.head().map_err(|r| Error::Index(format!("own op unreadable: {r}")))?.seq;
+        let mut digest = RunDigest::default();
+        for op in tail {
+            let trailer = proof::parse_trailer(op.as_slice())
+                .map_err(|r| Error::Index(format!("own op {first_seq}..: {r}")))?;
+            digest.add(&op.as_slice()[..trailer.signed_len]);
+        }
+        tracing::warn!(
+            first_seq,
+            ops = tail.len(),
+            "own ops left unsealed by a cut commit; the next commit seals them"
+        );
+        Ok(Some(OpenRun { first_seq, digest }))
     }
 
     /// The body of [`Wal::write_batch`], with the writer's buffers lent to it.
@@ -120,7 +223,10 @@ impl Wal {
             // frame buffer; a received op's bytes are copied in as they came.
             let mut start = record::begin_frame(buf);
             match &p.body {
-                Body::Op(op) => codec::encode_op_into(op, buf),
+                Body::Op(op) => {
+                    codec::encode_op_into(op, buf);
+                    proof::finish_trailer(buf, false, None);
+                }
                 Body::Encoded(bytes) => buf.extend_from_slice(bytes),
             }
             let end = start + record::frame_len(buf.len() - start - record::FRAME_HEADER_BYTES);
@@ -300,7 +406,7 @@ fn assert_frames(buf: &[u8], salt: u64, payload_max: u32, entries: &[IndexEntry]
         match record::decode_frame(&buf[at..], salt, payload_max) {
             crate::record::Decoded::Frame(frame) => {
                 assert!(last.is_none_or(|l| frame.lsn == l + 1), "frame LSNs not dense");
-                let op = codec::decode_op(frame.payload).expect("a frame's op decodes");
+                let op = codec::decode_payload(frame.payload).expect("a frame's op decodes");
                 let entry = entries.get(seen).expect("a frame for every entry");
                 assert_eq!(
                     (frame.lsn, op.op_id, op.origin, op.seq),

@@ -103,7 +103,11 @@ impl Wal {
         state.durable_lsn = recovered.last_lsn;
         state.next_lsn = recovered.last_lsn + 1;
         state.clear_queue();
-        self.writer().active = recovered.active;
+        {
+            let mut writer = self.writer();
+            writer.active = recovered.active;
+            writer.unsealed = None;
+        }
         if let Some(at) = recovered.corruption {
             tracing::error!(%at, "log corruption found on open; writes paused");
             state.faults.log = Some(pause(PauseKind::Corruption, &Error::Corruption(at)));

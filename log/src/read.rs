@@ -111,7 +111,7 @@ pub(crate) fn scan_error(path: &Path, failure: ScanFailure) -> Error {
 }
 
 fn decode(path: &Path, offset: u64, payload: &[u8]) -> Result<Op> {
-    codec::decode_op(payload).map_err(|reason| {
+    codec::decode_payload(payload).map_err(|reason| {
         Error::Corruption(location(path, offset, format!("undecodable op: {reason}")))
     })
 }

@@ -16,7 +16,8 @@ pub const HEADER_BYTES: u64 = 64;
 pub const FOOTER_BYTES: u64 = 40;
 const HEADER_MAGIC: &[u8; 8] = b"FERALSEG";
 const FOOTER_MAGIC: &[u8; 8] = b"FERALEND";
-const FORMAT_VERSION: u32 = 1;
+/// 2: every record payload ends with its op's proof trailer (genesis, seal, flags).
+const FORMAT_VERSION: u32 = 2;
 /// File-name suffix of a segment.
 pub const SEGMENT_SUFFIX: &str = ".seg";
 /// Suffix of a segment still being created (removed on open).
@@ -66,8 +67,13 @@ impl Header {
         if crc_without(bytes, 12..16) != u32_at(bytes, 12) {
             return Err("header checksum mismatch");
         }
-        if u32_at(bytes, 8) != FORMAT_VERSION {
-            return Err("unknown segment format version");
+        match u32_at(bytes, 8) {
+            FORMAT_VERSION => {}
+            1 => {
+                return Err("segment format 1 predates signed ops (format 2): this build cannot \
+                            read it; see docs/format.md, \"Stores of format 1\"");
+            }
+            _ => return Err("unknown segment format version"),
         }
         let header = Header {
             base_lsn: u64_at(bytes, 16),

@@ -19,6 +19,7 @@ use crate::recovery::{self, TornTail};
 use crate::segment::{ActiveSegment, Header};
 use crate::storage::{FsStorage, Storage};
 use feral_types::EncodedOp;
+use feral_types::proof::{Genesis, RunDigest, Signer};
 
 /// Subdirectory holding the segments.
 pub const WAL_DIR: &str = "wal";
@@ -41,6 +42,11 @@ pub struct Config {
     pub storage: Arc<dyn Storage>,
     /// Physical time source.
     pub time: Arc<dyn TimeSource>,
+    /// The node key that owns this store's origin: with it, the origin id is made from the
+    /// key, its first op carries the genesis and every commit seals its runs of local ops
+    /// (see `feral_types::proof`). Without it (log tools and log tests), local ops carry no
+    /// proof and no peer accepts them.
+    pub signer: Option<Arc<Signer>>,
 }
 
 impl Default for Config {
@@ -50,6 +56,7 @@ impl Default for Config {
             drift_ms_max: HLC_DRIFT_MS_MAX_DEFAULT,
             storage: Arc::new(FsStorage),
             time: Arc::new(SystemTime),
+            signer: None,
         }
     }
 }
@@ -204,6 +211,17 @@ pub(crate) struct Writer {
     /// The frame buffer, kept between batches: a fresh large buffer per batch costs an
     /// mmap, page faults and zeroing, more than the copy into it.
     pub(crate) frames: Vec<u8>,
+    /// The own origin's ops written but not yet covered by a seal (a crash cut their commit):
+    /// the next commit's seal covers them. `None` until the first commit after a load reads
+    /// it from the log.
+    pub(crate) unsealed: Option<Option<OpenRun>>,
+}
+
+/// A run of the own origin's ops that no seal covers yet.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenRun {
+    pub(crate) first_seq: u64,
+    pub(crate) digest: RunDigest,
 }
 
 /// Everything the appenders and the indexer thread share.
@@ -213,6 +231,8 @@ pub(crate) struct Core {
     pub(crate) wal_dir: PathBuf,
     pub(crate) config: Config,
     pub(crate) origin: Origin,
+    /// The genesis the origin's first op carries (with a signer).
+    pub(crate) genesis: Option<Genesis>,
     pub(crate) payload_max: u32,
     pub(crate) state: Mutex<State>,
     /// Signalled when the durable LSN, the leader role, or the in-flight set changes.
@@ -295,27 +315,80 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn read_origin(dir: &Path, storage: &Arc<dyn Storage>) -> Result<Origin> {
+/// This directory's origin, and with a signer its genesis. The origin file holds the origin
+/// id and, for an origin made from a key, the nonce (`nonce <32 hex>` on the second line);
+/// with a signer the two must make the id (a store whose key was swapped is refused).
+fn read_origin(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    signer: Option<&Signer>,
+) -> Result<(Origin, Option<Genesis>)> {
     let path = dir.join(ORIGIN_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => Origin::parse(text.trim()).map_err(|_| {
-            Error::InvalidConfig(format!("{} does not hold 32 hex characters", path.display()))
-        }),
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_origin(dir, storage, Origin::random())
+            let (origin, nonce) = match signer {
+                Some(s) => new_origin(s.spki()),
+                None => (Origin::random(), None),
+            };
+            write_origin(dir, storage, origin, nonce)?;
+            let genesis =
+                signer.zip(nonce).map(|(s, nonce)| Genesis { spki: s.spki().to_vec(), nonce });
+            return Ok((origin, genesis));
         }
-        Err(e) => Err(Error::from_io(&path, e)),
+        Err(e) => return Err(Error::from_io(&path, e)),
+    };
+    let bad = |what: &str| Error::InvalidConfig(format!("{}: {what}", path.display()));
+    let mut lines = text.lines();
+    let origin = lines
+        .next()
+        .and_then(|l| Origin::parse(l.trim()).ok())
+        .ok_or_else(|| bad("the first line does not hold 32 hex characters"))?;
+    let nonce = match lines.next().map(str::trim).filter(|l| !l.is_empty()) {
+        Some(line) => Some(
+            line.strip_prefix("nonce ")
+                .and_then(crate::op::parse_hex16)
+                .ok_or_else(|| bad("the second line is not `nonce <32 hex characters>`"))?,
+        ),
+        None => None,
+    };
+    let Some(signer) = signer else { return Ok((origin, None)) };
+    let nonce = nonce.ok_or_else(|| {
+        bad("this origin was not made from a node key (no nonce); such a store cannot sign its ops")
+    })?;
+    if feral_types::proof::origin_of(signer.spki(), &nonce) != origin {
+        return Err(bad("the origin does not belong to this node's key (node.key was replaced?)"));
     }
+    Ok((origin, Some(Genesis { spki: signer.spki().to_vec(), nonce })))
 }
 
-/// Writes a new origin file atomically (temp file, sync, rename, directory sync).
-pub fn write_origin(dir: &Path, storage: &Arc<dyn Storage>, origin: Origin) -> Result<Origin> {
+/// A new origin made from a key (SubjectPublicKeyInfo, DER): the id and its nonce.
+pub fn new_origin(spki: &[u8]) -> (Origin, Option<[u8; 16]>) {
+    let mut nonce = [0u8; 16];
+    crate::op::random_bytes(&mut nonce);
+    (feral_types::proof::origin_of(spki, &nonce), Some(nonce))
+}
+
+/// Writes a new origin file atomically (temp file, sync, rename, directory sync): the origin
+/// and, for one made from a key, its nonce.
+pub fn write_origin(
+    dir: &Path,
+    storage: &Arc<dyn Storage>,
+    origin: Origin,
+    nonce: Option<[u8; 16]>,
+) -> Result<Origin> {
     let path = dir.join(ORIGIN_FILE);
     let temp = dir.join(format!("{ORIGIN_FILE}.tmp"));
     let io = |e| Error::from_io(&path, e);
     let _ = storage.remove(&temp);
     let file = storage.create(&temp).map_err(io)?;
-    file.write_all_at(format!("{origin}\n").as_bytes(), 0).map_err(io)?;
+    let mut text = format!("{origin}\n");
+    if let Some(nonce) = nonce {
+        text.push_str("nonce ");
+        nonce.iter().for_each(|b| text.push_str(&format!("{b:02x}")));
+        text.push('\n');
+    }
+    file.write_all_at(text.as_bytes(), 0).map_err(io)?;
     file.sync_data().map_err(io)?;
     storage.rename(&temp, &path).map_err(io)?;
     storage.sync_dir(dir).map_err(io)?;
@@ -339,7 +412,7 @@ impl Wal {
         let wal_dir = dir.join(WAL_DIR);
         crate::private::create_dir_all(&wal_dir).map_err(|e| Error::from_io(&wal_dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
-        let origin = read_origin(&dir, &config.storage)?;
+        let (origin, genesis) = read_origin(&dir, &config.storage, config.signer.as_deref())?;
         let capacity =
             existing_capacity(&config.storage, &wal_dir)?.unwrap_or(config.segment_bytes);
         let probe = Header { base_lsn: 1, capacity, salt: 0 };
@@ -362,7 +435,12 @@ impl Wal {
             }),
             cond: Condvar::new(),
             index: RwLock::new(None),
-            writer: Mutex::new(Writer { active: None, capacity, frames: Vec::new() }),
+            writer: Mutex::new(Writer {
+                active: None,
+                capacity,
+                frames: Vec::new(),
+                unsealed: None,
+            }),
             indexer: IndexQueue::default(),
             zeroer: crate::zeroer::Zeroer::default(),
             maintenance: Mutex::new(()),
@@ -371,6 +449,7 @@ impl Wal {
             wal_dir,
             config,
             origin,
+            genesis,
             _lock: dir_lock,
         });
         let indexer = core.clone();

@@ -128,6 +128,12 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
         "Remote clocks refused for drift.",
         status.drift_refusals,
     );
+    f.one(
+        "bad_signature_refusals_total",
+        "counter",
+        "Received ops refused because no good seal of their origin covered them.",
+        status.bad_signature_refusals,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], f.out).into_response())
 }
 

@@ -8,6 +8,8 @@ use feral_log::Config;
 use feral_memory::Node;
 use serde_json::{Value, json};
 
+pub mod quic;
+
 /// A small segment so tests seal several.
 pub const SMALL_SEGMENT_BYTES: u64 = 16 * 1024;
 
@@ -175,6 +177,19 @@ pub fn all_ops(node: &Node) -> Vec<feral_log::Record> {
             Ok(true)
         })
         .expect("scan");
+    out
+}
+
+/// Every op a node holds as the bytes it stores them as (with their seals), by origin and seq.
+pub fn stored_ops(node: &Node) -> Vec<feral_log::OpBytes> {
+    let mut out = Vec::new();
+    for (origin, head) in node.wal().heads().expect("heads") {
+        out.extend(
+            node.wal()
+                .payloads_by_origin_within(&origin, 1, head, usize::MAX, usize::MAX)
+                .expect("payloads"),
+        );
+    }
     out
 }
 

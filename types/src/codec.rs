@@ -37,6 +37,13 @@ pub fn decode_op(bytes: &[u8]) -> Result<Op, String> {
     Ok(op)
 }
 
+/// Decodes the op of a stored payload (its encoding followed by its proof trailer, see
+/// [`crate::proof`]); the trailer is parsed but not checked.
+pub fn decode_payload(payload: &[u8]) -> Result<Op, String> {
+    let trailer = crate::proof::parse_trailer(payload)?;
+    decode_op(&payload[..trailer.op_len])
+}
+
 /// The length of an op's canonical encoding, counted without writing it.
 pub fn encoded_len(op: &Op) -> usize {
     let mut size = bincode::enc::write::SizeWriter::default();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::op::{Op, OpId, Origin};
+use crate::proof::{self, Trailer};
 
 /// The encoded bytes of one op, as stored and sent. Nothing about them is trusted until
 /// [`OpBytes::decode`] (or [`OpBytes::head`] for the fields in front).
@@ -69,6 +70,12 @@ impl OpBytes {
     pub fn decode(self) -> Result<EncodedOp, String> {
         EncodedOp::decode(self.0)
     }
+
+    /// True when the op's flags (its last byte) say it carries a seal: it ends a run, and a
+    /// sender's frame may end after it.
+    pub fn is_sealed(&self) -> bool {
+        proof::is_sealed(&self.0)
+    }
 }
 
 impl fmt::Debug for OpBytes {
@@ -87,36 +94,42 @@ impl fmt::Debug for OpBytes {
     }
 }
 
-/// An op decoded once, with the exact bytes it is stored as: the log writes these bytes and
-/// never encodes the op again. Built only by encoding an op or by decoding bytes that are its
-/// canonical encoding, so the two always agree.
+/// An op decoded once, with the exact bytes it is stored as (its encoding and its proof
+/// trailer, see [`crate::proof`]): the log writes these bytes and never encodes the op again.
+/// Built only by encoding an op or by decoding bytes that are its canonical encoding, so the
+/// two always agree.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EncodedOp {
     op: Op,
     bytes: Vec<u8>,
+    /// Where the signed part ends (the proof trailer was checked when this was made).
+    signed_len: usize,
 }
 
 impl EncodedOp {
-    /// Encodes an op.
+    /// Encodes an op with an empty trailer (no genesis, no seal).
     pub fn encode(op: Op) -> EncodedOp {
-        let bytes = codec::encode_op(&op);
-        EncodedOp { op, bytes }
+        let mut bytes = codec::encode_op(&op);
+        let op_len = bytes.len();
+        proof::write_trailer(&mut bytes, None, None);
+        EncodedOp { op, bytes, signed_len: op_len }
     }
 
     /// Decodes received bytes. Bytes that decode but are not the op's canonical encoding
     /// (a varint written longer than it needs) are refused: one op has one byte form, so what
-    /// a node stores, checksums and passes on is the same everywhere.
+    /// a node stores, checksums and passes on is the same everywhere. The trailer is parsed,
+    /// not checked: whether its seal is good is the receiver's question.
     pub fn decode(bytes: Vec<u8>) -> Result<EncodedOp, String> {
-        let op = codec::decode_op(&bytes)?;
+        let trailer = proof::parse_trailer(&bytes)?;
+        let op = codec::decode_op(&bytes[..trailer.op_len])?;
         let canonical = codec::encoded_len(&op);
-        if canonical != bytes.len() {
+        if canonical != trailer.op_len {
             return Err(format!(
                 "op {} is {} bytes where its canonical encoding is {canonical}",
-                op.op_id,
-                bytes.len()
+                op.op_id, trailer.op_len
             ));
         }
-        Ok(EncodedOp { op, bytes })
+        Ok(EncodedOp { op, bytes, signed_len: trailer.signed_len })
     }
 
     /// The op.
@@ -124,9 +137,30 @@ impl EncodedOp {
         &self.op
     }
 
-    /// Its bytes.
+    /// Its bytes (encoding and trailer).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Its proof trailer, read again from its bytes (checked when this was made; only a
+    /// genesis allocates).
+    pub fn trailer(&self) -> Trailer {
+        proof::parse_trailer(&self.bytes).unwrap_or(Trailer {
+            genesis: None,
+            seal: None,
+            op_len: self.signed_len,
+            signed_len: self.signed_len,
+        })
+    }
+
+    /// The seal it carries, if it ends a run.
+    pub fn seal(&self) -> Option<proof::Seal> {
+        if proof::is_sealed(&self.bytes) { self.trailer().seal } else { None }
+    }
+
+    /// The bytes its run's seal signs (see [`crate::proof`]).
+    pub fn signed_part(&self) -> &[u8] {
+        &self.bytes[..self.signed_len]
     }
 
     /// The op and its bytes, apart.

@@ -10,8 +10,10 @@ pub mod error;
 pub mod hlc;
 pub mod limits;
 pub mod op;
+pub mod proof;
 
 pub use encoded::{EncodedOp, OpBytes, OpHead};
 pub use error::{Error, Result};
 pub use hlc::{Clock, Hlc, SystemTime, TimeSource};
 pub use op::{Op, OpDraft, OpId, OpKind, Origin};
+pub use proof::{Genesis, Seal, Signer, Trailer, VerifyingKey};

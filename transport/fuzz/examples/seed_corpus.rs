@@ -1,7 +1,7 @@
 //! Writes the seed corpus: one stream per message kind, framed as a peer sends them
 //! (`cargo run --example seed_corpus` in transport/fuzz).
 
-use feral_log::{Hlc, Op, OpBytes, OpId, OpKind, Origin, codec};
+use feral_log::{EncodedOp, Hlc, Op, OpBytes, OpId, OpKind, Origin};
 use feral_sync::message::{Head, Hello, SyncMessage, encode_frame};
 
 fn main() {
@@ -26,7 +26,7 @@ fn main() {
             hlc,
             heads: vec![Head { origin, seq: 2, op_id: OpId([2; 16]) }],
         }),
-        SyncMessage::Ops(vec![OpBytes::new(codec::encode_op(&op(1))), OpBytes::new(codec::encode_op(&op(2)))]),
+        SyncMessage::Ops(vec![OpBytes::new(EncodedOp::encode(op(1)).into_parts().1), OpBytes::new(EncodedOp::encode(op(2)).into_parts().1)]),
         SyncMessage::Done { sent: 2 },
         SyncMessage::Refuse { code: "split_brain".into(), reason: "r".into() },
     ];

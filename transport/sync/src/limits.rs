@@ -1,7 +1,8 @@
 //! Every limit of the sync protocol in one place.
 
-/// The protocol version this build speaks (2: ops travel as their stored bytes).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The protocol version this build speaks (3: ops travel as their stored bytes, each with its
+/// proof trailer, and a sender frames only whole sealed runs).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame (length prefix excluded) a peer may send; a larger length is refused before
 /// anything is allocated for it. A sender closes an `Ops` frame past
 /// [`FRAME_OPS_BYTES_TARGET`] (1 MiB), so its largest frame is that plus one op of at most

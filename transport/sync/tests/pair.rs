@@ -10,7 +10,7 @@ use feral_sync::{
     FrameDecoder, Identity, Request, Response, SyncError, SyncMessage, SyncSession, SyncStore,
     Timeouts, encode_frame, execute, local_heads,
 };
-use feral_types::{Hlc, Op, OpBytes, OpId, OpKind, Origin, codec};
+use feral_types::{EncodedOp, Hlc, Op, OpBytes, OpId, OpKind, Origin};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 struct MemStore {
@@ -89,8 +89,10 @@ fn op(origin: u8, seq: u64, bytes: usize) -> Op {
     }
 }
 
+/// An op as a store holds it: its encoding and an empty proof trailer (this store checks no
+/// seals; the node does).
 fn bytes_of(op: &Op) -> OpBytes {
-    OpBytes::new(codec::encode_op(op))
+    OpBytes::new(EncodedOp::encode(op.clone()).into_parts().1)
 }
 
 fn store(origins: &[(u8, u64)], bytes: usize) -> MemStore {

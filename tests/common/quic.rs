@@ -1,0 +1,64 @@
+//! Nodes that sync over real QUIC on 127.0.0.1 with certificates of one test CA.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use feral_memory::Node;
+use feral_transport::driver::{client_endpoint, server_endpoint};
+use feral_transport::tls::{Ca, Credentials};
+use feral_transport::{PeerLocks, SyncOptions, SyncResult, Syncer, Timeouts, serve};
+
+/// Where test endpoints bind.
+pub const LOCALHOST: &str = "127.0.0.1:0";
+
+/// A node with a certificate of the test CA.
+pub struct Peer {
+    pub node: Arc<Node>,
+    pub creds: Credentials,
+    pub _dir: tempfile::TempDir,
+}
+
+/// A fresh node with a certificate from `ca`.
+pub fn peer(ca: &Ca) -> Peer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Arc::new(super::open(dir.path()));
+    let cert = ca.issue_default(node.key()).expect("issue");
+    let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).expect("creds");
+    Peer { node, creds, _dir: dir }
+}
+
+/// Serves `p` on an ephemeral loopback port until the returned sender is dropped.
+pub fn start_server(
+    p: &Peer,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let endpoint = server_endpoint(&p.creds, LOCALHOST.parse().expect("addr")).expect("server");
+    let addr = endpoint.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(
+        endpoint,
+        p.node.clone(),
+        p.creds.cluster_id(),
+        Timeouts::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop, task)
+}
+
+/// A client of `p` with `options`.
+pub fn syncer(p: &Peer, options: SyncOptions) -> Syncer<Node> {
+    Syncer {
+        host: p.node.clone(),
+        endpoint: client_endpoint(&p.creds, LOCALHOST.parse().expect("addr"), true)
+            .expect("client"),
+        cluster_id: p.creds.cluster_id(),
+        locks: Arc::new(PeerLocks::default()),
+        options,
+    }
+}
+
+/// Asserts a sync succeeded.
+pub fn ok(result: &SyncResult) {
+    assert!(result.success, "{result:?}");
+}
