@@ -5,6 +5,14 @@ pub const APPLY_QUEUE_OPS_MAX: usize = 64 * 1024;
 /// Origin keys a node keeps in memory for checking received seals (a cache: a key not held
 /// is read again from its origin's genesis in the log).
 pub const ORIGIN_KEYS_CACHED_MAX: usize = 4096;
+/// Origins a store holds at most: a received run that would start one more is refused
+/// (`too_many_origins`), so no flood of origins grows a store, or every handshake's list of
+/// heads, without bound. Below the most a `Hello` may list, so every store can still sync.
+pub const ORIGINS_MAX: usize = 16_384;
+/// Origins one node key may own in a store (one per data directory it made, and one more per
+/// restore).
+pub const ORIGINS_PER_NODE_MAX: usize = 64;
+const _: () = assert!(ORIGINS_MAX <= feral_sync::limits::HELLO_ORIGINS_MAX);
 /// Most ops the applier takes from its queue into one projection transaction (queued appends
 /// are applied together when it falls behind: one commit instead of one per append).
 pub const APPLY_BATCH_OPS_MAX: usize = 16 * 1024;

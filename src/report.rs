@@ -103,6 +103,9 @@ pub struct NodeStatus {
     /// Received ops refused because no good seal of their origin covered them
     /// (`bad_signature`: forged, altered or unsigned).
     pub bad_signature_refusals: u64,
+    /// Received ops refused because they would start an origin past the store's cap
+    /// (`ORIGINS_MAX`) or their key's (`ORIGINS_PER_NODE_MAX`): `too_many_origins`.
+    pub origin_refusals: u64,
     /// Projection counters.
     pub projection: ProjectionStats,
     /// This node's sync certificate, when one is installed.
@@ -168,6 +171,7 @@ impl NodeStatus {
             clock: log.clock,
             drift_refusals: log.drift_refusals,
             bad_signature_refusals: node.verifier.refused_ops(),
+            origin_refusals: node.verifier.refused_origin_ops(),
             projection,
             certificate: certificate_status(node),
         }

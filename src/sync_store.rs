@@ -2,10 +2,11 @@
 //! the log and applies received ops through [`Node::ingest`] (durable, deduplicated, split
 //! brain and drift refused).
 
-use feral_log::{OpBytes, Origin};
+use feral_log::{OpBytes, OpId, Origin};
 use feral_sync::{
     Identity, Request, Response, SessionStart, SyncError, SyncSession, SyncStore, Timeouts,
 };
+use feral_types::proof::SEAL_RUN_OPS_MAX;
 
 use crate::error::Error;
 use crate::node::Node;
@@ -37,14 +38,30 @@ impl SyncStore for NodeStore<'_> {
         // receiver takes only whole runs; a run is at most half a frame, see
         // `feral_types::proof`). The own origin's ops a cut commit left unsealed wait for the
         // next commit's seal.
-        let mut ops = self
-            .node
-            .wal
-            .payloads_by_origin_within(origin, from, to, ops_max, bytes_max)
-            .map_err(|e| sync_error(e.into()))?;
+        let wal = &self.node.wal;
+        let read = |ops_max, bytes_max| {
+            wal.payloads_by_origin_within(origin, from, to, ops_max, bytes_max)
+                .map_err(|e| sync_error(e.into()))
+        };
+        let mut ops = read(ops_max, bytes_max)?;
+        if !ops.is_empty() && !ops.iter().any(OpBytes::is_sealed) {
+            // The budget ended inside the first run: read that run whole (a stored run is at
+            // most SEAL_RUN_OPS_MAX ops: the writer closes it there, a receiver refuses longer).
+            ops = read(SEAL_RUN_OPS_MAX, usize::MAX)?;
+            let first_run = ops.iter().position(OpBytes::is_sealed).map_or(0, |i| i + 1);
+            ops.truncate(first_run);
+        }
         let whole = ops.iter().rposition(OpBytes::is_sealed).map_or(0, |i| i + 1);
         ops.truncate(whole);
         Ok(ops)
+    }
+
+    fn op_id_at(&self, origin: &Origin, seq: u64) -> Result<Option<OpId>, SyncError> {
+        let held = self.node.wal.payloads_by_origin_within(origin, seq, seq, 1, usize::MAX);
+        match held.map_err(|e| sync_error(e.into()))?.first() {
+            Some(op) => Ok(Some(op.head().map_err(SyncError::Malformed)?.op_id)),
+            None => Ok(None),
+        }
     }
 
     fn apply(&mut self, ops: Vec<OpBytes>) -> Result<usize, SyncError> {

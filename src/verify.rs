@@ -1,8 +1,11 @@
 //! The receiver's check of ops from elsewhere, before the log takes them: every op must be
 //! covered by a seal of its origin's key (see `feral_types::proof`). A run whose seal does not
-//! verify (forged, altered, re-cut or unsealed) is refused whole and counted; the rest of the
-//! batch goes on. An origin's key comes from its genesis: in the same batch (seq 1), or held
-//! in the local log.
+//! verify (forged, altered, re-cut or unsealed) is refused whole and counted (`bad_signature`);
+//! the rest of the batch goes on. An origin's key comes from its genesis: in the same batch
+//! (seq 1), or held in the local log. A new origin is taken only while the store holds fewer
+//! than `ORIGINS_MAX` origins and its key owns fewer than `ORIGINS_PER_NODE_MAX` of them
+//! (`too_many_origins` otherwise), so no flood of origins can grow a store (and every
+//! handshake's heads) without bound.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,11 +15,42 @@ use feral_log::{EncodedOp, Origin, Wal};
 use feral_types::proof::{self, RunDigest, SEAL_RUN_BYTES_MAX, SEAL_RUN_OPS_MAX, VerifyingKey};
 
 use crate::error::Result;
-use crate::limits::ORIGIN_KEYS_CACHED_MAX;
+use crate::identity::NodeId;
+use crate::limits::{ORIGIN_KEYS_CACHED_MAX, ORIGINS_MAX, ORIGINS_PER_NODE_MAX};
+
+/// Why a run was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// No good seal of its origin covers it.
+    BadSignature,
+    /// It starts an origin past the store's or its key's cap.
+    TooManyOrigins,
+}
+
+impl Why {
+    /// The stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Why::BadSignature => "bad_signature",
+            Why::TooManyOrigins => "too_many_origins",
+        }
+    }
+}
+
+type Verdict = std::result::Result<(), (Why, String)>;
+
+/// The origins a store holds, counted once from the log and kept up to date.
+#[derive(Debug, Default)]
+struct Census {
+    total: usize,
+    per_node: HashMap<[u8; 16], usize>,
+}
 
 /// Ops refused because no good seal covered them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// Why.
+    pub why: Why,
     /// Their origin.
     pub origin: Origin,
     /// The first refused seq.
@@ -33,13 +67,20 @@ pub struct Refusal {
 #[derive(Debug, Default)]
 pub(crate) struct Verifier {
     keys: Mutex<HashMap<Origin, VerifyingKey>>,
+    census: Mutex<Option<Census>>,
     refused_ops: AtomicU64,
+    refused_origin_ops: AtomicU64,
 }
 
 impl Verifier {
-    /// Ops refused so far (`bad_signature`).
+    /// Ops refused so far for their seal (`bad_signature`).
     pub(crate) fn refused_ops(&self) -> u64 {
         self.refused_ops.load(Ordering::Relaxed)
+    }
+
+    /// Ops refused so far because their origin was past a cap (`too_many_origins`).
+    pub(crate) fn refused_origin_ops(&self) -> u64 {
+        self.refused_origin_ops.load(Ordering::Relaxed)
     }
 
     /// Splits `ops` into the ones covered by a good seal (in their order) and the refused
@@ -59,7 +100,7 @@ impl Verifier {
             if let Some(&prev) = run.last()
                 && ops[prev].op().seq.checked_add(1) != Some(op.op().seq)
             {
-                refusals.push(refusal(&ops, run, "its ops are not consecutive seqs"));
+                refusals.push(refusal(&ops, run, bad("its ops are not consecutive seqs")));
                 run.clear();
             }
             run.push(i);
@@ -67,67 +108,98 @@ impl Verifier {
                 let run = std::mem::take(run);
                 match self.check_run(wal, &ops, &run)? {
                     Ok(()) => run.iter().for_each(|&j| accepted[j] = true),
-                    Err(reason) => refusals.push(refusal(&ops, &run, &reason)),
+                    Err(why) => refusals.push(refusal(&ops, &run, why)),
                 }
             }
         }
         for run in open.values().filter(|r| !r.is_empty()) {
-            refusals.push(refusal(&ops, run, "no seal covers them"));
+            refusals.push(refusal(&ops, run, bad("no seal covers them")));
         }
-        let refused: usize = refusals.iter().map(|r| r.ops).sum();
-        if refused > 0 {
-            self.refused_ops.fetch_add(refused as u64, Ordering::Relaxed);
-            for r in &refusals {
-                tracing::warn!(origin = %r.origin, first = r.first_seq, last = r.last_seq,
-                    ops = r.ops, reason = %r.reason, "received ops refused: bad_signature");
-            }
+        for r in &refusals {
+            let counter = match r.why {
+                Why::BadSignature => &self.refused_ops,
+                Why::TooManyOrigins => &self.refused_origin_ops,
+            };
+            counter.fetch_add(r.ops as u64, Ordering::Relaxed);
+            tracing::warn!(code = r.why.code(), origin = %r.origin, first = r.first_seq,
+                last = r.last_seq, ops = r.ops, reason = %r.reason, "received ops refused");
         }
         let kept = ops.into_iter().zip(accepted).filter_map(|(op, ok)| ok.then_some(op)).collect();
         Ok((kept, refusals))
     }
 
     /// Checks one run ending with a sealed op: `Ok(Err(reason))` refuses it.
-    fn check_run(
-        &self,
-        wal: &Wal,
-        ops: &[EncodedOp],
-        run: &[usize],
-    ) -> Result<std::result::Result<(), String>> {
+    fn check_run(&self, wal: &Wal, ops: &[EncodedOp], run: &[usize]) -> Result<Verdict> {
         let (Some(&first), Some(&last)) = (run.first(), run.last()) else { return Ok(Ok(())) };
         let (first, last) = (&ops[first], &ops[last]);
         let origin = first.op().origin;
-        let Some(seal) = last.seal() else { return Ok(Err("no seal".into())) };
-        if seal.first_seq != first.op().seq {
-            return Ok(Err(format!(
-                "its seal covers seqs from {} but the ops start at {}",
-                seal.first_seq,
-                first.op().seq
-            )));
+        let Some(seal) = last.seal() else { return Ok(Err(bad("no seal"))) };
+        let start = first.op().seq;
+        if seal.first_seq > start {
+            return Ok(Err(bad(format!(
+                "its seal covers seqs from {} but the ops start at {start}",
+                seal.first_seq
+            ))));
         }
-        if run.len() > SEAL_RUN_OPS_MAX {
-            return Ok(Err(format!("a run of {} ops (at most {SEAL_RUN_OPS_MAX})", run.len())));
+        let length = last.op().seq - seal.first_seq + 1;
+        if length > SEAL_RUN_OPS_MAX as u64 {
+            return Ok(Err(bad(format!("a run of {length} ops (at most {SEAL_RUN_OPS_MAX})"))));
+        }
+        // The run's first ops may be held here already: a crash tore the commit that was
+        // writing a received run, and kept its front (never acknowledged, but valid records).
+        // They are checked with the rest, read back from the log.
+        let mut digest = RunDigest::default();
+        if seal.first_seq < start {
+            let held = wal.payloads_by_origin_within(
+                &origin,
+                seal.first_seq,
+                start - 1,
+                SEAL_RUN_OPS_MAX,
+                usize::MAX,
+            )?;
+            if held.len() as u64 != start - seal.first_seq {
+                return Ok(Err(bad(format!(
+                    "its seal covers seqs from {} but the ops start at {start} and the ones \
+                     before are not held here",
+                    seal.first_seq
+                ))));
+            }
+            for op in &held {
+                match proof::parse_trailer(op.as_slice()) {
+                    Ok(t) => digest.add(&op.as_slice()[..t.signed_len]),
+                    Err(reason) => return Ok(Err(bad(format!("a held op of the run: {reason}")))),
+                }
+            }
         }
         let mut genesis_key = None;
-        let mut digest = RunDigest::default();
+        let mut new_origin = None;
         for &i in run {
             let op = &ops[i];
             let seq = op.op().seq;
             match (&op.trailer().genesis, seq) {
                 (Some(g), 1) => {
                     if proof::origin_of(&g.spki, &g.nonce) != origin {
-                        return Ok(Err("its genesis key does not make its origin id".into()));
+                        return Ok(Err(bad("its genesis key does not make its origin id")));
                     }
                     match VerifyingKey::from_spki(&g.spki) {
                         Ok(key) => genesis_key = Some(key),
-                        Err(reason) => return Ok(Err(format!("its genesis: {reason}"))),
+                        Err(reason) => return Ok(Err(bad(format!("its genesis: {reason}")))),
+                    }
+                    if self.key_of(wal, &origin)?.is_none() {
+                        // A new origin: refused at once when the store has no room for it.
+                        let node = NodeId::from_spki(&g.spki);
+                        if let Err(reason) = self.room_for(wal, &node)? {
+                            return Ok(Err((Why::TooManyOrigins, reason)));
+                        }
+                        new_origin = Some(node);
                     }
                 }
-                (None, 1) => return Ok(Err("seq 1 carries no genesis".into())),
-                (Some(_), _) => return Ok(Err(format!("a genesis at seq {seq}"))),
+                (None, 1) => return Ok(Err(bad("seq 1 carries no genesis"))),
+                (Some(_), _) => return Ok(Err(bad(format!("a genesis at seq {seq}")))),
                 (None, _) => {}
             }
             if digest.bytes() >= SEAL_RUN_BYTES_MAX {
-                return Ok(Err(format!("a run of more than {SEAL_RUN_BYTES_MAX} bytes")));
+                return Ok(Err(bad(format!("a run of more than {SEAL_RUN_BYTES_MAX} bytes"))));
             }
             digest.add(op.signed_part());
         }
@@ -135,17 +207,69 @@ impl Verifier {
             Some(key) => key,
             None => match self.key_of(wal, &origin)? {
                 Some(key) => key,
-                None => return Ok(Err("no genesis of its origin is held here".into())),
+                None => return Ok(Err(bad("no genesis of its origin is held here"))),
             },
         };
-        let message = digest.message(&origin, first.op().seq, last.op().seq);
+        let message = digest.message(&origin, seal.first_seq, last.op().seq);
         if !key.verify(&message, &seal.signature) {
-            return Ok(Err("its seal does not verify with its origin's key".into()));
+            return Ok(Err(bad("its seal does not verify with its origin's key")));
         }
         if first.op().seq == 1 {
             self.remember(origin, key);
         }
+        if let Some(node) = new_origin
+            && let Some(census) = self.census_lock().as_mut()
+        {
+            census.total += 1;
+            *census.per_node.entry(node.0).or_default() += 1;
+        }
         Ok(Ok(()))
+    }
+
+    /// Whether the store takes one more origin of `node`: `Ok(Err(reason))` when a cap is
+    /// reached. The census is counted from the log the first time.
+    fn room_for(&self, wal: &Wal, node: &NodeId) -> Result<std::result::Result<(), String>> {
+        let mut guard = self.census_lock();
+        if guard.is_none() {
+            let mut census = Census::default();
+            let heads = wal.heads()?;
+            if !heads.iter().any(|(o, _)| *o == wal.origin()) {
+                census.total += 1; // this store's own origin, before its first op
+            }
+            for (origin, _) in heads {
+                census.total += 1;
+                if let Some(spki) = self.genesis_spki(wal, &origin)? {
+                    *census.per_node.entry(NodeId::from_spki(&spki).0).or_default() += 1;
+                }
+            }
+            *guard = Some(census);
+        }
+        let Some(census) = guard.as_ref() else { return Ok(Ok(())) };
+        if census.total >= ORIGINS_MAX {
+            return Ok(Err(format!(
+                "the store holds {} origins, the most it takes (ORIGINS_MAX)",
+                census.total
+            )));
+        }
+        let owned = census.per_node.get(&node.0).copied().unwrap_or(0);
+        if owned >= ORIGINS_PER_NODE_MAX {
+            return Ok(Err(format!(
+                "node {node} owns {owned} origins here, the most one node may (ORIGINS_PER_NODE_MAX)"
+            )));
+        }
+        Ok(Ok(()))
+    }
+
+    fn census_lock(&self) -> std::sync::MutexGuard<'_, Option<Census>> {
+        self.census.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key (SPKI) in the genesis of `origin` held in the local log.
+    fn genesis_spki(&self, wal: &Wal, origin: &Origin) -> Result<Option<Vec<u8>>> {
+        let held = wal.payloads_by_origin_within(origin, 1, 1, 1, usize::MAX)?;
+        let Some(first) = held.first() else { return Ok(None) };
+        let genesis = proof::parse_trailer(first.as_slice()).ok().and_then(|t| t.genesis);
+        Ok(genesis.filter(|g| proof::origin_of(&g.spki, &g.nonce) == *origin).map(|g| g.spki))
     }
 
     /// The key of `origin`, from the cache or from its genesis in the local log.
@@ -153,12 +277,8 @@ impl Verifier {
         if let Some(key) = self.lock().get(origin) {
             return Ok(Some(key.clone()));
         }
-        let held = wal.payloads_by_origin_within(origin, 1, 1, 1, usize::MAX)?;
-        let Some(first) = held.first() else { return Ok(None) };
-        let genesis = proof::parse_trailer(first.as_slice()).ok().and_then(|t| t.genesis);
-        let key = genesis
-            .filter(|g| proof::origin_of(&g.spki, &g.nonce) == *origin)
-            .and_then(|g| VerifyingKey::from_spki(&g.spki).ok());
+        let key =
+            self.genesis_spki(wal, origin)?.and_then(|spki| VerifyingKey::from_spki(&spki).ok());
         if let Some(key) = &key {
             self.remember(*origin, key.clone());
         }
@@ -178,14 +298,19 @@ impl Verifier {
     }
 }
 
-fn refusal(ops: &[EncodedOp], run: &[usize], reason: &str) -> Refusal {
+fn bad(reason: impl Into<String>) -> (Why, String) {
+    (Why::BadSignature, reason.into())
+}
+
+fn refusal(ops: &[EncodedOp], run: &[usize], (why, reason): (Why, String)) -> Refusal {
     let first = run.first().map(|&i| ops[i].op());
     let last = run.last().map(|&i| ops[i].op());
     Refusal {
+        why,
         origin: first.map(|o| o.origin).unwrap_or(Origin([0; 16])),
         first_seq: first.map_or(0, |o| o.seq),
         last_seq: last.map_or(0, |o| o.seq),
         ops: run.len(),
-        reason: reason.to_string(),
+        reason,
     }
 }

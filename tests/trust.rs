@@ -173,3 +173,135 @@ fn every_way_a_run_can_be_bad_is_refused_and_the_good_rest_goes_on() {
     let last = own(&a).pop().expect("seq 5");
     assert_eq!(refused(vec![last]), (1, 0));
 }
+
+/// `n` fresh origins, `per_key` of them under each new node key, each with one op: its seq 1,
+/// carrying the genesis and sealed by that key (what a node making up origins would send).
+fn fresh_origins(n: usize, per_key: usize) -> Vec<EncodedOp> {
+    let mut out = Vec::with_capacity(n);
+    let mut signer = Signer::generate().expect("key");
+    for i in 0..n {
+        if i > 0 && i % per_key == 0 {
+            signer = Signer::generate().expect("key");
+        }
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let origin = proof::origin_of(signer.spki(), &nonce);
+        let op = Op {
+            op_id: OpId::generate(1_700_000_000_000),
+            origin,
+            seq: 1,
+            hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 0, node: origin },
+            table: "notes".into(),
+            row_id: format!("flood-{i}"),
+            kind: OpKind::Insert,
+            data: b"x".to_vec(),
+        };
+        let mut bytes = codec::encode_op(&op);
+        proof::write_genesis(
+            &mut bytes,
+            Some(&proof::Genesis { spki: signer.spki().to_vec(), nonce }),
+        );
+        let mut digest = RunDigest::default();
+        digest.add(&bytes);
+        let signature = signer.sign(&digest.message(&origin, 1, 1)).expect("sign");
+        proof::finish_trailer(&mut bytes, true, Some(&Seal { first_seq: 1, signature }));
+        out.push(EncodedOp::decode(bytes).expect("well formed"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fresh_origins_is_refused_beyond_the_caps_and_sessions_still_succeed() {
+    use feral_memory::limits::{ORIGINS_MAX, ORIGINS_PER_NODE_MAX};
+    let ca = Ca::generate().expect("ca");
+    let (r, a) = (peer(&ca), peer(&ca));
+    r.node.append_episode(&doc("r0", "s", 1.0), None).expect("append");
+    a.node.append_episode(&doc("a0", "s", 1.0), None).expect("append");
+    // One key may own ORIGINS_PER_NODE_MAX origins in a store, no more.
+    let one_key = fresh_origins(100, 100);
+    assert_eq!(r.node.ingest_encoded(one_key).expect("ingest"), ORIGINS_PER_NODE_MAX);
+    let per_key_refused = (100 - ORIGINS_PER_NODE_MAX) as u64;
+    assert_eq!(r.node.status().origin_refusals, per_key_refused);
+    // 70,000 fresh origins under many keys (what once stopped every later session with
+    // "65538 origins in a hello"): taken up to the store's cap, refused and counted past it.
+    let flood = fresh_origins(70_000, ORIGINS_PER_NODE_MAX);
+    for chunk in flood.chunks(10_000) {
+        r.node.ingest_encoded(chunk.to_vec()).expect("ingest");
+    }
+    let status = r.node.status();
+    assert_eq!(status.heads.len(), ORIGINS_MAX, "the store holds its cap of origins");
+    let taken = ORIGINS_MAX - 1 - ORIGINS_PER_NODE_MAX; // r's own, the one key's, the flood's
+    assert_eq!(status.origin_refusals, per_key_refused + (70_000 - taken) as u64);
+    assert_eq!(status.bad_signature_refusals, 0);
+    // Sessions between healthy nodes still succeed both ways: r's handshake lists its whole
+    // cap of heads, a takes what its own cap leaves room for (all but one), and r, full,
+    // refuses a's origin with a clear count instead of failing the session.
+    let servers: Vec<_> = [&r, &a].into_iter().map(start_server).collect();
+    let result = syncer(&a, SyncOptions::default()).sync_with_peer(servers[0].0).await;
+    ok(&result);
+    assert_eq!(result.received, ORIGINS_MAX as u64);
+    assert_eq!(a.node.status().heads.len(), ORIGINS_MAX);
+    assert_eq!(a.node.status().origin_refusals, 1);
+    ok(&syncer(&r, SyncOptions::default()).sync_with_peer(servers[1].0).await);
+    assert!(r.node.status().origin_refusals > status.origin_refusals, "a's origin, refused");
+    ok(&syncer(&a, SyncOptions::default()).sync_with_peer(servers[0].0).await);
+    for (_, stop, task) in servers {
+        drop(stop);
+        task.await.expect("server task");
+    }
+}
+
+#[test]
+fn a_sync_read_sends_whole_runs_only() {
+    use feral_sync::{Request, Response, execute};
+    let dir = tempfile::tempdir().expect("dir");
+    let a = open(dir.path());
+    let batch = (0..3).map(|i| (episode(&format!("a{i}")), None)).collect();
+    a.append_episodes(batch).expect("one run of three");
+    a.append_episode(&doc("a3", "s", 1.0), None).expect("a run of one");
+    let origin = a.wal().origin();
+    let read = |ops_max, bytes_max| {
+        let request = Request::Read { origin, from: 1, to: 4, ops_max, bytes_max };
+        match execute(&mut a.sync_store(), request) {
+            Ok(Response::Read(ops)) => ops.len(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // A budget that ends inside the first run still sends it whole; one that ends inside the
+    // second stops after the first.
+    assert_eq!(read(1, 1), 3);
+    assert_eq!(read(2, usize::MAX), 3);
+    assert_eq!(read(3, usize::MAX), 3);
+    assert_eq!(read(4, usize::MAX), 4);
+}
+
+#[test]
+fn a_received_run_whose_front_a_crash_kept_is_completed_by_its_rest() {
+    let (a_dir, r_dir) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("r"));
+    let a = open(a_dir.path());
+    let batch = (0..3).map(|i| (episode(&format!("a{i}")), None)).collect();
+    a.append_episodes(batch).expect("one run of three");
+    let r = open(r_dir.path());
+    assert_eq!(r.ingest(stored_ops(&a)).expect("ingest"), 3);
+    let last = common::all_ops(&r).pop().expect("records");
+    let segment = r_dir.path().join("wal").join(feral_log::segment::segment_name(last.segment));
+    r.close().expect("close");
+    // A crash tore the commit writing the run: its last record (the sealed op) is gone, the
+    // front is kept, and the derived files lost what they had not made durable.
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let at = last.offset as usize;
+    let payload = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    bytes[at..at + feral_log::record::FRAME_HEADER_BYTES + payload].fill(0);
+    std::fs::write(&segment, &bytes).expect("write");
+    for derived in ["index.redb", "episodes.redb"] {
+        std::fs::remove_file(r_dir.path().join(derived)).expect("rm");
+    }
+    let r = open(r_dir.path());
+    let origin = a.wal().origin().to_string();
+    assert_eq!(r.status().heads.get(&origin), Some(&2), "the run's front is held, unsealed");
+    // The next session sends from seq 3: the run is checked with its front read back.
+    assert_eq!(r.ingest(stored_ops(&a)[2..].to_vec()).expect("ingest"), 1);
+    assert_eq!(r.status().bad_signature_refusals, 0);
+    assert_eq!(r.status().heads.get(&origin), Some(&3));
+    assert_eq!(common::stored_ops(&r), stored_ops(&a));
+}

@@ -134,6 +134,12 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
         "Received ops refused because no good seal of their origin covered them.",
         status.bad_signature_refusals,
     );
+    f.one(
+        "origin_refusals_total",
+        "counter",
+        "Received ops refused because they would start an origin past a cap.",
+        status.origin_refusals,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], f.out).into_response())
 }
 

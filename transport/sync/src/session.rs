@@ -44,6 +44,14 @@ pub trait SyncStore {
     /// Decodes and checks received ops and applies them durably (all or none); returns how
     /// many were new. Bytes that are not an op's canonical encoding are `Malformed`.
     fn apply(&mut self, ops: Vec<OpBytes>) -> Result<usize, SyncError>;
+    /// The op_id held at (origin, seq), if any: a history check, not a read to send (a store
+    /// whose reads send only whole signed runs answers this from the op itself).
+    fn op_id_at(&self, origin: &Origin, seq: u64) -> Result<Option<OpId>, SyncError> {
+        match self.read(origin, seq, seq, 1, usize::MAX)?.first() {
+            Some(op) => Ok(Some(op.head().map_err(SyncError::Malformed)?.op_id)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Store work a session asks its driver to run (off the network path: these block).
@@ -198,6 +206,14 @@ pub struct SyncSession {
     plan: VecDeque<Range>,
     /// A frame read and not yet handed out.
     outgoing: Option<SyncMessage>,
+    /// Ops read for the next frame: reads of several ranges (origins) fill one frame, so a
+    /// store of many small origins costs one frame (and one durable apply) per 1,024 ops, not
+    /// one per origin.
+    building: Vec<OpBytes>,
+    /// Their payload bytes.
+    building_bytes: usize,
+    /// True once `building` is a whole frame (full, or its range stopped at the budget).
+    building_ready: bool,
     /// Received frames waiting for their apply, in order.
     inbox: VecDeque<Vec<OpBytes>>,
     running: Option<Running>,
@@ -231,6 +247,9 @@ impl SyncSession {
             checks: VecDeque::new(),
             plan: VecDeque::new(),
             outgoing: None,
+            building: Vec::new(),
+            building_bytes: 0,
+            building_ready: false,
             inbox: VecDeque::new(),
             running: None,
             done_sent: false,
@@ -286,6 +305,7 @@ impl SyncSession {
         self.failed = true;
         self.inbox.clear();
         self.outgoing = None;
+        self.building.clear();
         if !matches!(error, SyncError::PeerRefused { .. }) {
             self.refusal = Some(SyncMessage::Refuse {
                 code: error.code().to_string(),
@@ -316,15 +336,18 @@ impl SyncSession {
         }
         if self.peer.is_some()
             && self.outgoing.is_none()
+            && !self.building_ready
             && let Some(range) = self.plan.front()
         {
+            // What is left of the frame being built (a store returns at least one whole run
+            // even past it; `take_read` starts a new frame when that would overflow).
             self.running = Some(Running::Read);
             return Some(Request::Read {
                 origin: range.origin,
                 from: range.next,
                 to: range.last,
-                ops_max: FRAME_OPS_MAX,
-                bytes_max: FRAME_OPS_BYTES_TARGET,
+                ops_max: FRAME_OPS_MAX.saturating_sub(self.building.len()).max(1),
+                bytes_max: FRAME_OPS_BYTES_TARGET.saturating_sub(self.building_bytes).max(1),
             });
         }
         None
@@ -362,16 +385,18 @@ impl SyncSession {
         outcome.map_err(|e| self.fail(e))
     }
 
-    /// A read for the front range came back: the next frame, or the range is exhausted.
+    /// A read for the front range came back: more ops for the frame being built, or the range
+    /// has nothing more to send.
     fn take_read(&mut self, ops: Vec<OpBytes>) -> Result<(), SyncError> {
         let Some(range) = self.plan.front_mut() else { return Ok(()) };
         if ops.len() > FRAME_OPS_MAX {
             return Err(SyncError::Malformed(format!("the store read {} ops", ops.len())));
         }
         let (Some(first), Some(last)) = (ops.first(), ops.last()) else {
-            // The store no longer holds the rest of this range (cannot happen with an
-            // append-only log; skip it rather than loop).
+            // Nothing more of this range can be sent (a writer's ops not yet sealed; an
+            // append-only log never loses the rest): skip it rather than loop.
             self.plan.pop_front();
+            self.building_ready |= self.plan.is_empty() && !self.building.is_empty();
             return Ok(());
         };
         // Only the heads of the first and last ops are read: the store returns a range in
@@ -387,11 +412,25 @@ impl SyncSession {
             return Err(SyncError::Malformed("the store read ops outside the range asked".into()));
         }
         range.next = last.seq + 1;
-        if range.next > range.last {
+        // The store stopped before the range's end: its budget (the frame) is spent.
+        let stopped_short = range.next <= range.last;
+        if !stopped_short {
             self.plan.pop_front();
         }
         self.stats.sent += ops.len() as u64;
-        self.outgoing = Some(SyncMessage::Ops(ops));
+        let bytes: usize = ops.iter().map(OpBytes::len).sum();
+        if !self.building.is_empty() && self.building.len() + ops.len() > FRAME_OPS_MAX {
+            // One whole run past the frame's room: the frame goes as it is, the run starts the
+            // next one.
+            self.outgoing = Some(SyncMessage::Ops(std::mem::take(&mut self.building)));
+            self.building_bytes = 0;
+        }
+        self.building.extend(ops);
+        self.building_bytes += bytes;
+        self.building_ready = stopped_short
+            || self.plan.is_empty()
+            || self.building.len() >= FRAME_OPS_MAX
+            || self.building_bytes >= FRAME_OPS_BYTES_TARGET;
         Ok(())
     }
 
@@ -418,8 +457,19 @@ impl SyncSession {
         if let Some(frame) = self.outgoing.take() {
             return Some(frame);
         }
+        if self.building_ready {
+            self.building_ready = false;
+            self.building_bytes = 0;
+            return Some(SyncMessage::Ops(std::mem::take(&mut self.building)));
+        }
         let reading = self.running == Some(Running::Read);
-        if !self.done_sent && self.plan.is_empty() && self.checks.is_empty() && !reading {
+        let building = !self.building.is_empty();
+        if !self.done_sent
+            && self.plan.is_empty()
+            && self.checks.is_empty()
+            && !reading
+            && !building
+        {
             self.done_sent = true;
             return Some(SyncMessage::Done { sent: self.stats.sent });
         }
@@ -559,10 +609,7 @@ impl SyncSession {
 
 /// The op_id the store holds at (origin, seq).
 fn op_id_at(store: &dyn SyncStore, origin: &Origin, seq: u64) -> Result<Option<OpId>, SyncError> {
-    match store.read(origin, seq, seq, 1, usize::MAX)?.first() {
-        Some(op) => Ok(Some(op.head().map_err(SyncError::Malformed)?.op_id)),
-        None => Ok(None),
-    }
+    store.op_id_at(origin, seq)
 }
 
 /// Where this side holds the peer's head seq of an origin, it must hold the same op there;

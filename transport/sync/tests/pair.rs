@@ -421,3 +421,27 @@ fn a_frame_waiting_for_its_apply_holds_back_further_input() {
     assert_eq!(err.code(), "malformed_frame");
     let _ = &mut sa;
 }
+
+#[test]
+fn the_ops_of_many_small_origins_share_frames() {
+    // 200 origins of 3 ops each: one frame of 600 ops, not 200 frames (each received frame is
+    // one durable apply on the peer).
+    let origins: Vec<(u8, u64)> = (10..210).map(|o| (o as u8, 3)).collect();
+    let mut sa = store(&origins, 50);
+    let mut sb = MemStore::default();
+    let (mut a, mut b) = (session(1, &sa), session(2, &sb));
+    let mut frames_from_a = 0;
+    loop {
+        let from_a = step(&mut a, &mut sa, &mut b, &mut sb);
+        let from_b = step(&mut b, &mut sb, &mut a, &mut sa);
+        match (&from_a, &from_b) {
+            (None, None) => break,
+            (Some(Err(e)), _) | (_, Some(Err(e))) => panic!("{e:?}"),
+            _ => {}
+        }
+        frames_from_a += usize::from(from_a.is_some());
+    }
+    assert!(a.is_finished() && b.is_finished());
+    assert_eq!(sb.ops.len(), 600);
+    assert_eq!(frames_from_a, 3, "hello, one Ops frame, done");
+}
