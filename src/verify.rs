@@ -92,7 +92,8 @@ impl Verifier {
     ) -> Result<(Vec<EncodedOp>, Vec<Refusal>)> {
         let mut accepted = vec![false; ops.len()];
         let mut refusals = Vec::new();
-        // The open run of each origin: indexes into `ops`, consecutive seqs.
+        // The open run of each origin: indexes into `ops`, consecutive seqs (SipHash: origins
+        // come from peers).
         let mut open: HashMap<Origin, Vec<usize>> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
             let origin = op.op().origin;
@@ -114,6 +115,9 @@ impl Verifier {
         }
         for run in open.values().filter(|r| !r.is_empty()) {
             refusals.push(refusal(&ops, run, bad("no seal covers them")));
+        }
+        if refusals.is_empty() {
+            return Ok((ops, refusals)); // the usual case: nothing to take out
         }
         for r in &refusals {
             let counter = match r.why {
@@ -176,7 +180,9 @@ impl Verifier {
         for &i in run {
             let op = &ops[i];
             let seq = op.op().seq;
-            match (&op.trailer().genesis, seq) {
+            // Only seq 1 (or an op that claims one) has a genesis to read.
+            let genesis = if seq == 1 || op.has_genesis() { op.trailer().genesis } else { None };
+            match (&genesis, seq) {
                 (Some(g), 1) => {
                     if proof::origin_of(&g.spki, &g.nonce) != origin {
                         return Ok(Err(bad("its genesis key does not make its origin id")));

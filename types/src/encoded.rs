@@ -153,6 +153,11 @@ impl EncodedOp {
         })
     }
 
+    /// True when its flags say it carries a genesis block.
+    pub fn has_genesis(&self) -> bool {
+        self.bytes.last().is_some_and(|f| f & proof::FLAG_GENESIS != 0)
+    }
+
     /// The seal it carries, if it ends a run.
     pub fn seal(&self) -> Option<proof::Seal> {
         if proof::is_sealed(&self.bytes) { self.trailer().seal } else { None }
