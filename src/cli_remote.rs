@@ -132,6 +132,10 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
         C::Status { json } => {
             crate::print_json(&remote.expect_ok("GET", "/v1/status", None)?, !json)
         }
+        C::Conflicts { json } => {
+            let status = remote.expect_ok("GET", "/v1/status", None)?;
+            crate::print_conflicts(&status["conflicts"], json)
+        }
         C::Check { json } => report(&remote.expect_ok("GET", "/v1/check", None)?, json),
         C::Resume { json } => report(&remote.expect_ok("POST", "/v1/resume", None)?, json),
         C::Sync { peer, json } => {

@@ -28,6 +28,9 @@ pub enum Error {
     /// The node key could not be read or created.
     #[error("node identity: {0}")]
     Identity(String),
+    /// The conflicts file is damaged (too large, or not a list of conflicts).
+    #[error("conflicts: {0}")]
+    Conflicts(String),
     /// A backup could not be taken or restored (the message says why and where).
     #[error("backup: {0}")]
     Backup(String),
@@ -87,6 +90,7 @@ impl Error {
             Error::Invalid(_) => Code::InvalidEpisode,
             Error::Paused { code, .. } => *code,
             Error::Identity(_) => Code::IdentityError,
+            Error::Conflicts(_) => Code::Corruption,
             Error::Backup(_) => Code::BackupError,
             Error::DiskFull { .. } => Code::DiskFull,
             Error::Io { .. } => Code::IoError,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod identity;
 pub mod limits;
 pub mod node;
+pub mod quarantine;
 pub mod report;
 pub mod service;
 pub mod sync_store;

@@ -13,6 +13,12 @@ pub const ORIGINS_MAX: usize = 16_384;
 /// restore).
 pub const ORIGINS_PER_NODE_MAX: usize = 64;
 const _: () = assert!(ORIGINS_MAX <= feral_sync::limits::HELLO_ORIGINS_MAX);
+/// Conflicts whose evidence (the other branch's received ops) is kept in `conflicts/`; later
+/// ones are quarantined all the same, without evidence (and say so).
+pub const CONFLICT_EVIDENCE_MAX: usize = 64;
+/// Largest `conflicts.json` a node reads (one entry per quarantined origin, at most
+/// `ORIGINS_MAX` of them).
+pub const CONFLICTS_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Most ops the applier takes from its queue into one projection transaction (queued appends
 /// are applied together when it falls behind: one commit instead of one per append).
 pub const APPLY_BATCH_OPS_MAX: usize = 16 * 1024;

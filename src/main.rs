@@ -92,6 +92,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List quarantined conflicts: origins whose key signed two different ops at one seq (a
+    /// copied data directory with its key, or a lying node), which stop advancing here.
+    Conflicts {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify every record, footer, the index and the projection (exit 65 when damaged).
     Check {
         /// JSON output.
@@ -303,6 +310,30 @@ fn print_json(value: &impl Serialize, pretty: bool) -> Outcome {
     Ok(0)
 }
 
+/// Prints the conflicts (a JSON list, as in status): one line each, or that there are none.
+fn print_conflicts(conflicts: &serde_json::Value, json: bool) -> Outcome {
+    if json {
+        return print_json(conflicts, false);
+    }
+    let list = conflicts.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if list.is_empty() {
+        out!("no conflicts");
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    for c in list {
+        out!(
+            "origin {} quarantined from seq {}: held {}, other {}, found at {} ms, evidence {}",
+            text(&c["origin"]),
+            c["seq"],
+            text(&c["held_op_id"]),
+            text(&c["other_op_id"]),
+            c["found_at_ms"],
+            c["evidence"].as_str().map_or("not kept".to_string(), |e| format!("conflicts/{e}"))
+        );
+    }
+    Ok(0)
+}
+
 fn run(command: Command, data: &Path) -> Outcome {
     if let Some(remote) = cli_remote::Remote::find(data) {
         return cli_remote::forward(command, &remote);
@@ -357,6 +388,12 @@ fn run(command: Command, data: &Path) -> Outcome {
         Command::Status { json } => {
             let node = open(data)?;
             print_json(&node.status(), !json)
+        }
+        Command::Conflicts { json } => {
+            let node = open(data)?;
+            let conflicts = serde_json::to_value(node.status().conflicts)
+                .map_err(|e| fail(1, format!("conflicts as JSON: {e}")))?;
+            print_conflicts(&conflicts, json)
         }
         Command::Check { json } => {
             let node = open(data)?;

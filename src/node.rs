@@ -58,6 +58,8 @@ pub struct Node {
     pub(crate) time: Arc<dyn TimeSource>,
     /// Checks the seals of received ops.
     pub(crate) verifier: crate::verify::Verifier,
+    /// Origins quarantined for a conflict.
+    pub(crate) quarantine: crate::quarantine::Quarantine,
 }
 
 impl Drop for Node {
@@ -79,6 +81,7 @@ impl Node {
         let time = config.time.clone();
         let (key, node_id) = identity::load_or_create(&dir)?;
         let signer = identity::signer(&key)?;
+        let quarantine = crate::quarantine::Quarantine::load(&dir)?;
         let wal = Wal::open(&dir, Config { signer: Some(Arc::new(signer)), ..config })?;
         let projection = Arc::new(Mutex::new(attach_or_rebuild(&wal, &dir.join(PROJECTION_FILE))));
         let applier = Arc::new(Applier::default());
@@ -94,6 +97,7 @@ impl Node {
             key,
             time,
             verifier: crate::verify::Verifier::default(),
+            quarantine,
         })
     }
 
@@ -260,7 +264,25 @@ impl Node {
     /// the log writes their bytes, and the ops come back from it to be projected, not copied.
     pub fn ingest_encoded(&self, ops: Vec<EncodedOp>) -> Result<usize> {
         let (ops, _refused) = self.verifier.verify(&self.wal, ops)?;
-        let (appended, ops) = self.wal.ingest_encoded(ops)?;
+        let mut ops = self.quarantine.filter(ops);
+        // A split brain between two signed branches is a conflict: quarantined (the origin
+        // stops advancing here from the contested seq), and the rest of the batch goes on.
+        // Each turn takes at least the refused op out, so this ends.
+        let (appended, ops) = loop {
+            match self.wal.try_ingest_encoded(ops) {
+                Ok(done) => break done,
+                Err((feral_log::Error::SplitBrain { origin, seq, existing, refused }, back))
+                    if !back.is_empty() =>
+                {
+                    let branch: Vec<&EncodedOp> =
+                        back.iter().filter(|o| o.op().origin == origin).collect();
+                    let now = self.time.now_ms();
+                    self.quarantine.record(origin, seq, existing, refused, &branch, now)?;
+                    ops = self.quarantine.filter(back);
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        };
         let changes: Vec<Change<'static>> = appended
             .iter()
             .zip(&ops)

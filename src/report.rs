@@ -106,6 +106,11 @@ pub struct NodeStatus {
     /// Received ops refused because they would start an origin past the store's cap
     /// (`ORIGINS_MAX`) or their key's (`ORIGINS_PER_NODE_MAX`): `too_many_origins`.
     pub origin_refusals: u64,
+    /// Quarantined conflicts: an origin whose key signed two different ops at one seq stops
+    /// advancing here from that seq; every other origin keeps syncing.
+    pub conflicts: Vec<crate::quarantine::Conflict>,
+    /// Received ops refused because their origin is quarantined at or before their seq.
+    pub conflict_refusals: u64,
     /// Projection counters.
     pub projection: ProjectionStats,
     /// This node's sync certificate, when one is installed.
@@ -172,6 +177,8 @@ impl NodeStatus {
             drift_refusals: log.drift_refusals,
             bad_signature_refusals: node.verifier.refused_ops(),
             origin_refusals: node.verifier.refused_origin_ops(),
+            conflicts: node.quarantine.list(),
+            conflict_refusals: node.quarantine.refused_ops(),
             projection,
             certificate: certificate_status(node),
         }

@@ -305,3 +305,116 @@ fn a_received_run_whose_front_a_crash_kept_is_completed_by_its_rest() {
     assert_eq!(r.status().heads.get(&origin), Some(&3));
     assert_eq!(common::stored_ops(&r), stored_ops(&a));
 }
+
+/// A copy of `from`'s data directory while it runs, key included (its log, origin and key; the
+/// derived index and projection are rebuilt at open), as a careless copy would make it, with a
+/// certificate of its own for the same key.
+fn copy_of(from: &Peer, ca: &Ca) -> Peer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("wal")).expect("mkdir");
+    for sub in ["", "wal"] {
+        for entry in std::fs::read_dir(from._dir.path().join(sub)).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let name = entry.file_name();
+            let kept = sub == "wal" || name == "ORIGIN" || name == "node.key";
+            if entry.file_type().expect("type").is_file() && kept {
+                std::fs::copy(entry.path(), dir.path().join(sub).join(name)).expect("copy");
+            }
+        }
+    }
+    let node = std::sync::Arc::new(open(dir.path()));
+    let cert = ca.issue_default(node.key()).expect("issue");
+    let creds = feral_transport::tls::Credentials::from_pem(&cert, node.key(), &ca.cert_pem)
+        .expect("creds");
+    Peer { node, creds, _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_of_one_copied_directory_are_a_quarantined_conflict_and_the_rest_converges() {
+    let ca = Ca::generate().expect("ca");
+    let (a, c) = (peer(&ca), peer(&ca));
+    a.node.append_episode(&doc("shared", "s", 1.0), None).expect("append");
+    let copy = copy_of(&a, &ca);
+    assert_eq!(copy.node.wal().origin(), a.node.wal().origin(), "one origin, one key, two writers");
+    a.node.append_episode(&doc("from-a", "s", 2.0), None).expect("a's seq 2");
+    copy.node.append_episode(&doc("from-copy", "s", 2.0), None).expect("the copy's seq 2");
+    c.node.append_episode(&doc("c0", "s", 1.0), None).expect("append");
+    let servers: Vec<_> = [&a, &copy, &c].into_iter().map(start_server).collect();
+    let sync = |from: &Peer, to: usize| {
+        let s = syncer(from, SyncOptions::default());
+        let addr = servers[to].0;
+        async move { s.sync_with_peer(addr).await }
+    };
+    ok(&sync(&c, 0).await); // c takes a's branch
+    ok(&sync(&c, 1).await); // and meets the copy's: a conflict, not a failed session
+    let origin = a.node.wal().origin().to_string();
+    for node in [&c, &copy] {
+        let conflicts = node.node.status().conflicts;
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!((conflicts[0].origin.as_str(), conflicts[0].seq), (origin.as_str(), 2));
+        let evidence = conflicts[0].evidence.as_ref().expect("evidence kept");
+        assert!(node._dir.path().join("conflicts").join(evidence).is_file());
+    }
+    assert!(has(&c, "from-a") && !has(&c, "from-copy"));
+    // The quarantined origin stops advancing on c; every other origin keeps converging.
+    a.node.append_episode(&doc("from-a-later", "s", 3.0), None).expect("a's seq 3");
+    c.node.append_episode(&doc("c1", "s", 2.0), None).expect("append");
+    for (from, to) in [(&c, 0), (&c, 1), (&a, 2), (&copy, 2)] {
+        ok(&sync(from, to).await);
+    }
+    assert!(!has(&c, "from-a-later"), "past the fork, nothing of that origin lands on c");
+    assert!(c.node.status().conflict_refusals >= 1);
+    for node in [&a, &copy] {
+        assert!(has(node, "c0") && has(node, "c1"), "c's origin reached both writers");
+    }
+    for (_, stop, task) in servers {
+        drop(stop);
+        task.await.expect("server task");
+    }
+}
+
+#[test]
+fn a_quarantined_conflict_survives_a_restart_and_keeps_its_origin_from_advancing() {
+    let root = tempfile::tempdir().expect("root");
+    let (a_dir, b_dir, r_dir) =
+        (root.path().join("a"), root.path().join("b"), root.path().join("r"));
+    let a = open(&a_dir);
+    a.append_episode(&doc("shared", "s", 1.0), None).expect("append");
+    std::fs::create_dir_all(b_dir.join("wal")).expect("mkdir");
+    for name in ["ORIGIN", "node.key"] {
+        std::fs::copy(a_dir.join(name), b_dir.join(name)).expect("copy");
+    }
+    for entry in std::fs::read_dir(a_dir.join("wal")).expect("wal") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), b_dir.join("wal").join(entry.file_name())).expect("copy");
+    }
+    let b = open(&b_dir);
+    a.append_episode(&doc("x", "s", 2.0), None).expect("a's seq 2");
+    b.append_episode(&doc("y", "s", 2.0), None).expect("b's seq 2");
+    let r = open(&r_dir);
+    assert_eq!(r.ingest(stored_ops(&a)).expect("a's branch"), 2);
+    assert_eq!(r.ingest(stored_ops(&b)).expect("b's branch: quarantined, not an error"), 0);
+    let conflicts = r.status().conflicts;
+    assert_eq!((conflicts.len(), conflicts[0].seq), (1, 2));
+    assert_eq!(conflicts[0].other_op_id, own(&b)[1].head().expect("head").op_id.to_string());
+    r.close().expect("close");
+    let r = open(&r_dir);
+    assert_eq!(r.status().conflicts, conflicts, "kept across a restart");
+    a.append_episode(&doc("x2", "s", 3.0), None).expect("a's seq 3");
+    assert_eq!(r.ingest(stored_ops(&a)).expect("ingest"), 0, "the origin does not advance");
+    assert!(r.status().conflict_refusals >= 1);
+    assert!(r.episode("x").expect("read").is_some() && r.episode("x2").expect("read").is_none());
+    r.close().expect("close");
+    // `feral-node conflicts` shows it; a store without one says so.
+    let listed = |dir: &std::path::Path| {
+        let out =
+            common::feral_node().arg("--data").arg(dir).arg("conflicts").output().expect("run");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let text = listed(&r_dir);
+    let origin = a.wal().origin().to_string();
+    assert!(text.contains(&format!("origin {origin} quarantined from seq 2")), "{text}");
+    drop(a);
+    assert_eq!(listed(&a_dir).trim(), "no conflicts");
+}

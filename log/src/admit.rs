@@ -29,26 +29,41 @@ impl Wal {
     /// Takes a caller's items in: checks, queues and waits until they are durable. Returns
     /// one result per item and the received items' ops, moved back out in order.
     pub(crate) fn submit(&self, items: Vec<Item>) -> Result<(Vec<Appended>, Vec<Op>)> {
+        self.submit_or_return(items).map_err(|(e, _)| e)
+    }
+
+    /// [`Wal::submit`], giving the items back when they are refused before anything of them
+    /// is queued (a caller may take a refused op out and submit the rest).
+    pub(crate) fn submit_or_return(
+        &self,
+        items: Vec<Item>,
+    ) -> Result<crate::wal::Ingested, crate::wal::Refused<Item>> {
         if items.len() > SUBMIT_OPS_MAX {
-            return Err(Error::BatchTooLarge { ops: items.len(), max: SUBMIT_OPS_MAX });
+            return Err((Error::BatchTooLarge { ops: items.len(), max: SUBMIT_OPS_MAX }, items));
         }
-        for item in &items {
-            match item {
-                Item::Local(draft) => draft.validate()?,
-                Item::Remote(e) => {
-                    let op = e.op();
-                    op::validate_fields(&op.table, &op.row_id, &op.data)?
-                }
+        let valid = items.iter().try_for_each(|item| match item {
+            Item::Local(draft) => draft.validate(),
+            Item::Remote(e) => {
+                let op = e.op();
+                op::validate_fields(&op.table, &op.row_id, &op.data)
             }
+        });
+        if let Err(e) = valid {
+            return Err((e.into(), items));
         }
         let mut state = lock(&self.inner.state);
         while state.inflight.len() >= INFLIGHT_OPS_MAX && state.faults.first().is_none() {
             state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         if let Some(pause) = state.faults.first() {
-            return Err(Self::paused_error(pause));
+            return Err((Self::paused_error(pause), items));
         }
-        let (results, back, wait_lsn) = self.enqueue(&mut state, items)?;
+        let now = self.inner.config.time.now_ms();
+        let verdicts = match self.check_all(&mut state, &items, now) {
+            Ok(verdicts) => verdicts,
+            Err(e) => return Err((e, items)),
+        };
+        let (results, back, wait_lsn) = self.enqueue(&mut state, items, verdicts, now);
         let generation = state.failures;
         loop {
             if state.durable_lsn >= wait_lsn {
@@ -59,7 +74,7 @@ impl Wal {
                     kind: PauseKind::IoError,
                     detail: "group commit failed".into(),
                 });
-                return Err(Self::paused_error(&pause));
+                return Err((Self::paused_error(&pause), Vec::new()));
             }
             if state.leader {
                 state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -69,15 +84,15 @@ impl Wal {
         }
     }
 
-    /// Checks every item against the index and in-flight ops, then assigns LSNs (and, for local
-    /// ops, seq and HLC) and queues the records. Nothing is queued if any item is refused.
+    /// Assigns LSNs (and, for local ops, seq and HLC) to items every check passed (their
+    /// `verdicts`) and queues the records.
     fn enqueue(
         &self,
         state: &mut State,
         items: Vec<Item>,
-    ) -> Result<(Vec<Appended>, Vec<Op>, Lsn)> {
-        let now = self.inner.config.time.now_ms();
-        let verdicts = self.check_all(state, &items, now)?;
+        verdicts: Vec<Verdict>,
+        now: u64,
+    ) -> (Vec<Appended>, Vec<Op>, Lsn) {
         let mut results = Vec::with_capacity(items.len());
         let remote = items.iter().filter(|i| matches!(i, Item::Remote(_))).count();
         let mut back = Vec::with_capacity(remote);
@@ -117,7 +132,7 @@ impl Wal {
         if let Some(first) = state.pending.get_mut(first_queued) {
             first.batch_start = true;
         }
-        Ok((results, back, wait_lsn))
+        (results, back, wait_lsn)
     }
 
     /// Checks every item (borrowed, so nothing large moves) against this call's other items,

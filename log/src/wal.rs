@@ -31,6 +31,11 @@ pub const ORIGIN_FILE: &str = "ORIGIN";
 /// Local log position: 1, 2, 3… in the order records were written here.
 pub type Lsn = u64;
 
+/// What a submission of received ops gives back: one result per op, and their ops.
+pub type Ingested = (Vec<Appended>, Vec<Op>);
+/// A submission refused before anything of it was queued, with what was submitted.
+pub type Refused<T> = (Error, Vec<T>);
+
 /// How a [`Wal`] is opened.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -584,6 +589,22 @@ impl Wal {
     /// (moved back out, for the caller to project without a copy).
     pub fn ingest_encoded(&self, ops: Vec<EncodedOp>) -> Result<(Vec<Appended>, Vec<Op>)> {
         self.submit(ops.into_iter().map(Item::Remote).collect())
+    }
+
+    /// [`Wal::ingest_encoded`], giving the ops back when they are refused before anything of
+    /// them was queued (split brain, a bad field, a pause): the caller may take the offending
+    /// ops out and try the rest. A refusal after queueing (a failed commit) gives none back.
+    pub fn try_ingest_encoded(&self, ops: Vec<EncodedOp>) -> Result<Ingested, Refused<EncodedOp>> {
+        self.submit_or_return(ops.into_iter().map(Item::Remote).collect()).map_err(|(e, items)| {
+            let ops = items
+                .into_iter()
+                .filter_map(|i| match i {
+                    Item::Remote(e) => Some(e),
+                    Item::Local(_) => None,
+                })
+                .collect();
+            (e, ops)
+        })
     }
 }
 

@@ -140,6 +140,18 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
         "Received ops refused because they would start an origin past a cap.",
         status.origin_refusals,
     );
+    f.one(
+        "conflicts",
+        "gauge",
+        "Origins quarantined because their key signed two different ops at one seq.",
+        status.conflicts.len() as u64,
+    );
+    f.one(
+        "conflict_refusals_total",
+        "counter",
+        "Received ops refused because their origin is quarantined at or before their seq.",
+        status.conflict_refusals,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], f.out).into_response())
 }
 

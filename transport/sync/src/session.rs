@@ -8,7 +8,8 @@
 //! all three and only moves bytes and runs requests.
 //!
 //! Each side sends `Hello` (version, cluster, node id, origin, HLC sample, heads), then the ops
-//! the other side lacks by its heads, in (origin, seq) order, in bounded `Ops` frames read from
+//! the other side lacks by its heads (from the contested seq where the two hold different ops
+//! at a head: the store that receives both quarantines the conflict), in (origin, seq) order, in bounded `Ops` frames read from
 //! the store one frame at a time (memory stays bounded whatever the backlog), then `Done`. Each
 //! received frame is applied durably in order; while one waits for its apply the session takes
 //! no more input ([`SyncSession::wants_input`]), so the peer is held back by flow control. A
@@ -223,6 +224,8 @@ pub struct SyncSession {
     failed: bool,
     stats: SyncStats,
     expected_peer: Option<[u8; 16]>,
+    /// Origins whose history differed from the peer's.
+    forks: u64,
     timeouts: Timeouts,
     started: Instant,
     progress: Instant,
@@ -258,6 +261,7 @@ impl SyncSession {
             failed: false,
             stats: SyncStats::default(),
             expected_peer: None,
+            forks: 0,
             timeouts,
             started: now,
             progress: now,
@@ -370,7 +374,12 @@ impl SyncSession {
         let outcome = match (running, response) {
             (_, Err(e)) => Err(e),
             (Running::Check, Ok(Response::OpIdAt(held))) => match self.checks.pop_front() {
-                Some(theirs) => same_history(&theirs, held),
+                Some(theirs) => {
+                    if same_history(&theirs, held).is_err() {
+                        self.send_from_fork(&theirs);
+                    }
+                    Ok(())
+                }
                 None => Ok(()),
             },
             (Running::Apply, Ok(Response::Applied(new))) => {
@@ -576,7 +585,14 @@ impl SyncSession {
                 Ok(i) => {
                     let peer_head = theirs[i];
                     if peer_head.seq > 0 && peer_head.seq == head.seq {
-                        same_history(&peer_head, Some(head.op_id))?;
+                        if same_history(&peer_head, Some(head.op_id)).is_err() {
+                            self.forks += 1;
+                            self.plan.push_back(Range {
+                                origin: head.origin,
+                                next: head.seq,
+                                last: head.seq,
+                            });
+                        }
                     } else if peer_head.seq > 0 && peer_head.seq < head.seq {
                         self.checks.push_back(peer_head);
                     }
@@ -590,6 +606,24 @@ impl SyncSession {
         }
         self.peer = Some(hello);
         Ok(())
+    }
+
+    /// The peer holds another op than this side at its head seq of an origin: two writers
+    /// used one origin (a copied data directory with its key, or a lying node). The session
+    /// does not end (that would stop every origin's sync for good): this side sends its own
+    /// ops of that origin from the contested seq, so the peer sees both and quarantines the
+    /// conflict with its evidence, and every other origin goes on.
+    fn send_from_fork(&mut self, theirs: &Head) {
+        self.forks += 1;
+        if let Some(range) = self.plan.iter_mut().find(|r| r.origin == theirs.origin) {
+            range.next = range.next.min(theirs.seq);
+        }
+    }
+
+    /// Origins whose history differed from the peer's in this session (see
+    /// [`SyncSession::send_from_fork`]).
+    pub fn forks(&self) -> u64 {
+        self.forks
     }
 
     fn handle_ops(&mut self, ops: Vec<OpBytes>) -> Result<(), SyncError> {

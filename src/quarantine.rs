@@ -1,0 +1,170 @@
+//! Conflicts: one origin's key signed two different ops at one seq (a copied data directory
+//! with its key, or a lying node). A conflict is quarantined, never a wedge: the first one found
+//! for an origin is kept with its evidence, that origin stops advancing past the fork here
+//! (received ops of it at or after the contested seq are refused and counted), and every other
+//! origin keeps syncing. Kept in `conflicts.json` (0600) with the evidence (the received ops
+//! of the other branch, their seals included, as stored) in `conflicts/` (0700).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use feral_log::{EncodedOp, OpId, Origin};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::limits::{CONFLICT_EVIDENCE_MAX, CONFLICTS_FILE_BYTES_MAX};
+
+/// The file that lists the conflicts.
+pub const CONFLICTS_FILE: &str = "conflicts.json";
+/// The directory of their evidence.
+pub const EVIDENCE_DIR: &str = "conflicts";
+
+/// One quarantined conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The origin (32 hex).
+    pub origin: String,
+    /// The contested seq: the origin does not advance past it here.
+    pub seq: u64,
+    /// The op this node holds there (none when a peer claims this node's own origin at a seq
+    /// it has not written yet).
+    pub held_op_id: Option<String>,
+    /// The op the other branch has there.
+    pub other_op_id: String,
+    /// When it was found (unix ms).
+    pub found_at_ms: u64,
+    /// The evidence file under `conflicts/`: the other branch's received ops as stored (each a
+    /// u32 LE length and the bytes), which its seal proves the origin's key signed. None past
+    /// `CONFLICT_EVIDENCE_MAX` files.
+    pub evidence: Option<String>,
+}
+
+/// The conflicts of one data directory.
+#[derive(Debug)]
+pub(crate) struct Quarantine {
+    dir: PathBuf,
+    held: Mutex<BTreeMap<Origin, Conflict>>,
+    refused_ops: AtomicU64,
+}
+
+impl Quarantine {
+    /// Loads the conflicts kept in `dir` (none when the file is absent).
+    pub(crate) fn load(dir: &Path) -> Result<Quarantine> {
+        let path = dir.join(CONFLICTS_FILE);
+        let mut held = BTreeMap::new();
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() > CONFLICTS_FILE_BYTES_MAX => {
+                return Err(Error::Conflicts(format!(
+                    "{}: {} bytes, more than a conflicts file holds ({CONFLICTS_FILE_BYTES_MAX})",
+                    path.display(),
+                    meta.len()
+                )));
+            }
+            Ok(_) => {
+                let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                let list: Vec<Conflict> = serde_json::from_slice(&text).map_err(|e| {
+                    Error::Conflicts(format!("{}: not a list of conflicts: {e}", path.display()))
+                })?;
+                for c in list {
+                    let origin = Origin::parse(&c.origin).map_err(|_| {
+                        Error::Conflicts(format!("{}: bad origin {:?}", path.display(), c.origin))
+                    })?;
+                    held.insert(origin, c);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        Ok(Quarantine {
+            dir: dir.to_path_buf(),
+            held: Mutex::new(held),
+            refused_ops: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Origin, Conflict>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every conflict, by origin.
+    pub(crate) fn list(&self) -> Vec<Conflict> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Received ops refused because their origin is quarantined at or before their seq.
+    pub(crate) fn refused_ops(&self) -> u64 {
+        self.refused_ops.load(Ordering::Relaxed)
+    }
+
+    /// `ops` without those of quarantined origins at or past the fork (counted).
+    pub(crate) fn filter(&self, ops: Vec<EncodedOp>) -> Vec<EncodedOp> {
+        let held = self.lock();
+        if held.is_empty() {
+            return ops;
+        }
+        let before = ops.len();
+        let kept: Vec<EncodedOp> = ops
+            .into_iter()
+            .filter(|o| held.get(&o.op().origin).is_none_or(|c| o.op().seq < c.seq))
+            .collect();
+        let refused = before - kept.len();
+        if refused > 0 {
+            self.refused_ops.fetch_add(refused as u64, Ordering::Relaxed);
+            tracing::warn!(ops = refused, "received ops of quarantined origins refused (conflict)");
+        }
+        kept
+    }
+
+    /// Quarantines `origin` from `seq`: `held` is the op this node holds there, `other` the
+    /// one refused; `branch` the received ops of that origin (the evidence).
+    pub(crate) fn record(
+        &self,
+        origin: Origin,
+        seq: u64,
+        held: Option<OpId>,
+        other: OpId,
+        branch: &[&EncodedOp],
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut conflicts = self.lock();
+        if conflicts.get(&origin).is_some_and(|c| c.seq <= seq) {
+            return Ok(()); // an earlier fork of this origin is held already
+        }
+        let evidence_dir = self.dir.join(EVIDENCE_DIR);
+        let files = std::fs::read_dir(&evidence_dir).map(|d| d.count()).unwrap_or(0);
+        let evidence = if files < CONFLICT_EVIDENCE_MAX {
+            let name = format!("{origin}-{seq}.ops");
+            let mut bytes = Vec::new();
+            for op in branch {
+                bytes.extend_from_slice(&(op.bytes().len() as u32).to_le_bytes());
+                bytes.extend_from_slice(op.bytes());
+            }
+            feral_log::private::create_dir_all(&evidence_dir)
+                .map_err(|e| Error::io(&evidence_dir, e))?;
+            let path = evidence_dir.join(&name);
+            feral_log::private::write_atomic(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+            Some(name)
+        } else {
+            tracing::error!(%origin, seq, "conflict evidence not kept: {CONFLICT_EVIDENCE_MAX} files already");
+            None
+        };
+        let conflict = Conflict {
+            origin: origin.to_string(),
+            seq,
+            held_op_id: held.map(|id| id.to_string()),
+            other_op_id: other.to_string(),
+            found_at_ms: now_ms,
+            evidence,
+        };
+        tracing::error!(%origin, seq, held = ?conflict.held_op_id, other = %conflict.other_op_id,
+            "conflict: two ops signed for one (origin, seq); the origin is quarantined here");
+        conflicts.insert(origin, conflict);
+        let list: Vec<&Conflict> = conflicts.values().collect();
+        let text = serde_json::to_vec_pretty(&list)
+            .map_err(|_| Error::Internal("conflicts serialise as JSON"))?;
+        let path = self.dir.join(CONFLICTS_FILE);
+        feral_log::private::write_atomic(&path, &text).map_err(|e| Error::io(&path, e))
+    }
+}
