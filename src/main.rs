@@ -98,6 +98,9 @@ pub(crate) enum Command {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Resolve one instead of listing.
+        #[command(subcommand)]
+        action: Option<ConflictAction>,
     },
     /// Verify every record, footer, the index and the projection (exit 65 when damaged).
     Check {
@@ -310,6 +313,18 @@ fn print_json(value: &impl Serialize, pretty: bool) -> Outcome {
     Ok(0)
 }
 
+/// What to do with a quarantined conflict.
+#[derive(Debug, Subcommand)]
+enum ConflictAction {
+    /// Keep this node's branch of ORIGIN: the origin advances again here with the ops that
+    /// continue what this node holds; ops of the other branch stay refused (and counted), the
+    /// evidence stays in conflicts/. The node must be stopped.
+    Resolve {
+        /// The quarantined origin (32 hex characters).
+        origin: String,
+    },
+}
+
 /// Prints the conflicts (a JSON list, as in status): one line each, or that there are none.
 fn print_conflicts(conflicts: &serde_json::Value, json: bool) -> Outcome {
     if json {
@@ -389,11 +404,28 @@ fn run(command: Command, data: &Path) -> Outcome {
             let node = open(data)?;
             print_json(&node.status(), !json)
         }
-        Command::Conflicts { json } => {
+        Command::Conflicts { json, action: None } => {
             let node = open(data)?;
             let conflicts = serde_json::to_value(node.status().conflicts)
                 .map_err(|e| fail(1, format!("conflicts as JSON: {e}")))?;
             print_conflicts(&conflicts, json)
+        }
+        Command::Conflicts { json, action: Some(ConflictAction::Resolve { origin }) } => {
+            let origin = feral_memory::log::Origin::parse(&origin)
+                .map_err(|_| fail(2, format!("{origin:?} is not an origin (32 hex characters)")))?;
+            let node = open(data)?;
+            let Some(resolved) = node.resolve_conflict(&origin)? else {
+                return Err(fail(1, format!("no conflict is quarantined for origin {origin}")));
+            };
+            node.close()?;
+            if json {
+                return print_json(&resolved, false);
+            }
+            out!(
+                "resolved: origin {origin} advances again from seq {} with this node's branch",
+                resolved.seq
+            );
+            Ok(0)
         }
         Command::Check { json } => {
             let node = open(data)?;

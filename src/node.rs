@@ -274,11 +274,8 @@ impl Node {
                 Err((feral_log::Error::SplitBrain { origin, seq, existing, refused }, back))
                     if !back.is_empty() =>
                 {
-                    let branch: Vec<&EncodedOp> =
-                        back.iter().filter(|o| o.op().origin == origin).collect();
                     let now = self.time.now_ms();
-                    self.quarantine.record(origin, seq, existing, refused, &branch, now)?;
-                    ops = self.quarantine.filter(back);
+                    ops = self.quarantine.split_brain(origin, seq, existing, refused, back, now)?;
                 }
                 Err((e, _)) => return Err(e.into()),
             }
@@ -292,6 +289,16 @@ impl Node {
         let count = changes.len();
         self.applier.push(changes, max_lsn(&appended));
         Ok(count)
+    }
+
+    /// Resolves the conflict quarantined for `origin` by keeping this node's branch: the
+    /// origin advances again here with the ops that continue what this node holds, and the
+    /// other branch's ops stay refused (counted). None when no conflict is held for it.
+    pub fn resolve_conflict(
+        &self,
+        origin: &feral_log::Origin,
+    ) -> Result<Option<crate::quarantine::Conflict>> {
+        self.quarantine.resolve(origin, self.time.now_ms())
     }
 
     /// The live episode with this id.

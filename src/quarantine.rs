@@ -35,6 +35,10 @@ pub struct Conflict {
     pub other_op_id: String,
     /// When it was found (unix ms).
     pub found_at_ms: u64,
+    /// When an operator resolved it (unix ms): the origin advances again with the ops that
+    /// continue this node's branch; the other branch's stay refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at_ms: Option<u64>,
     /// The evidence file under `conflicts/`: the other branch's received ops as stored (each a
     /// u32 LE length and the bytes), which its seal proves the origin's key signed. None past
     /// `CONFLICT_EVIDENCE_MAX` files.
@@ -105,10 +109,11 @@ impl Quarantine {
             return ops;
         }
         let before = ops.len();
-        let kept: Vec<EncodedOp> = ops
-            .into_iter()
-            .filter(|o| held.get(&o.op().origin).is_none_or(|c| o.op().seq < c.seq))
-            .collect();
+        let stopped = |o: &EncodedOp| {
+            held.get(&o.op().origin)
+                .is_some_and(|c| c.resolved_at_ms.is_none() && o.op().seq >= c.seq)
+        };
+        let kept: Vec<EncodedOp> = ops.into_iter().filter(|o| !stopped(o)).collect();
         let refused = before - kept.len();
         if refused > 0 {
             self.refused_ops.fetch_add(refused as u64, Ordering::Relaxed);
@@ -117,9 +122,53 @@ impl Quarantine {
         kept
     }
 
+    /// After a split brain at (`origin`, `seq`) refused a batch (`ops`, given back): records
+    /// the conflict (or, for a resolved one, counts the other branch's ops refused again) and
+    /// returns the batch without that origin's ops from `seq` on.
+    pub(crate) fn split_brain(
+        &self,
+        origin: Origin,
+        seq: u64,
+        held: Option<OpId>,
+        other: OpId,
+        ops: Vec<EncodedOp>,
+        now_ms: u64,
+    ) -> Result<Vec<EncodedOp>> {
+        let resolved = self.lock().get(&origin).is_some_and(|c| c.resolved_at_ms.is_some());
+        if !resolved {
+            let branch: Vec<&EncodedOp> = ops.iter().filter(|o| o.op().origin == origin).collect();
+            self.record(origin, seq, held, other, &branch, now_ms)?;
+        }
+        let before = ops.len();
+        let kept: Vec<EncodedOp> =
+            ops.into_iter().filter(|o| o.op().origin != origin || o.op().seq < seq).collect();
+        self.refused_ops.fetch_add((before - kept.len()) as u64, Ordering::Relaxed);
+        Ok(kept)
+    }
+
+    /// Marks the conflict of `origin` resolved (this node's branch kept); None when there is
+    /// none.
+    pub(crate) fn resolve(&self, origin: &Origin, now_ms: u64) -> Result<Option<Conflict>> {
+        let mut conflicts = self.lock();
+        let Some(c) = conflicts.get_mut(origin) else { return Ok(None) };
+        c.resolved_at_ms.get_or_insert(now_ms);
+        let resolved = c.clone();
+        self.save(&conflicts)?;
+        tracing::warn!(%origin, seq = resolved.seq, "conflict resolved: this node's branch is kept");
+        Ok(Some(resolved))
+    }
+
+    fn save(&self, conflicts: &BTreeMap<Origin, Conflict>) -> Result<()> {
+        let list: Vec<&Conflict> = conflicts.values().collect();
+        let text = serde_json::to_vec_pretty(&list)
+            .map_err(|_| Error::Internal("conflicts serialise as JSON"))?;
+        let path = self.dir.join(CONFLICTS_FILE);
+        feral_log::private::write_atomic(&path, &text).map_err(|e| Error::io(&path, e))
+    }
+
     /// Quarantines `origin` from `seq`: `held` is the op this node holds there, `other` the
     /// one refused; `branch` the received ops of that origin (the evidence).
-    pub(crate) fn record(
+    fn record(
         &self,
         origin: Origin,
         seq: u64,
@@ -156,15 +205,12 @@ impl Quarantine {
             held_op_id: held.map(|id| id.to_string()),
             other_op_id: other.to_string(),
             found_at_ms: now_ms,
+            resolved_at_ms: None,
             evidence,
         };
         tracing::error!(%origin, seq, held = ?conflict.held_op_id, other = %conflict.other_op_id,
             "conflict: two ops signed for one (origin, seq); the origin is quarantined here");
         conflicts.insert(origin, conflict);
-        let list: Vec<&Conflict> = conflicts.values().collect();
-        let text = serde_json::to_vec_pretty(&list)
-            .map_err(|_| Error::Internal("conflicts serialise as JSON"))?;
-        let path = self.dir.join(CONFLICTS_FILE);
-        feral_log::private::write_atomic(&path, &text).map_err(|e| Error::io(&path, e))
+        self.save(&conflicts)
     }
 }

@@ -415,6 +415,19 @@ fn a_quarantined_conflict_survives_a_restart_and_keeps_its_origin_from_advancing
     let text = listed(&r_dir);
     let origin = a.wal().origin().to_string();
     assert!(text.contains(&format!("origin {origin} quarantined from seq 2")), "{text}");
-    drop(a);
+    // The operator keeps r's branch (the other writer stopped for good): the origin advances
+    // again with what continues it; the other branch stays refused.
+    let resolve = |what: &str| {
+        common::feral_node().arg("--data").arg(&r_dir).args(["conflicts", "resolve", what]).output()
+    };
+    assert_eq!(resolve(&"0".repeat(32)).expect("run").status.code(), Some(1), "none held");
+    let out = resolve(&origin).expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let r = open(&r_dir);
+    assert!(r.status().conflicts[0].resolved_at_ms.is_some());
+    assert_eq!(r.ingest(stored_ops(&a)).expect("ingest"), 1, "a's seq 3 lands");
+    assert_eq!(r.ingest(stored_ops(&b)).expect("ingest"), 0, "b's seq 2 stays refused");
+    assert!(r.episode("x2").expect("read").is_some() && r.episode("y").expect("read").is_none());
+    drop((a, r));
     assert_eq!(listed(&a_dir).trim(), "no conflicts");
 }
