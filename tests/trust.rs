@@ -15,25 +15,37 @@ use feral_transport::SyncOptions;
 use feral_transport::tls::Ca;
 use feral_types::proof::{self, RunDigest, Seal, Signer};
 
-/// An op under `origin` at `seq`, sealed alone by `signer` (not necessarily the origin's key).
-fn sealed_by(signer: &Signer, origin: Origin, seq: u64, id: &str) -> EncodedOp {
-    let data = serde_json::to_vec(&doc(id, "forged", 1.0)).expect("json");
+/// An op of `table`/`row_id` under `origin` at `seq`, with `genesis` if given, sealed alone by
+/// `signer` (not necessarily the origin's key).
+fn signed_op(
+    signer: &Signer,
+    (origin, seq): (Origin, u64),
+    (table, row_id, data): (&str, &str, Vec<u8>),
+    genesis: Option<&proof::Genesis>,
+) -> EncodedOp {
     let op = Op {
         op_id: OpId::generate(1_700_000_000_000),
         origin,
         seq,
         hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 0, node: origin },
-        table: "episodes".into(),
-        row_id: id.into(),
+        table: table.into(),
+        row_id: row_id.into(),
         kind: OpKind::Insert,
         data,
     };
     let mut bytes = codec::encode_op(&op);
+    proof::write_genesis(&mut bytes, genesis);
     let mut digest = RunDigest::default();
     digest.add(&bytes);
     let signature = signer.sign(&digest.message(&origin, seq, seq)).expect("sign");
-    proof::finish_trailer(&mut bytes, false, Some(&Seal { first_seq: seq, signature }));
+    proof::finish_trailer(&mut bytes, genesis.is_some(), Some(&Seal { first_seq: seq, signature }));
     EncodedOp::decode(bytes).expect("a well-formed op")
+}
+
+/// An episode `id` under `origin` at `seq`, sealed alone by `signer`.
+fn sealed_by(signer: &Signer, origin: Origin, seq: u64, id: &str) -> EncodedOp {
+    let data = serde_json::to_vec(&doc(id, "forged", 1.0)).expect("json");
+    signed_op(signer, (origin, seq), ("episodes", id, data), None)
 }
 
 fn signer_of(p: &Peer) -> Signer {
@@ -154,15 +166,11 @@ fn every_way_a_run_can_be_bad_is_refused_and_the_good_rest_goes_on() {
     assert_eq!(refused(no_genesis), (0, 3));
     // A genesis whose key does not make the origin: another key claims a's origin at seq 1.
     let other = Signer::generate().expect("key");
-    let claim = sealed_by(&other, a.wal().origin(), 1, "claim");
-    let mut bytes = claim.bytes()[..claim.trailer().op_len].to_vec();
     let genesis = proof::Genesis { spki: other.spki().to_vec(), nonce: [3; 16] };
-    proof::write_genesis(&mut bytes, Some(&genesis));
-    let mut digest = RunDigest::default();
-    digest.add(&bytes);
-    let signature = other.sign(&digest.message(&a.wal().origin(), 1, 1)).expect("sign");
-    proof::finish_trailer(&mut bytes, true, Some(&Seal { first_seq: 1, signature }));
-    assert_eq!(refused(vec![OpBytes::new(bytes)]), (0, 1));
+    let data = serde_json::to_vec(&doc("claim", "s", 1.0)).expect("json");
+    let claim =
+        signed_op(&other, (a.wal().origin(), 1), ("episodes", "claim", data), Some(&genesis));
+    assert_eq!(refused(vec![OpBytes::new(claim.bytes().to_vec())]), (0, 1));
     // The good runs, beside a bad one, are taken.
     let mut mixed = ops.clone();
     mixed.push(OpBytes::new(sealed_by(&other, a.wal().origin(), 5, "x").bytes().to_vec()));
@@ -186,26 +194,9 @@ fn fresh_origins(n: usize, per_key: usize) -> Vec<EncodedOp> {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let origin = proof::origin_of(signer.spki(), &nonce);
-        let op = Op {
-            op_id: OpId::generate(1_700_000_000_000),
-            origin,
-            seq: 1,
-            hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 0, node: origin },
-            table: "notes".into(),
-            row_id: format!("flood-{i}"),
-            kind: OpKind::Insert,
-            data: b"x".to_vec(),
-        };
-        let mut bytes = codec::encode_op(&op);
-        proof::write_genesis(
-            &mut bytes,
-            Some(&proof::Genesis { spki: signer.spki().to_vec(), nonce }),
-        );
-        let mut digest = RunDigest::default();
-        digest.add(&bytes);
-        let signature = signer.sign(&digest.message(&origin, 1, 1)).expect("sign");
-        proof::finish_trailer(&mut bytes, true, Some(&Seal { first_seq: 1, signature }));
-        out.push(EncodedOp::decode(bytes).expect("well formed"));
+        let genesis = proof::Genesis { spki: signer.spki().to_vec(), nonce };
+        let row = format!("flood-{i}");
+        out.push(signed_op(&signer, (origin, 1), ("notes", &row, b"x".to_vec()), Some(&genesis)));
     }
     out
 }
