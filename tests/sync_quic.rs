@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::doc;
-use common::quic::{LOCALHOST, Peer, ok, peer, start_server, syncer};
+use common::quic::{LOCALHOST, Peer, ok, peer, start_server, stop_all, syncer};
 use feral_transport::driver::{client_endpoint, server_endpoint};
 use feral_transport::tls::{Ca, Credentials};
 use feral_transport::{Sleeper, SyncOptions, Timeouts};
@@ -38,10 +38,7 @@ async fn three_nodes_converge_over_quic_and_one_new_op_crosses_alone() {
     let result = syncers[0].sync_with_peer(servers[1].0).await;
     ok(&result);
     assert_eq!((result.sent, result.received, result.attempts), (0, 1, 1));
-    for (_, stop, task) in servers {
-        drop(stop);
-        task.await.expect("server task");
-    }
+    stop_all(servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

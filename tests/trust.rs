@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::quic::{Peer, ok, peer, start_server, syncer};
+use common::quic::{Peer, ok, peer, start_server, stop_all, syncer};
 use common::{doc, open, stored_ops};
 use feral_log::{EncodedOp, Hlc, Op, OpBytes, OpId, OpKind, Origin, codec};
 use feral_transport::SyncOptions;
@@ -85,10 +85,7 @@ async fn a_forgery_under_another_nodes_origin_is_refused_and_that_origin_keeps_s
         assert_eq!(node.node.status().heads.get(&a.node.wal().origin().to_string()), Some(&4));
     }
     assert_eq!(c.node.status().bad_signature_refusals, 0);
-    for (_, stop, task) in servers {
-        drop(stop);
-        task.await.expect("server task");
-    }
+    stop_all(servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,10 +112,7 @@ async fn an_op_altered_by_a_relay_is_refused_by_the_next_hop() {
     ok(&syncer(&c, SyncOptions::default()).sync_with_peer(servers[0].0).await);
     let a1 = c.node.episode("a1").expect("read").expect("from a itself");
     assert_eq!(a1.episode.summary, "summary of a1");
-    for (_, stop, task) in servers {
-        drop(stop);
-        task.await.expect("server task");
-    }
+    stop_all(servers).await;
 }
 
 fn episode(id: &str) -> feral_memory::materializer::Episode {
@@ -236,10 +230,7 @@ async fn a_flood_of_fresh_origins_is_refused_beyond_the_caps_and_sessions_still_
     ok(&syncer(&r, SyncOptions::default()).sync_with_peer(servers[1].0).await);
     assert!(r.node.status().origin_refusals > status.origin_refusals, "a's origin, refused");
     ok(&syncer(&a, SyncOptions::default()).sync_with_peer(servers[0].0).await);
-    for (_, stop, task) in servers {
-        drop(stop);
-        task.await.expect("server task");
-    }
+    stop_all(servers).await;
 }
 
 #[test]
@@ -358,10 +349,7 @@ async fn two_writers_of_one_copied_directory_are_a_quarantined_conflict_and_the_
     for node in [&a, &copy] {
         assert!(has(node, "c0") && has(node, "c1"), "c's origin reached both writers");
     }
-    for (_, stop, task) in servers {
-        drop(stop);
-        task.await.expect("server task");
-    }
+    stop_all(servers).await;
 }
 
 #[test]

@@ -62,3 +62,13 @@ pub fn syncer(p: &Peer, options: SyncOptions) -> Syncer<Node> {
 pub fn ok(result: &SyncResult) {
     assert!(result.success, "{result:?}");
 }
+
+/// Stops servers from [`start_server`] and waits for each to end.
+pub async fn stop_all(
+    servers: Vec<(SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+) {
+    for (_, stop, task) in servers {
+        drop(stop);
+        task.await.expect("server task");
+    }
+}
