@@ -54,9 +54,14 @@ pub struct Manifest {
     pub files: Vec<BackupFile>,
 }
 
-/// The identity files a backup carries besides the log (the key; the certificates if issued).
-const IDENTITY_FILES: [&str; 3] =
-    [NODE_KEY_FILE, feral_transport::tls::NODE_CERT_FILE, feral_transport::tls::CA_CERT_FILE];
+/// The identity files a backup carries besides the log (the key; the certificates if issued;
+/// the revocations learned, which are not read back from the log).
+const IDENTITY_FILES: [&str; 4] = [
+    NODE_KEY_FILE,
+    feral_transport::tls::NODE_CERT_FILE,
+    feral_transport::tls::CA_CERT_FILE,
+    crate::revocation::REVOKED_FILE,
+];
 
 fn backup_error(what: impl std::fmt::Display) -> Error {
     Error::Backup(what.to_string())

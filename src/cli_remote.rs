@@ -150,6 +150,12 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             Ok(if result["success"] == true { 0 } else { 1 })
         }
         C::Append { file, strict, json } => append(remote, file.as_deref(), strict, json),
+        C::Certs { command: crate::cli_sync::Certs::Revoke { node_id, ca, reason, json } } => {
+            let statement = crate::cli_sync::statement(&node_id, &ca, &reason)?;
+            let body = serde_json::to_value(&statement).map_err(|e| fail(1, e.to_string()))?;
+            let answer = remote.expect_ok("POST", "/v1/revocations", Some(&body))?;
+            crate::cli_sync::print_revoked(&statement.node_id, &answer, json)
+        }
         C::Delete { .. } => refuse(remote, "delete --op-id"),
         other => refuse(remote, command_name(&other)),
     }

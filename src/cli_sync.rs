@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use feral_memory::Node;
+use feral_memory::identity::NodeId;
+use feral_memory::revocation::Statement;
 use feral_memory::service::{Service, ServiceConfig};
 use feral_transport::driver::{Timeouts, client_endpoint};
 use feral_transport::tls::{CA_CERT_FILE, Ca, Credentials, NODE_CERT_FILE, signing_request};
@@ -68,6 +70,47 @@ pub(crate) enum Certs {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Revoke a node (a stolen machine): a statement signed by the cluster CA key, written to
+    /// this node's log so that it reaches every node through sync. Each node that learns it
+    /// refuses that node's handshakes (`revoked`) and its ops past what it held then.
+    Revoke {
+        /// The node id to revoke (32 hex, as its `status` shows).
+        node_id: String,
+        /// The CA directory (its key signs the statement).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Why (kept with the revocation; at most 256 bytes).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The CA's statement that `node_id` is revoked, made now.
+pub(crate) fn statement(node_id: &str, ca: &Path, reason: &str) -> Result<Statement, Failure> {
+    let id = feral_log::op::parse_hex16(node_id)
+        .ok_or_else(|| fail(2, format!("{node_id:?} is not a node id (32 hex characters)")))?;
+    let ca = Ca::load(ca).map_err(transport)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(Statement::sign(&ca, NodeId(id), reason, now_ms)?)
+}
+
+/// Prints what `certs revoke` did: the answer of `POST /v1/revocations` (or its equal).
+pub(crate) fn print_revoked(node_id: &str, answer: &serde_json::Value, json: bool) -> Outcome {
+    if json {
+        return print_json(answer, false);
+    }
+    let op = answer["appended"]["op_id"].as_str().unwrap_or("-");
+    let was = if answer["newly_revoked"] == true { "" } else { " (it was revoked here already)" };
+    out!(
+        "revoked node {node_id}{was}; the statement is op {op} and reaches the other nodes with \
+         the next syncs"
+    );
+    Ok(0)
 }
 
 fn transport(e: feral_transport::TransportError) -> Failure {
@@ -135,6 +178,18 @@ pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
                 out.display()
             );
             Ok(0)
+        }
+        Certs::Revoke { node_id, ca, reason, json } => {
+            let statement = statement(&node_id, &ca, &reason)?;
+            let node = open(data)?;
+            let (appended, newly) = node.revoke(&statement)?;
+            node.close()?;
+            let answer = serde_json::json!({
+                "appended": {"op_id": appended.op_id.to_string(), "seq": appended.seq,
+                    "duplicate": appended.duplicate},
+                "newly_revoked": newly,
+            });
+            print_revoked(&statement.node_id, &answer, json)
         }
         Certs::Install { from } => {
             let cert = read_text(&from.join(NODE_CERT_FILE))?;

@@ -31,6 +31,9 @@ pub enum Error {
     /// The conflicts file is damaged (too large, or not a list of conflicts).
     #[error("conflicts: {0}")]
     Conflicts(String),
+    /// A revocation statement was refused, or `revoked.json` is damaged.
+    #[error("revocation: {0}")]
+    Revocation(String),
     /// A backup could not be taken or restored (the message says why and where).
     #[error("backup: {0}")]
     Backup(String),
@@ -92,6 +95,7 @@ impl Error {
             Error::Identity(_) => Code::IdentityError,
             Error::Conflicts(_) => Code::Corruption,
             Error::Backup(_) => Code::BackupError,
+            Error::Revocation(_) => Code::InvalidRevocation,
             Error::DiskFull { .. } => Code::DiskFull,
             Error::Io { .. } => Code::IoError,
             Error::Internal(_) => Code::Internal,

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod node;
 pub mod quarantine;
 pub mod report;
+pub mod revocation;
 pub mod service;
 pub mod sync_store;
 pub mod verify;

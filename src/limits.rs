@@ -19,6 +19,13 @@ pub const CONFLICT_EVIDENCE_MAX: usize = 64;
 /// Largest `conflicts.json` a node reads (one entry per quarantined origin, at most
 /// `ORIGINS_MAX` of them).
 pub const CONFLICTS_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Nodes a store may hold revoked (a statement past it is refused with a clear error: a
+/// cluster that revokes this many should make a new CA).
+pub const REVOCATIONS_MAX: usize = 1024;
+/// Longest reason a revocation statement carries.
+pub const REVOCATION_REASON_BYTES_MAX: usize = 256;
+/// Largest `revoked.json` a node reads (`REVOCATIONS_MAX` entries with their origins).
+pub const REVOKED_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Most ops the applier takes from its queue into one projection transaction (queued appends
 /// are applied together when it falls behind: one commit instead of one per append).
 pub const APPLY_BATCH_OPS_MAX: usize = 16 * 1024;

@@ -60,6 +60,8 @@ pub struct Node {
     pub(crate) verifier: crate::verify::Verifier,
     /// Origins quarantined for a conflict.
     pub(crate) quarantine: crate::quarantine::Quarantine,
+    /// Nodes the cluster CA revoked.
+    pub(crate) revocations: crate::revocation::Revocations,
 }
 
 impl Drop for Node {
@@ -82,6 +84,7 @@ impl Node {
         let (key, node_id) = identity::load_or_create(&dir)?;
         let signer = identity::signer(&key)?;
         let quarantine = crate::quarantine::Quarantine::load(&dir)?;
+        let revocations = crate::revocation::Revocations::load(&dir)?;
         let wal = Wal::open(&dir, Config { signer: Some(Arc::new(signer)), ..config })?;
         let projection = Arc::new(Mutex::new(attach_or_rebuild(&wal, &dir.join(PROJECTION_FILE))));
         let applier = Arc::new(Applier::default());
@@ -98,6 +101,7 @@ impl Node {
             time,
             verifier: crate::verify::Verifier::default(),
             quarantine,
+            revocations,
         })
     }
 
@@ -202,7 +206,23 @@ impl Node {
 
     /// Appends generic ops (any table; `episodes` inserts must hold a valid episode), durably,
     /// in one group commit, then projects them.
+    /// Tables whose names start with `_` are the node's own (`_revocations`) and refused here.
     pub fn append_ops(&self, drafts: Vec<OpDraft>) -> Result<Vec<Appended>> {
+        for (i, d) in drafts.iter().enumerate() {
+            if d.table.starts_with('_') {
+                return Err(Error::Log(feral_log::Error::Op(feral_log::OpError::InvalidOp(
+                    format!(
+                        "op {i}: table {:?}: names starting with '_' are reserved for the node",
+                        d.table
+                    ),
+                ))));
+            }
+        }
+        self.append_unchecked(drafts)
+    }
+
+    /// [`Node::append_ops`] without the reserved-table check (the node's own tables).
+    fn append_unchecked(&self, drafts: Vec<OpDraft>) -> Result<Vec<Appended>> {
         for d in &drafts {
             if d.table == TABLE && d.kind == OpKind::Insert {
                 let episode = Episode::from_data(&d.data)?;
@@ -264,6 +284,10 @@ impl Node {
     /// the log writes their bytes, and the ops come back from it to be projected, not copied.
     pub fn ingest_encoded(&self, ops: Vec<EncodedOp>) -> Result<usize> {
         let (ops, _refused) = self.verifier.verify(&self.wal, ops)?;
+        // Revocations in the batch are learned before it is appended: the revoked node's ops
+        // past what this node holds now are refused, in this batch too.
+        self.revocations.learn_from(&self.wal, &ops, self.time.now_ms())?;
+        let ops = self.revocations.filter(ops)?;
         let mut ops = self.quarantine.filter(ops);
         // A split brain between two signed branches is a conflict: quarantined (the origin
         // stops advancing here from the contested seq), and the rest of the batch goes on.
@@ -289,6 +313,27 @@ impl Node {
         let count = changes.len();
         self.applier.push(changes, max_lsn(&appended));
         Ok(count)
+    }
+
+    /// Takes a revocation statement of the cluster CA (checked against the CA certificates in
+    /// the data directory) and writes it to the log as an op of `_revocations`, so it travels
+    /// to every peer with the next syncs. From now on this node refuses the revoked node's
+    /// handshakes and its ops past what it holds. Returns the op written (a duplicate when
+    /// the same statement was taken before) and whether the node was newly revoked here.
+    pub fn revoke(&self, statement: &crate::revocation::Statement) -> Result<(Appended, bool)> {
+        let node = self.revocations.check(statement).map_err(Error::Revocation)?;
+        let newly = self.revocations.learn(&self.wal, statement, node, self.time.now_ms())?;
+        let data = serde_json::to_vec(statement)
+            .map_err(|_| Error::Internal("a statement serialises as JSON"))?;
+        // One op id per statement: taking it again (a retry) is a duplicate, not a second op.
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(&data);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        let draft = OpDraft::insert(crate::revocation::REVOCATIONS_TABLE, node.to_string(), data)
+            .with_op_id(OpId(id));
+        let mut appended = self.append_unchecked(vec![draft])?;
+        let appended = appended.pop().ok_or(Error::Internal("an append returned no result"))?;
+        Ok((appended, newly))
     }
 
     /// Resolves the conflict quarantined for `origin` by keeping this node's branch: the

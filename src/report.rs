@@ -111,6 +111,12 @@ pub struct NodeStatus {
     pub conflicts: Vec<crate::quarantine::Conflict>,
     /// Received ops refused because their origin is quarantined at or before their seq.
     pub conflict_refusals: u64,
+    /// Nodes the cluster CA revoked, as learned here (their handshakes and new ops refused).
+    pub revoked: Vec<crate::revocation::Revoked>,
+    /// Received ops refused because their node is revoked.
+    pub revoked_refusals: u64,
+    /// Revocation statements received that did not verify here (not taken).
+    pub invalid_revocations: u64,
     /// Projection counters.
     pub projection: ProjectionStats,
     /// This node's sync certificate, when one is installed.
@@ -179,6 +185,9 @@ impl NodeStatus {
             origin_refusals: node.verifier.refused_origin_ops(),
             conflicts: node.quarantine.list(),
             conflict_refusals: node.quarantine.refused_ops(),
+            revoked: node.revocations.list(),
+            revoked_refusals: node.revocations.refused_ops(),
+            invalid_revocations: node.revocations.invalid_statements(),
             projection,
             certificate: certificate_status(node),
         }

@@ -119,4 +119,8 @@ impl feral_transport::SyncHost for Node {
     fn io_paused(&self) -> bool {
         Node::io_paused(self)
     }
+
+    fn is_revoked(&self, node_id: &[u8; 16]) -> bool {
+        self.revocations.is_revoked(&crate::identity::NodeId(*node_id))
+    }
 }

@@ -272,10 +272,7 @@ impl Verifier {
 
     /// The key (SPKI) in the genesis of `origin` held in the local log.
     fn genesis_spki(&self, wal: &Wal, origin: &Origin) -> Result<Option<Vec<u8>>> {
-        let held = wal.payloads_by_origin_within(origin, 1, 1, 1, usize::MAX)?;
-        let Some(first) = held.first() else { return Ok(None) };
-        let genesis = proof::parse_trailer(first.as_slice()).ok().and_then(|t| t.genesis);
-        Ok(genesis.filter(|g| proof::origin_of(&g.spki, &g.nonce) == *origin).map(|g| g.spki))
+        genesis_spki(wal, origin)
     }
 
     /// The key of `origin`, from the cache or from its genesis in the local log.
@@ -302,6 +299,19 @@ impl Verifier {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, VerifyingKey>> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The key (SPKI) in the genesis of `origin` held in the local log.
+fn genesis_spki(wal: &Wal, origin: &Origin) -> Result<Option<Vec<u8>>> {
+    let held = wal.payloads_by_origin_within(origin, 1, 1, 1, usize::MAX)?;
+    let Some(first) = held.first() else { return Ok(None) };
+    let genesis = proof::parse_trailer(first.as_slice()).ok().and_then(|t| t.genesis);
+    Ok(genesis.filter(|g| proof::origin_of(&g.spki, &g.nonce) == *origin).map(|g| g.spki))
+}
+
+/// The node whose key owns `origin`, from its genesis in the local log.
+pub(crate) fn genesis_node(wal: &Wal, origin: &Origin) -> Result<Option<NodeId>> {
+    Ok(genesis_spki(wal, origin)?.map(|spki| NodeId::from_spki(&spki)))
 }
 
 fn bad(reason: impl Into<String>) -> (Why, String) {

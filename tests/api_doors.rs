@@ -86,6 +86,18 @@ fn requests_a_web_page_can_make_are_refused_and_write_nothing() {
     assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
     let (s, v) = send(&bare, Call::new("GET", "/v1/episodes"));
     assert_eq!(s, 401, "reading needs the token too: {v}");
+    // The newer doors are behind the same checks: revocations, and the node's own tables.
+    let (s, v) = send(&bare, Call::new("POST", "/v1/revocations").json(&serde_json::json!({})));
+    assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
+    let mut plain = Call::new("POST", "/v1/revocations").header("content-type", "text/plain");
+    plain.body = Some(b"{}".to_vec());
+    let (s, v) = send(&api, plain);
+    assert_eq!((s, v["error"].as_str()), (415, Some("unsupported_media_type")), "{v}");
+    let (s, v) = send(&api, Call::new("POST", "/v1/revocations").json(&serde_json::json!({})));
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_revocation")), "{v}");
+    let reserved = serde_json::json!({"table": "_revocations", "row_id": "x", "data": {}});
+    let (s, v) = send(&api, Call::new("POST", "/v1/ops").json(&reserved));
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_op")), "{v}");
     assert_eq!(count(&node), before, "nothing was written");
     // What is allowed: the same request with the token, the health check without one, and
     // the Unix socket without one; its file is 0600.

@@ -410,3 +410,118 @@ fn a_quarantined_conflict_survives_a_restart_and_keeps_its_origin_from_advancing
     drop((a, r));
     assert_eq!(listed(&a_dir).trim(), "no conflicts");
 }
+
+/// Revocation (issue 14, deliverable 5): a statement of the cluster CA made on a reaches c
+/// only through b (a and c never meet); c then refuses the revoked node's handshakes, both
+/// ways, and its new ops relayed by a node that has not learned it, while what c held of it
+/// stays. A statement signed by another CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_made_on_a_reaches_c_only_through_b_and_c_refuses_the_revoked_node() {
+    use feral_memory::revocation::{REVOCATIONS_TABLE, Statement};
+    let ca = Ca::generate().expect("ca");
+    let (a, b, c, x, e) = (peer(&ca), peer(&ca), peer(&ca), peer(&ca), peer(&ca));
+    x.node.append_episode(&doc("x1", "s", 1.0), None).expect("append");
+    let servers: Vec<_> = [&b, &c, &x, &e].into_iter().map(start_server).collect();
+    let (b_addr, c_addr, x_addr, e_addr) = (servers[0].0, servers[1].0, servers[2].0, servers[3].0);
+    ok(&syncer(&x, SyncOptions::default()).sync_with_peer(e_addr).await);
+    ok(&syncer(&c, SyncOptions::default()).sync_with_peer(e_addr).await);
+    assert!(has(&c, "x1"));
+
+    let now_ms = x.node.wal().clock().wall_ms;
+    let revoked = x.node.node_id();
+    let statement = Statement::sign(&ca, revoked, "stolen laptop", now_ms).expect("sign");
+    let (op, newly) = a.node.revoke(&statement).expect("a takes the statement");
+    assert!(newly && !op.duplicate);
+    let (again, newly) = a.node.revoke(&statement).expect("a retry");
+    assert!(!newly && again.duplicate, "the same statement is one op");
+    let other_ca = Ca::generate().expect("another CA");
+    let forged = Statement::sign(&other_ca, b.node.node_id(), "forged", now_ms).expect("sign");
+    let refused = a.node.revoke(&forged).expect_err("another CA's statement");
+    assert_eq!(refused.code().as_str(), "invalid_revocation", "{refused}");
+
+    ok(&syncer(&a, SyncOptions::default()).sync_with_peer(b_addr).await);
+    assert!(b.node.status().revoked.iter().any(|r| r.node_id == revoked.to_string()));
+    assert!(c.node.status().revoked.is_empty(), "c has not met anyone who knows");
+    ok(&syncer(&b, SyncOptions::default()).sync_with_peer(c_addr).await);
+    let status = c.node.status();
+    let learned = status.revoked.iter().find(|r| r.node_id == revoked.to_string());
+    let learned = learned.expect("c learned it through b");
+    assert_eq!(learned.reason, "stolen laptop");
+    assert_eq!(learned.held.get(&x.node.wal().origin().to_string()), Some(&1));
+    let statements =
+        common::all_ops(&c.node).into_iter().filter(|r| r.op.table == REVOCATIONS_TABLE).count();
+    assert_eq!(statements, 1, "the statement is an op of c's log, to pass on");
+
+    // x writes on; e, which has not learned, takes it and offers it to c: refused and counted.
+    x.node.append_episode(&doc("x2", "s", 2.0), None).expect("append");
+    ok(&syncer(&x, SyncOptions::default()).sync_with_peer(e_addr).await);
+    assert!(has(&e, "x2"));
+    ok(&syncer(&c, SyncOptions::default()).sync_with_peer(e_addr).await);
+    assert!(!has(&c, "x2") && has(&c, "x1"), "new ops refused, what c held stays");
+    assert!(c.node.status().revoked_refusals >= 1);
+    assert!(e.node.status().revoked.iter().any(|r| r.node_id == revoked.to_string()));
+
+    // c refuses x's handshakes, as server and as client, with their own code.
+    let result = syncer(&x, SyncOptions::default()).sync_with_peer(c_addr).await;
+    assert!(!result.success && result.error.as_deref() == Some("revoked"), "{result:?}");
+    let result = syncer(&c, SyncOptions::default()).sync_with_peer(x_addr).await;
+    assert!(!result.success && result.error.as_deref() == Some("revoked"), "{result:?}");
+    assert!(!has(&c, "x2"));
+    stop_all(servers).await;
+}
+
+/// `feral-node certs revoke` through a running node's API (the node keeps running and takes
+/// it at once) and on a stopped store; `status` lists what is revoked; another CA's key is
+/// refused with `invalid_revocation` and nothing is written.
+#[test]
+fn certs_revoke_works_through_a_running_node_and_on_a_stopped_store() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (ca, other_ca, data) =
+        (home.path().join("ca"), home.path().join("other-ca"), home.path().join("data"));
+    let cli = |args: &[&str]| {
+        let out = common::feral_node().arg("--data").arg(&data).args(args).output().expect("run");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout) + &text(&out.stderr), text(&out.stdout))
+    };
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    for (dir, args) in
+        [(&ca, ["certs", "new-ca", "--out"]), (&other_ca, ["certs", "new-ca", "--out"])]
+    {
+        let (code, text, _) = cli(&[args[0], args[1], args[2], &path(dir)]);
+        assert_eq!(code, Some(0), "{text}");
+    }
+    assert_eq!(cli(&["init"]).0, Some(0));
+    assert_eq!(cli(&["certs", "issue", "--ca", &path(&ca)]).0, Some(0));
+    let stolen = "0123456789abcdef0123456789abcdef";
+    let running = common::RunningNode::start(&data, &[]);
+    let (code, text, _) =
+        cli(&["certs", "revoke", stolen, "--ca", &path(&ca), "--reason", "stolen"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("revoked node {stolen}")), "{text}");
+    let (code, text, _) = cli(&["certs", "revoke", stolen, "--ca", &path(&other_ca)]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("invalid_revocation"), "{text}");
+    let (code, _, text) = cli(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(status["revoked"][0]["node_id"], stolen);
+    assert_eq!(status["revoked"][0]["reason"], "stolen");
+    assert!(running.stop(), "the node stops cleanly");
+
+    let second = "fedcba9876543210fedcba9876543210";
+    let (code, _, text) = cli(&["certs", "revoke", second, "--ca", &path(&ca), "--json"]);
+    assert_eq!(code, Some(0), "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(answer["newly_revoked"], true);
+    let (_, _, text) = cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let ids: Vec<&str> = status["revoked"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["node_id"].as_str())
+        .collect();
+    assert_eq!(ids, [stolen, second], "by node id");
+    let (code, text, _) = cli(&["certs", "revoke", "not-hex", "--ca", &path(&ca)]);
+    assert_eq!(code, Some(2), "{text}");
+}

@@ -152,6 +152,24 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
         "Received ops refused because their origin is quarantined at or before their seq.",
         status.conflict_refusals,
     );
+    f.one(
+        "revoked_nodes",
+        "gauge",
+        "Nodes the cluster CA revoked, as learned here.",
+        status.revoked.len() as u64,
+    );
+    f.one(
+        "revoked_refusals_total",
+        "counter",
+        "Received ops refused because their node is revoked.",
+        status.revoked_refusals,
+    );
+    f.one(
+        "invalid_revocations_total",
+        "counter",
+        "Received revocation statements that did not verify here.",
+        status.invalid_revocations,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], f.out).into_response())
 }
 

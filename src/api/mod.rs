@@ -97,7 +97,9 @@ impl From<Error> for ApiError {
         let code = e.code();
         let status = match code {
             Code::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
-            Code::InvalidEpisode | Code::InvalidOp => StatusCode::BAD_REQUEST,
+            Code::InvalidEpisode | Code::InvalidOp | Code::InvalidRevocation => {
+                StatusCode::BAD_REQUEST
+            }
             Code::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::OpIdConflict | Code::SplitBrain => StatusCode::CONFLICT,
             Code::IoPaused | Code::EpisodesUnavailable | Code::Locked => {
@@ -342,6 +344,23 @@ async fn post_ops(State(api): State<Api>, headers: HeaderMap, body: Body) -> Api
     Ok(json_response(StatusCode::OK, &json!({"appended": views(&appended)})))
 }
 
+/// A revocation statement of the cluster CA (`feral-node certs revoke` makes it): checked
+/// against the CA certificates here, written to the log so it travels to every peer, and taken
+/// at once. Answers the op written and whether the node was newly revoked here.
+async fn post_revocations(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let body = read_body(&api, &headers, body).await?;
+    let statement: crate::revocation::Statement = serde_json::from_value(parse_body(&body)?)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_revocation", e.to_string()))?;
+    let node = api.service.node.clone();
+    let (appended, newly) = blocking(move || node.revoke(&statement)).await??;
+    let view = views(std::slice::from_ref(&appended)).pop();
+    Ok(json_response(StatusCode::OK, &json!({"appended": view, "newly_revoked": newly})))
+}
+
 async fn status(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let status = blocking(move || node.status()).await?;
@@ -480,6 +499,7 @@ fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
         .route("/v1/episodes", post(post_episodes).get(list_episodes))
         .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode))
         .route("/v1/ops", post(post_ops))
+        .route("/v1/revocations", post(post_revocations))
         .route("/v1/status", get(status))
         .route("/v1/check", get(check))
         .route("/v1/resume", post(resume))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use feral_memory::Node;
 use feral_transport::driver::{client_endpoint, server_endpoint};
-use feral_transport::tls::{Ca, Credentials};
+use feral_transport::tls::{CA_CERT_FILE, Ca, Credentials, NODE_CERT_FILE, write_file};
 use feral_transport::{PeerLocks, SyncOptions, SyncResult, Syncer, Timeouts, serve};
 
 /// Where test endpoints bind.
@@ -18,11 +18,14 @@ pub struct Peer {
     pub _dir: tempfile::TempDir,
 }
 
-/// A fresh node with a certificate from `ca`.
+/// A fresh node with a certificate from `ca`, installed in its data directory as `certs
+/// issue` does (the node checks revocations against that `ca.pem`).
 pub fn peer(ca: &Ca) -> Peer {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Arc::new(super::open(dir.path()));
     let cert = ca.issue_default(node.key()).expect("issue");
+    write_file(&dir.path().join(NODE_CERT_FILE), cert.as_bytes()).expect("node.pem");
+    write_file(&dir.path().join(CA_CERT_FILE), ca.cert_pem.as_bytes()).expect("ca.pem");
     let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).expect("creds");
     Peer { node, creds, _dir: dir }
 }

@@ -31,6 +31,8 @@ pub trait SyncHost: Send + Sync + 'static {
     fn execute(&self, request: Request) -> Result<Response, SyncError>;
     /// True while the node refuses writes (disk full, failed sync, corruption).
     fn io_paused(&self) -> bool;
+    /// True when the cluster CA revoked `node_id`: its handshakes are refused (`revoked`).
+    fn is_revoked(&self, node_id: &[u8; 16]) -> bool;
 }
 
 /// What one session moved: ops (from the state machine) and bytes on the stream.
@@ -197,6 +199,10 @@ pub async fn connect_and_sync<H: SyncHost>(
             .map_err(|_| TransportError::Timeout("connect"))?
             .map_err(|e| from_connection(&e))?;
         let proven = peer_node_id(&connection)?;
+        if host.is_revoked(&proven) {
+            connection.close(1u32.into(), b"revoked");
+            return Err(TransportError::Revoked(proven));
+        }
         if expected.is_some_and(|id| id != proven) {
             connection.close(1u32.into(), b"node_id_mismatch");
             return Err(TransportError::AdvertisedIdMismatch);
@@ -271,6 +277,11 @@ pub async fn serve_connection<H: SyncHost>(
         .map_err(|_| TransportError::Timeout("handshake"))?
         .map_err(|e| from_connection(&e))?;
     let proven = peer_node_id(&connection)?;
+    if host.is_revoked(&proven) {
+        // Refused before any stream: the peer reads `revoked` as the close reason.
+        connection.close(1u32.into(), b"revoked");
+        return Err(TransportError::Revoked(proven));
+    }
     let _claim = serving.claim(proven, &connection);
     let (mut send, mut recv) = tokio::time::timeout(timeouts.handshake, connection.accept_bi())
         .await

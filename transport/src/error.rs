@@ -39,12 +39,19 @@ pub enum TransportError {
     /// The peer's certificate proves another node id than the one it advertised (mDNS).
     #[error("the peer's certificate proves another node id than it advertised")]
     AdvertisedIdMismatch,
+    /// The peer's certificate is of a node the cluster CA revoked.
+    #[error("node {} is revoked by the cluster CA", hex16(.0))]
+    Revoked([u8; 16]),
     /// The connection dropped during the session.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
     /// The sync protocol failed (refusal, malformed frame, store error).
     #[error(transparent)]
     Sync(#[from] SyncError),
+}
+
+fn hex16(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl TransportError {
@@ -64,6 +71,7 @@ impl TransportError {
             TransportError::Certificate { code, .. } => (*code).into(),
             TransportError::ConnectionLost(_) => "connection_lost".into(),
             TransportError::AdvertisedIdMismatch => "advertised_node_id_mismatch".into(),
+            TransportError::Revoked(_) => "revoked".into(),
             TransportError::Sync(e) => e.code().into(),
         }
     }

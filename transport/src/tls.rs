@@ -119,6 +119,11 @@ impl Ca {
         Ok(cluster_id_of(&pem_certs(&self.cert_pem)?[0]))
     }
 
+    /// The CA's key (it signs revocations as well as certificates).
+    pub fn key_pair(&self) -> Result<KeyPair, TransportError> {
+        KeyPair::from_pem(&self.key_pem).map_err(|e| tls_error("the CA key", e))
+    }
+
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, TransportError> {
         let ca_key = KeyPair::from_pem(&self.key_pem).map_err(|e| tls_error("the CA key", e))?;
         Ok(Issuer::new(ca_params(&ca_key), ca_key))

@@ -15,6 +15,7 @@ pub const PEER_CODES: &[&str] = &[
     "io_paused",
     "already_syncing",
     "superseded",
+    "revoked",
     "busy",
     "bad_signature",
     "revoked",
