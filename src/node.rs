@@ -85,6 +85,7 @@ impl Node {
         let signer = identity::signer(&key)?;
         let quarantine = crate::quarantine::Quarantine::load(&dir)?;
         let revocations = crate::revocation::Revocations::load(&dir)?;
+        let verifier = crate::verify::Verifier::new(&dir);
         let wal = Wal::open(&dir, Config { signer: Some(Arc::new(signer)), ..config })?;
         let projection = Arc::new(Mutex::new(attach_or_rebuild(&wal, &dir.join(PROJECTION_FILE))));
         let applier = Arc::new(Applier::default());
@@ -99,7 +100,7 @@ impl Node {
             node_id,
             key,
             time,
-            verifier: crate::verify::Verifier::default(),
+            verifier,
             quarantine,
             revocations,
         })
@@ -334,6 +335,26 @@ impl Node {
         let mut appended = self.append_unchecked(vec![draft])?;
         let appended = appended.pop().ok_or(Error::Internal("an append returned no result"))?;
         Ok((appended, newly))
+    }
+
+    /// Attaches this node's certificate (`node.pem`) to its own genesis op on its way out.
+    /// Without a certificate (a store that never joined a cluster) the op goes as it is, and a
+    /// receiver with a cluster CA refuses it (`bad_certificate`).
+    pub(crate) fn attach_own_certificate(&self, genesis: &mut OpBytes) {
+        let path = self.dir.join(feral_transport::tls::NODE_CERT_FILE);
+        let der = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| feral_transport::tls::pem_certs(&pem).map_err(|e| e.to_string()))
+            .map(|certs| certs.into_iter().next().map(|c| c.to_vec()));
+        match der {
+            Ok(Some(der)) => {
+                genesis.attach_certificate(&der);
+            }
+            Ok(None) => tracing::warn!(path = %path.display(), "no certificate in node.pem"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "this node's genesis goes out without its certificate")
+            }
+        }
     }
 
     /// Resolves the conflict quarantined for `origin` by keeping this node's branch: the

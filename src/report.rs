@@ -111,6 +111,9 @@ pub struct NodeStatus {
     pub conflicts: Vec<crate::quarantine::Conflict>,
     /// Received ops refused because their origin is quarantined at or before their seq.
     pub conflict_refusals: u64,
+    /// Received ops refused because no certificate of the cluster CA vouched for the key of
+    /// the new origin they start.
+    pub certificate_refusals: u64,
     /// Nodes the cluster CA revoked, as learned here (their handshakes and new ops refused).
     pub revoked: Vec<crate::revocation::Revoked>,
     /// Received ops refused because their node is revoked.
@@ -185,6 +188,7 @@ impl NodeStatus {
             origin_refusals: node.verifier.refused_origin_ops(),
             conflicts: node.quarantine.list(),
             conflict_refusals: node.quarantine.refused_ops(),
+            certificate_refusals: node.verifier.refused_certificate_ops(),
             revoked: node.revocations.list(),
             revoked_refusals: node.revocations.refused_ops(),
             invalid_revocations: node.revocations.invalid_statements(),

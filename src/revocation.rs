@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use feral_log::{EncodedOp, Origin, Wal};
-use feral_transport::tls::{CA_CERT_FILE, Ca, cluster_id_of, pem_certs, spki_of};
+use feral_transport::tls::{CA_CERT_FILE, Ca, cluster_id_of, spki_of};
 use feral_types::proof::{SIGNATURE_BYTES, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -226,12 +226,8 @@ impl Revocations {
 
     /// The CA certificates this node trusts (DER), from its data directory.
     fn roots(&self) -> std::result::Result<Vec<Vec<u8>>, String> {
-        let path = self.dir.join(CA_CERT_FILE);
-        let pem = std::fs::read_to_string(&path).map_err(|e| {
-            format!("no trusted CA here to check it against ({}: {e})", path.display())
-        })?;
-        let certs = pem_certs(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(certs.into_iter().map(|c| c.to_vec()).collect())
+        crate::verify::trusted_roots(&self.dir)?
+            .ok_or_else(|| format!("no trusted CA here to check it against (no {CA_CERT_FILE})"))
     }
 
     /// Verifies `statement` against the trusted CAs: the revoked node, or why not.

@@ -53,6 +53,14 @@ impl SyncStore for NodeStore<'_> {
         }
         let whole = ops.iter().rposition(OpBytes::is_sealed).map_or(0, |i| i + 1);
         ops.truncate(whole);
+        if from == 1
+            && *origin == wal.origin()
+            && let Some(first) = ops.first_mut()
+        {
+            // This node's genesis goes out with its certificate, which binds the origin to a
+            // node of the cluster (it may have had none when it wrote seq 1). Relays store it.
+            self.node.attach_own_certificate(first);
+        }
         Ok(ops)
     }
 

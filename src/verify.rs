@@ -8,10 +8,12 @@
 //! handshake's heads) without bound.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use feral_log::{EncodedOp, Origin, Wal};
+use feral_transport::tls::{CA_CERT_FILE, pem_certs, verify_issued};
 use feral_types::proof::{self, RunDigest, SEAL_RUN_BYTES_MAX, SEAL_RUN_OPS_MAX, VerifyingKey};
 
 use crate::error::Result;
@@ -23,6 +25,8 @@ use crate::limits::{ORIGIN_KEYS_CACHED_MAX, ORIGINS_MAX, ORIGINS_PER_NODE_MAX};
 pub enum Why {
     /// No good seal of its origin covers it.
     BadSignature,
+    /// It starts an origin whose genesis key no certificate of the cluster CA vouches for.
+    BadCertificate,
     /// It starts an origin past the store's or its key's cap.
     TooManyOrigins,
 }
@@ -32,6 +36,7 @@ impl Why {
     pub fn code(self) -> &'static str {
         match self {
             Why::BadSignature => "bad_signature",
+            Why::BadCertificate => "bad_certificate",
             Why::TooManyOrigins => "too_many_origins",
         }
     }
@@ -64,15 +69,64 @@ pub struct Refusal {
 }
 
 /// Origin keys seen (bounded), and the count of refused ops.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Verifier {
+    /// The data directory (its `ca.pem` vouches for the keys of new origins).
+    dir: PathBuf,
     keys: Mutex<HashMap<Origin, VerifyingKey>>,
     census: Mutex<Option<Census>>,
     refused_ops: AtomicU64,
     refused_origin_ops: AtomicU64,
+    refused_certificate_ops: AtomicU64,
+}
+
+/// The CA certificates a data directory trusts (`ca.pem`), or None when it has none (a store
+/// that never joined a cluster).
+pub(crate) fn trusted_roots(dir: &Path) -> std::result::Result<Option<Vec<Vec<u8>>>, String> {
+    let path = dir.join(CA_CERT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => pem_certs(&pem)
+            .map(|certs| Some(certs.into_iter().map(|c| c.to_vec()).collect()))
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 impl Verifier {
+    /// The verifier of the store in `dir`.
+    pub(crate) fn new(dir: &Path) -> Verifier {
+        Verifier {
+            dir: dir.to_path_buf(),
+            keys: Mutex::default(),
+            census: Mutex::default(),
+            refused_ops: AtomicU64::new(0),
+            refused_origin_ops: AtomicU64::new(0),
+            refused_certificate_ops: AtomicU64::new(0),
+        }
+    }
+
+    /// Ops refused so far because no certificate of the cluster CA vouched for their new
+    /// origin's key (`bad_certificate`).
+    pub(crate) fn refused_certificate_ops(&self) -> u64 {
+        self.refused_certificate_ops.load(Ordering::Relaxed)
+    }
+
+    /// Whether a new origin's genesis key is one the cluster CA issued a certificate for: the
+    /// certificate attached to its seq 1 chains to a CA of `ca.pem` and is for that key. A
+    /// store with no `ca.pem` has no cluster to check against and takes the genesis alone.
+    fn certified(&self, op: &EncodedOp, spki: &[u8]) -> std::result::Result<(), String> {
+        let Some(roots) = trusted_roots(&self.dir)? else { return Ok(()) };
+        let certificate = op
+            .trailer()
+            .certificate
+            .ok_or("no certificate of the cluster CA comes with the genesis of this new origin")?;
+        let node = verify_issued(&certificate, &roots).map_err(|e| e.to_string())?;
+        if node != NodeId::from_spki(spki).0 {
+            return Err("the certificate with its genesis is for another key".into());
+        }
+        Ok(())
+    }
     /// Ops refused so far for their seal (`bad_signature`).
     pub(crate) fn refused_ops(&self) -> u64 {
         self.refused_ops.load(Ordering::Relaxed)
@@ -122,6 +176,7 @@ impl Verifier {
         for r in &refusals {
             let counter = match r.why {
                 Why::BadSignature => &self.refused_ops,
+                Why::BadCertificate => &self.refused_certificate_ops,
                 Why::TooManyOrigins => &self.refused_origin_ops,
             };
             counter.fetch_add(r.ops as u64, Ordering::Relaxed);
@@ -192,7 +247,11 @@ impl Verifier {
                         Err(reason) => return Ok(Err(bad(format!("its genesis: {reason}")))),
                     }
                     if self.key_of(wal, &origin)?.is_none() {
-                        // A new origin: refused at once when the store has no room for it.
+                        // A new origin: its key must be one the cluster CA issued, and the
+                        // store must have room for it.
+                        if let Err(reason) = self.certified(op, &g.spki) {
+                            return Ok(Err((Why::BadCertificate, reason)));
+                        }
                         let node = NodeId::from_spki(&g.spki);
                         if let Err(reason) = self.room_for(wal, &node)? {
                             return Ok(Err((Why::TooManyOrigins, reason)));

@@ -64,6 +64,9 @@ async fn a_receiver_killed_mid_sync_converges_on_the_next_sync_without_duplicate
         a.append_episodes(batch).expect("append");
     }
     let cert = ca.issue_default(a.key()).expect("issue");
+    // Installed as `certs issue` does: the sender attaches it to its genesis when it sends it.
+    let cert_file = root.path().join("a").join(feral_transport::tls::NODE_CERT_FILE);
+    feral_transport::tls::write_file(&cert_file, cert.as_bytes()).expect("node.pem");
     let creds = Credentials::from_pem(&cert, a.key(), &ca.cert_pem).expect("creds");
     // The receiver, a real process.
     let b_dir = root.path().join("b");

@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::quic::{Peer, ok, peer, start_server, stop_all, syncer};
+use common::quic::{
+    Peer, ok, peer, peer_without_ca_file, sent_ops, start_server, stop_all, syncer,
+};
 use common::{doc, open, stored_ops};
 use feral_log::{EncodedOp, Hlc, Op, OpBytes, OpId, OpKind, Origin, codec};
 use feral_transport::SyncOptions;
@@ -97,8 +99,7 @@ async fn an_op_altered_by_a_relay_is_refused_by_the_next_hop() {
     relay.node.append_episode(&doc("b0", "s", 1.0), None).expect("append");
     // The relay keeps a's ops with one byte of the second op's summary changed: same length,
     // still a well-formed op, no longer the one a signed.
-    let mut ops: Vec<Vec<u8>> =
-        stored_ops(&a.node).into_iter().map(|o| o.as_slice().to_vec()).collect();
+    let mut ops: Vec<Vec<u8>> = sent_ops(&a).into_iter().map(|o| o.as_slice().to_vec()).collect();
     let at = find(&ops[1], b"summary of a1").expect("the summary's bytes") + b"summary of ".len();
     ops[1][at] = b'X';
     let altered: Vec<EncodedOp> =
@@ -195,11 +196,58 @@ fn fresh_origins(n: usize, per_key: usize) -> Vec<EncodedOp> {
     out
 }
 
+/// A node of the cluster (its key certified by `ca`) that makes up `n` origins of its own
+/// key, each with one op and its certificate attached to the genesis.
+fn certified_origins(ca: &Ca, n: usize) -> Vec<EncodedOp> {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = ca.issue_default(&key).expect("issue");
+    let der = feral_transport::tls::pem_certs(&cert).expect("pem")[0].to_vec();
+    let signer = feral_memory::identity::signer(&key).expect("signer");
+    (0..n)
+        .map(|i| {
+            let mut nonce = [0u8; 16];
+            nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let origin = proof::origin_of(signer.spki(), &nonce);
+            let genesis = proof::Genesis { spki: signer.spki().to_vec(), nonce };
+            let row = format!("own-{i}");
+            let mut op =
+                signed_op(&signer, (origin, 1), ("notes", &row, b"x".to_vec()), Some(&genesis));
+            assert!(op.attach_certificate(&der));
+            op
+        })
+        .collect()
+}
+
+/// With the cluster CA in its data directory, a node takes a new origin only with a
+/// certificate of that CA for its genesis key: 70,000 origins under made-up keys are all
+/// refused (`bad_certificate`), and one certified node may own ORIGINS_PER_NODE_MAX of them.
+#[test]
+fn origins_under_keys_the_cluster_ca_never_issued_are_refused() {
+    use feral_memory::limits::ORIGINS_PER_NODE_MAX;
+    let ca = Ca::generate().expect("ca");
+    let r = peer(&ca);
+    r.node.append_episode(&doc("r0", "s", 1.0), None).expect("append");
+    for chunk in fresh_origins(70_000, ORIGINS_PER_NODE_MAX).chunks(10_000) {
+        assert_eq!(r.node.ingest_encoded(chunk.to_vec()).expect("ingest"), 0);
+    }
+    let status = r.node.status();
+    assert_eq!((status.certificate_refusals, status.heads.len()), (70_000, 1));
+    let other_ca = Ca::generate().expect("another CA");
+    assert_eq!(r.node.ingest_encoded(certified_origins(&other_ca, 1)).expect("ingest"), 0);
+    assert_eq!(r.node.status().certificate_refusals, 70_001, "another cluster's node");
+    assert_eq!(r.node.ingest_encoded(certified_origins(&ca, 100)).expect("ingest"), 64);
+    let status = r.node.status();
+    assert_eq!(status.origin_refusals, (100 - ORIGINS_PER_NODE_MAX) as u64);
+    assert_eq!((status.heads.len(), status.bad_signature_refusals), (1 + ORIGINS_PER_NODE_MAX, 0));
+}
+
+/// The store's cap, on stores that check no certificate (no `ca.pem`): a flood of made-up
+/// origins is taken up to `ORIGINS_MAX` and refused past it, and sessions still succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_fresh_origins_is_refused_beyond_the_caps_and_sessions_still_succeed() {
     use feral_memory::limits::{ORIGINS_MAX, ORIGINS_PER_NODE_MAX};
     let ca = Ca::generate().expect("ca");
-    let (r, a) = (peer(&ca), peer(&ca));
+    let (r, a) = (peer_without_ca_file(&ca), peer_without_ca_file(&ca));
     r.node.append_episode(&doc("r0", "s", 1.0), None).expect("append");
     a.node.append_episode(&doc("a0", "s", 1.0), None).expect("append");
     // One key may own ORIGINS_PER_NODE_MAX origins in a store, no more.

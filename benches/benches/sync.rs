@@ -56,6 +56,9 @@ fn side(ca: &Ca, fill: usize) -> Side {
     node.settle();
     let cert = ca.issue_default(node.key()).expect("issue");
     let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).expect("creds");
+    // Installed as `certs issue` does: the genesis goes out with it, the receiver checks it.
+    std::fs::write(dir.path().join(feral_transport::tls::NODE_CERT_FILE), &cert).expect("cert");
+    std::fs::write(dir.path().join(feral_transport::tls::CA_CERT_FILE), &ca.cert_pem).expect("ca");
     Side { node, creds, _dir: dir }
 }
 
@@ -222,10 +225,6 @@ fn node_bin() -> Option<PathBuf> {
 /// A closed store of `fill` episodes with a certificate from `ca`, for a `feral-node` process.
 fn process_store(ca: &Ca, fill: usize) -> tempfile::TempDir {
     let s = side(ca, fill);
-    let cert = ca.issue_default(s.node.key()).expect("issue");
-    std::fs::write(s._dir.path().join(feral_transport::tls::NODE_CERT_FILE), cert).expect("cert");
-    std::fs::write(s._dir.path().join(feral_transport::tls::CA_CERT_FILE), &ca.cert_pem)
-        .expect("ca");
     let Side { node, _dir, .. } = s;
     Arc::into_inner(node).expect("one owner").close().expect("close");
     // `run` refuses a data directory its group or others can reach.

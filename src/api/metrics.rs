@@ -153,6 +153,12 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
         status.conflict_refusals,
     );
     f.one(
+        "certificate_refusals_total",
+        "counter",
+        "Received ops refused because no certificate of the cluster CA vouched for their new origin's key.",
+        status.certificate_refusals,
+    );
+    f.one(
         "revoked_nodes",
         "gauge",
         "Nodes the cluster CA revoked, as learned here.",

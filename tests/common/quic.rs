@@ -30,6 +30,26 @@ pub fn peer(ca: &Ca) -> Peer {
     Peer { node, creds, _dir: dir }
 }
 
+/// [`peer`] without `ca.pem` in its data directory: a store that checks no certificate for
+/// new origins (it takes a genesis on its key alone), as one that never joined a cluster.
+pub fn peer_without_ca_file(ca: &Ca) -> Peer {
+    let p = peer(ca);
+    std::fs::remove_file(p._dir.path().join(CA_CERT_FILE)).expect("remove ca.pem");
+    p
+}
+
+/// `p`'s ops as it stores them, its genesis with its certificate attached (as it sends them).
+pub fn sent_ops(p: &Peer) -> Vec<feral_log::OpBytes> {
+    let mut ops = super::stored_ops(&p.node);
+    let own = p.node.wal().origin();
+    for op in ops.iter_mut() {
+        if op.head().is_ok_and(|h| h.origin == own && h.seq == 1) {
+            assert!(op.attach_certificate(&p.creds.chain[0]), "a genesis takes its certificate");
+        }
+    }
+    ops
+}
+
 /// Serves `p` on an ephemeral loopback port until the returned sender is dropped.
 pub fn start_server(
     p: &Peer,

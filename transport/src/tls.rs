@@ -358,6 +358,35 @@ pub fn spki_of(cert_der: &[u8]) -> Option<&[u8]> {
     Some(spki.whole)
 }
 
+/// The node id a certificate (DER) proves for its key, when one of `roots` issued it. The chain
+/// is checked at a moment inside the certificate's own validity: what this answers is whether
+/// the CA vouched for the key (an origin stays bound to its node after the certificate
+/// expires; revocation is what cuts a node off).
+pub fn verify_issued(cert_der: &[u8], roots: &[Vec<u8>]) -> Result<[u8; 16], TransportError> {
+    let refused = |reason: String| TransportError::Certificate { code: "bad_certificate", reason };
+    let (not_before, _) =
+        validity_of(cert_der).ok_or_else(|| refused("an unreadable validity".into()))?;
+    let spki = spki_of(cert_der).ok_or_else(|| refused("an unreadable public key".into()))?;
+    let mut store = rustls::RootCertStore::empty();
+    for ca in roots {
+        store
+            .add(CertificateDer::from(ca.clone()))
+            .map_err(|e| tls_error("a CA certificate", e))?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+            .build()
+            .map_err(|e| tls_error("the verifier", e))?;
+    let at = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        not_before.max(0) as u64 + 1,
+    ));
+    let cert = CertificateDer::from(cert_der.to_vec());
+    verifier
+        .verify_client_cert(&cert, &[], at)
+        .map_err(|e| refused(format!("not issued by a trusted CA: {e}")))?;
+    Ok(node_id_of(spki))
+}
+
 /// The validity of a DER certificate as unix seconds: (not before, not after).
 pub fn validity_of(cert_der: &[u8]) -> Option<(i64, i64)> {
     let (cert, _) = der_element(cert_der, 0x30)?;

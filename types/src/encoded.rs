@@ -40,6 +40,11 @@ impl OpBytes {
         OpBytes(bytes)
     }
 
+    /// Attaches the certificate of its genesis key (see [`proof::attach_certificate`]).
+    pub fn attach_certificate(&mut self, certificate: &[u8]) -> bool {
+        proof::attach_certificate(&mut self.0, certificate)
+    }
+
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.0
@@ -148,6 +153,7 @@ impl EncodedOp {
         proof::parse_trailer(&self.bytes).unwrap_or(Trailer {
             genesis: None,
             seal: None,
+            certificate: None,
             op_len: self.signed_len,
             signed_len: self.signed_len,
         })
@@ -161,6 +167,12 @@ impl EncodedOp {
     /// The seal it carries, if it ends a run.
     pub fn seal(&self) -> Option<proof::Seal> {
         if proof::is_sealed(&self.bytes) { self.trailer().seal } else { None }
+    }
+
+    /// Attaches the certificate of its genesis key (see [`proof::attach_certificate`]); the
+    /// signed part stays as it is. False when it has no genesis or carries one already.
+    pub fn attach_certificate(&mut self, certificate: &[u8]) -> bool {
+        proof::attach_certificate(&mut self.bytes, certificate)
     }
 
     /// The bytes its run's seal signs (see [`crate::proof`]).

@@ -5,10 +5,14 @@
 //! followed by a trailer, read from its end:
 //!
 //! ```text
-//! op encoding | [genesis: spki, nonce (16), spki length (u16 LE)] | [seal: first seq (u64 LE), signature (64)] | flags (u8)
+//! op encoding | [genesis: spki, nonce (16), spki length (u16 LE)] | [seal: first seq (u64 LE), signature (64)] | [certificate: DER, length (u16 LE)] | flags (u8)
 //! ```
 //!
-//! `flags` bit 0 says a genesis block is present, bit 1 a seal; other bits are zero. The
+//! `flags` bit 0 says a genesis block is present, bit 1 a seal, bit 2 a certificate; other
+//! bits are zero. The certificate rides only beside a genesis: the cluster CA's certificate
+//! for the genesis key, which binds the origin to a node the CA issued. It is outside the
+//! signed part (the CA's signature is its proof): a writer that had no certificate when it
+//! wrote seq 1 attaches it when it sends the op, and a receiver stores it with the op. The
 //! genesis rides on seq 1 of an origin: the writer's public key (SubjectPublicKeyInfo, DER,
 //! ECDSA P-256) and a nonce, and the origin id is [`origin_of`] them, so no other key can
 //! claim that origin. A seal rides on the last op of a run (consecutive seqs of one origin,
@@ -29,6 +33,10 @@ use crate::op::Origin;
 pub const FLAG_GENESIS: u8 = 0x01;
 /// The flag bit of a seal.
 pub const FLAG_SEAL: u8 = 0x02;
+/// The flag bit of an attached certificate (beside a genesis only).
+pub const FLAG_CERTIFICATE: u8 = 0x04;
+/// Largest certificate (DER) an op may carry.
+pub const CERTIFICATE_BYTES_MAX: usize = 4096;
 /// Bytes of a seal block: first seq and an ECDSA P-256 signature (fixed form).
 pub const SEAL_BYTES: usize = 8 + SIGNATURE_BYTES;
 /// Bytes of a signature (r and s, 32 bytes each).
@@ -37,7 +45,9 @@ pub const SIGNATURE_BYTES: usize = 64;
 pub const NONCE_BYTES: usize = 16;
 /// Bytes of the SubjectPublicKeyInfo of an ECDSA P-256 key (the only kind accepted).
 pub const SPKI_BYTES: usize = 91;
-/// Most bytes a trailer adds to an op's encoding.
+/// Most bytes the trailer of a local write adds to an op's encoding (a writer never attaches
+/// a certificate when it writes: that happens when its seq 1 is sent, and a received op is
+/// stored at its exact size).
 pub const TRAILER_BYTES_MAX: usize = SPKI_BYTES + NONCE_BYTES + 2 + SEAL_BYTES + 1;
 /// Most ops one seal covers (a run closes here even inside a group commit).
 pub const SEAL_RUN_OPS_MAX: usize = 512;
@@ -83,6 +93,8 @@ pub struct Trailer {
     pub genesis: Option<Genesis>,
     /// Present on the last op of a run.
     pub seal: Option<Seal>,
+    /// The certificate (DER) of the genesis key, when attached.
+    pub certificate: Option<Vec<u8>>,
     /// Length of the op's encoding (the front of the payload).
     pub op_len: usize,
     /// Length of the signed part (op encoding and genesis block).
@@ -98,10 +110,25 @@ pub fn is_sealed(payload: &[u8]) -> bool {
 /// ECDSA P-256 key, or a payload too short for what its flags announce are refused.
 pub fn parse_trailer(payload: &[u8]) -> Result<Trailer, String> {
     let (&flags, rest) = payload.split_last().ok_or("an empty op payload")?;
-    if flags & !(FLAG_GENESIS | FLAG_SEAL) != 0 {
+    if flags & !(FLAG_GENESIS | FLAG_SEAL | FLAG_CERTIFICATE) != 0 {
         return Err(format!("unknown proof flags {flags:#04x}"));
     }
+    if flags & FLAG_CERTIFICATE != 0 && flags & FLAG_GENESIS == 0 {
+        return Err("a certificate without a genesis".into());
+    }
     let mut end = rest.len();
+    let certificate = if flags & FLAG_CERTIFICATE != 0 {
+        let len_at = end.checked_sub(2).ok_or("a certificate cut short")?;
+        let len = usize::from(u16::from_le_bytes([rest[len_at], rest[len_at + 1]]));
+        if len > CERTIFICATE_BYTES_MAX {
+            return Err(format!("a certificate of {len} bytes (at most {CERTIFICATE_BYTES_MAX})"));
+        }
+        let start = len_at.checked_sub(len).ok_or("a certificate cut short")?;
+        end = start;
+        Some(rest[start..len_at].to_vec())
+    } else {
+        None
+    };
     let seal = if flags & FLAG_SEAL != 0 {
         let start = end.checked_sub(SEAL_BYTES).ok_or("a seal cut short")?;
         let block = &rest[start..end];
@@ -136,7 +163,7 @@ pub fn parse_trailer(payload: &[u8]) -> Result<Trailer, String> {
     } else {
         None
     };
-    Ok(Trailer { genesis, seal, op_len: end, signed_len })
+    Ok(Trailer { genesis, seal, certificate, op_len: end, signed_len })
 }
 
 /// Appends a trailer: the genesis block (if any), the seal (if any) and the flags.
@@ -166,6 +193,23 @@ pub fn finish_trailer(out: &mut Vec<u8>, genesis: bool, seal: Option<&Seal>) {
         flags |= FLAG_SEAL;
     }
     out.push(flags);
+}
+
+/// Attaches `certificate` (DER) to a stored op that carries a genesis and no certificate yet;
+/// any other op, or a certificate too large, is left as it is (false).
+pub fn attach_certificate(payload: &mut Vec<u8>, certificate: &[u8]) -> bool {
+    let Some(&flags) = payload.last() else { return false };
+    if flags & FLAG_GENESIS == 0
+        || flags & FLAG_CERTIFICATE != 0
+        || certificate.len() > CERTIFICATE_BYTES_MAX
+    {
+        return false;
+    }
+    payload.pop();
+    payload.extend_from_slice(certificate);
+    payload.extend_from_slice(&(certificate.len() as u16).to_le_bytes());
+    payload.push(flags | FLAG_CERTIFICATE);
+    true
 }
 
 /// The origin id a key and nonce make: the first 16 bytes of
@@ -367,9 +411,31 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_attaches_beside_a_genesis_only_and_keeps_the_signed_part() {
+        let (_, spki) = key();
+        let genesis = Genesis { spki, nonce: [7; NONCE_BYTES] };
+        let seal = Seal { first_seq: 1, signature: [9; SIGNATURE_BYTES] };
+        let mut payload = b"op-bytes".to_vec();
+        write_trailer(&mut payload, Some(&genesis), Some(&seal));
+        let before = parse_trailer(&payload).expect("parses");
+        assert!(attach_certificate(&mut payload, b"a certificate"));
+        assert!(!attach_certificate(&mut payload, b"another"), "one certificate");
+        let after = parse_trailer(&payload).expect("parses");
+        assert_eq!(after.certificate.as_deref(), Some(&b"a certificate"[..]));
+        assert_eq!((after.genesis, after.seal), (before.genesis, before.seal));
+        assert_eq!((after.op_len, after.signed_len), (before.op_len, before.signed_len));
+        assert_eq!(&payload[..after.signed_len], &payload[..before.signed_len]);
+        let mut plain = b"op-bytes".to_vec();
+        write_trailer(&mut plain, None, Some(&seal));
+        assert!(!attach_certificate(&mut plain, b"a certificate"), "no genesis: nothing to bind");
+        assert!(!attach_certificate(&mut payload, &[0; CERTIFICATE_BYTES_MAX + 1]));
+    }
+
+    #[test]
     fn a_bad_trailer_is_refused() {
         assert!(parse_trailer(&[]).is_err());
-        assert!(parse_trailer(&[0x04]).is_err(), "unknown flag");
+        assert!(parse_trailer(&[0x08]).is_err(), "unknown flag");
+        assert!(parse_trailer(&[0, 0, FLAG_CERTIFICATE]).is_err(), "a certificate alone");
         assert!(parse_trailer(&[1, 2, FLAG_SEAL]).is_err(), "seal cut short");
         assert!(parse_trailer(&[0, 0, FLAG_GENESIS]).is_err(), "genesis cut short");
         let mut not_p256 = vec![0u8; SPKI_BYTES];
