@@ -147,25 +147,40 @@ impl Verifier {
         let mut accepted = vec![false; ops.len()];
         let mut refusals = Vec::new();
         // The open run of each origin: indexes into `ops`, consecutive seqs (SipHash: origins
-        // come from peers).
+        // come from peers). A frame holds each origin's runs together, so the current origin's
+        // run is kept out of the map and the map is touched only where the origin changes.
         let mut open: HashMap<Origin, Vec<usize>> = HashMap::new();
+        let mut current: Option<Origin> = None;
+        let mut run: Vec<usize> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let origin = op.op().origin;
-            let run = open.entry(origin).or_default();
+            if current != Some(origin) {
+                if let Some(previous) = current.replace(origin)
+                    && !run.is_empty()
+                {
+                    open.insert(previous, std::mem::take(&mut run));
+                }
+                run = open.remove(&origin).unwrap_or_default();
+            }
             if let Some(&prev) = run.last()
                 && ops[prev].op().seq.checked_add(1) != Some(op.op().seq)
             {
-                refusals.push(refusal(&ops, run, bad("its ops are not consecutive seqs")));
+                refusals.push(refusal(&ops, &run, bad("its ops are not consecutive seqs")));
                 run.clear();
             }
             run.push(i);
             if op.seal().is_some() {
-                let run = std::mem::take(run);
                 match self.check_run(wal, &ops, &run)? {
                     Ok(()) => run.iter().for_each(|&j| accepted[j] = true),
                     Err(why) => refusals.push(refusal(&ops, &run, why)),
                 }
+                run.clear();
             }
+        }
+        if let Some(origin) = current
+            && !run.is_empty()
+        {
+            open.insert(origin, run);
         }
         for run in open.values().filter(|r| !r.is_empty()) {
             refusals.push(refusal(&ops, run, bad("no seal covers them")));

@@ -4,7 +4,8 @@
 //! with the valid rest, and the real origin keeps syncing afterwards; an op altered by a relay
 //! is refused by the next hop. Through `Node::ingest`, each way a run can be bad is refused:
 //! unsealed, re-cut, a genesis that does not make its origin, a seq 1 without genesis, an
-//! origin whose genesis is not held.
+//! origin whose genesis is not held. A new origin needs the cluster CA's certificate for its
+//! key; a revocation of the cluster CA spreads through any path and cuts the node off.
 
 mod common;
 

@@ -131,7 +131,9 @@ fn catch_up_n(c: &mut Criterion, n: usize) {
     let started = Instant::now();
     let sender = side(&ca, n);
     println!("built the {n}-op sender in {:.1} s", started.elapsed().as_secs_f64());
-    let ops = feral_benches::stored_ops(&sender.node);
+    // As the sender sends them: its genesis with its certificate, which the receiver checks.
+    let mut ops = feral_benches::stored_ops(&sender.node);
+    assert!(ops[0].attach_certificate(&sender.creds.chain[0]), "seq 1 takes its certificate");
     let (addr, stop) = start(&rt, &sender);
     let mut group = c.benchmark_group(format!("sync_catch_up_{n}_ops"));
     group
@@ -163,11 +165,13 @@ fn catch_up_n(c: &mut Criterion, n: usize) {
                 let receiver = side(&ca, 0);
                 let batches = feral_benches::sealed_batches(&ops, 1024);
                 let t = Instant::now();
+                let mut taken = 0;
                 for batch in batches {
-                    receiver.node.ingest(batch).expect("ingest");
+                    taken += receiver.node.ingest(batch).expect("ingest");
                 }
                 receiver.node.settle();
                 total += t.elapsed();
+                assert_eq!(taken, n, "every op taken");
             }
             total
         })
