@@ -132,7 +132,10 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
         C::Status { json } => {
             crate::print_json(&remote.expect_ok("GET", "/v1/status", None)?, !json)
         }
-        C::Conflicts { action: Some(_), .. } => refuse(remote, "conflicts resolve"),
+        C::Conflicts { json, action: Some(crate::ConflictAction::Resolve { origin }) } => {
+            let path = format!("/v1/conflicts/{}/resolve", segment(&origin));
+            crate::print_resolved(&remote.expect_ok("POST", &path, None)?, json)
+        }
         C::Conflicts { json, action: None } => {
             let status = remote.expect_ok("GET", "/v1/status", None)?;
             crate::print_conflicts(&status["conflicts"], json)

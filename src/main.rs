@@ -315,14 +315,27 @@ fn print_json(value: &impl Serialize, pretty: bool) -> Outcome {
 
 /// What to do with a quarantined conflict.
 #[derive(Debug, Subcommand)]
-enum ConflictAction {
+pub(crate) enum ConflictAction {
     /// Keep this node's branch of ORIGIN: the origin advances again here with the ops that
     /// continue what this node holds; ops of the other branch stay refused (and counted), the
-    /// evidence stays in conflicts/. The node must be stopped.
+    /// evidence stays in conflicts/. Goes through the node's API when it runs.
     Resolve {
         /// The quarantined origin (32 hex characters).
         origin: String,
     },
+}
+
+/// Prints a resolved conflict (as `POST /v1/conflicts/{origin}/resolve` answers it).
+fn print_resolved(resolved: &serde_json::Value, json: bool) -> Outcome {
+    if json {
+        return print_json(resolved, false);
+    }
+    out!(
+        "resolved: origin {} advances again from seq {} with this node's branch",
+        resolved["origin"].as_str().unwrap_or("-"),
+        resolved["seq"]
+    );
+    Ok(0)
 }
 
 /// Prints the conflicts (a JSON list, as in status): one line each, or that there are none.
@@ -418,14 +431,8 @@ fn run(command: Command, data: &Path) -> Outcome {
                 return Err(fail(1, format!("no conflict is quarantined for origin {origin}")));
             };
             node.close()?;
-            if json {
-                return print_json(&resolved, false);
-            }
-            out!(
-                "resolved: origin {origin} advances again from seq {} with this node's branch",
-                resolved.seq
-            );
-            Ok(0)
+            let resolved = serde_json::to_value(&resolved).map_err(|e| fail(1, e.to_string()))?;
+            print_resolved(&resolved, json)
         }
         Command::Check { json } => {
             let node = open(data)?;

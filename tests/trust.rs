@@ -449,8 +449,19 @@ fn a_quarantined_conflict_survives_a_restart_and_keeps_its_origin_from_advancing
         common::feral_node().arg("--data").arg(&r_dir).args(["conflicts", "resolve", what]).output()
     };
     assert_eq!(resolve(&"0".repeat(32)).expect("run").status.code(), Some(1), "none held");
+    // While a node runs on the store, the command goes through its API.
+    let running = common::RunningNode::start(&r_dir, &[]);
     let out = resolve(&origin).expect("run");
     assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("resolved: origin {origin} advances again from seq 2")),
+        "{text}"
+    );
+    let out = resolve(&"0".repeat(32)).expect("run");
+    assert_eq!(out.status.code(), Some(1), "none held: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"), "{out:?}");
+    assert!(running.stop(), "the node stops cleanly");
     let r = open(&r_dir);
     assert!(r.status().conflicts[0].resolved_at_ms.is_some());
     assert_eq!(r.ingest(stored_ops(&a)).expect("ingest"), 1, "a's seq 3 lands");

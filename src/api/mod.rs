@@ -361,6 +361,27 @@ async fn post_revocations(
     Ok(json_response(StatusCode::OK, &json!({"appended": view, "newly_revoked": newly})))
 }
 
+/// Resolves the conflict quarantined for an origin by keeping this node's branch (what
+/// `feral-node conflicts resolve ORIGIN` does; it goes through here while a node runs).
+/// Answers the conflict, now with `resolved_at_ms`; 404 `not_found` when none is held for it.
+async fn resolve_conflict(
+    State(api): State<Api>,
+    Path(origin): Path<String>,
+) -> ApiResult<Response> {
+    let parsed = feral_log::Origin::parse(&origin)
+        .map_err(|_| invalid_request(format!("{origin:?} is not an origin (32 hex characters)")))?;
+    let node = api.service.node.clone();
+    let resolved = blocking(move || node.resolve_conflict(&parsed)).await??;
+    let resolved = resolved.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no conflict is quarantined for origin {origin}"),
+        )
+    })?;
+    Ok(json_response(StatusCode::OK, &resolved))
+}
+
 async fn status(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let status = blocking(move || node.status()).await?;
@@ -500,6 +521,7 @@ fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
         .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode))
         .route("/v1/ops", post(post_ops))
         .route("/v1/revocations", post(post_revocations))
+        .route("/v1/conflicts/{origin}/resolve", post(resolve_conflict))
         .route("/v1/status", get(status))
         .route("/v1/check", get(check))
         .route("/v1/resume", post(resume))
