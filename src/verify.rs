@@ -152,6 +152,8 @@ impl Verifier {
         let mut open: HashMap<Origin, Vec<usize>> = HashMap::new();
         let mut current: Option<Origin> = None;
         let mut run: Vec<usize> = Vec::new();
+        // The link of each origin's last accepted op in this batch: the next run starts there.
+        let mut links: HashMap<Origin, (u64, [u8; 32])> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
             let origin = op.op().origin;
             if current != Some(origin) {
@@ -170,8 +172,11 @@ impl Verifier {
             }
             run.push(i);
             if op.seal().is_some() {
-                match self.check_run(wal, &ops, &run)? {
-                    Ok(()) => run.iter().for_each(|&j| accepted[j] = true),
+                match self.check_run(wal, &ops, &run, &links)? {
+                    Ok(()) => {
+                        run.iter().for_each(|&j| accepted[j] = true);
+                        links.insert(origin, (op.op().seq, proof::link_of(op.signed_part())));
+                    }
                     Err(why) => refusals.push(refusal(&ops, &run, why)),
                 }
                 run.clear();
@@ -203,7 +208,13 @@ impl Verifier {
     }
 
     /// Checks one run ending with a sealed op: `Ok(Err(reason))` refuses it.
-    fn check_run(&self, wal: &Wal, ops: &[EncodedOp], run: &[usize]) -> Result<Verdict> {
+    fn check_run(
+        &self,
+        wal: &Wal,
+        ops: &[EncodedOp],
+        run: &[usize],
+        links: &HashMap<Origin, (u64, [u8; 32])>,
+    ) -> Result<Verdict> {
         let (Some(&first), Some(&last)) = (run.first(), run.last()) else { return Ok(Ok(())) };
         let (first, last) = (&ops[first], &ops[last]);
         let origin = first.op().origin;
@@ -219,10 +230,34 @@ impl Verifier {
         if length > SEAL_RUN_OPS_MAX as u64 {
             return Ok(Err(bad(format!("a run of {length} ops (at most {SEAL_RUN_OPS_MAX})"))));
         }
+        // The run links to the op before it: of this batch's previous run, or held here. So a
+        // run verifies only on top of the branch this node holds.
+        let Some(before) = seal.first_seq.checked_sub(1) else {
+            return Ok(Err(bad("a seal that covers seqs from 0")));
+        };
+        let link = match before {
+            0 => proof::LINK_NONE,
+            before => match links.get(&origin) {
+                Some(&(seq, link)) if seq == before => link,
+                _ => {
+                    let held =
+                        wal.payloads_by_origin_within(&origin, before, before, 1, usize::MAX)?;
+                    let Some(op) = held.first() else {
+                        return Ok(Err(bad(format!(
+                            "its run follows seq {before}, which is not held here"
+                        ))));
+                    };
+                    match proof::parse_trailer(op.as_slice()) {
+                        Ok(t) => proof::link_of(&op.as_slice()[..t.signed_len]),
+                        Err(reason) => return Ok(Err(bad(format!("the op before it: {reason}")))),
+                    }
+                }
+            },
+        };
         // The run's first ops may be held here already: a crash tore the commit that was
         // writing a received run, and kept its front (never acknowledged, but valid records).
         // They are checked with the rest, read back from the log.
-        let mut digest = RunDigest::default();
+        let mut digest = RunDigest::linked(&link);
         if seal.first_seq < start {
             let held = wal.payloads_by_origin_within(
                 &origin,

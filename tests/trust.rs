@@ -167,6 +167,11 @@ fn every_way_a_run_can_be_bad_is_refused_and_the_good_rest_goes_on() {
     let claim =
         signed_op(&other, (a.wal().origin(), 1), ("episodes", "claim", data), Some(&genesis));
     assert_eq!(refused(vec![OpBytes::new(claim.bytes().to_vec())]), (0, 1));
+    // A seal that claims a run from seq 0 (no such seq): refused, not a wrapped subtraction.
+    let mut from_zero = ops[3].as_slice().to_vec();
+    let at = from_zero.len() - 1 - proof::SEAL_BYTES;
+    from_zero[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    assert_eq!(refused(vec![OpBytes::new(from_zero)]), (0, 1));
     // The good runs, beside a bad one, are taken.
     let mut mixed = ops.clone();
     mixed.push(OpBytes::new(sealed_by(&other, a.wal().origin(), 5, "x").bytes().to_vec()));
@@ -466,6 +471,15 @@ fn a_quarantined_conflict_survives_a_restart_and_keeps_its_origin_from_advancing
     assert!(r.status().conflicts[0].resolved_at_ms.is_some());
     assert_eq!(r.ingest(stored_ops(&a)).expect("ingest"), 1, "a's seq 3 lands");
     assert_eq!(r.ingest(stored_ops(&b)).expect("ingest"), 0, "b's seq 2 stays refused");
+    // The other writer goes on past what r holds: its seq 4 alone, at a seq r has not got yet,
+    // is still told apart, because its run links to b's seq 3, not to the a's seq 3 r holds.
+    b.append_episode(&doc("y3", "s", 3.0), None).expect("b's seq 3");
+    b.append_episode(&doc("y4", "s", 4.0), None).expect("b's seq 4");
+    let before = r.status().bad_signature_refusals;
+    let b4 = own(&b).pop().expect("b's seq 4");
+    assert_eq!(r.ingest(vec![b4]).expect("ingest"), 0, "another branch's run");
+    assert_eq!(r.status().bad_signature_refusals, before + 1);
+    assert!(r.episode("y4").expect("read").is_none());
     assert!(r.episode("x2").expect("read").is_some() && r.episode("y").expect("read").is_none());
     drop((a, r));
     assert_eq!(listed(&a_dir).trim(), "no conflicts");

@@ -11,7 +11,7 @@ use crate::limits::{BUFFER_BYTES_KEPT, GROUP_RECORDS_MAX};
 use crate::op;
 use crate::record;
 use crate::segment::{ActiveSegment, Header};
-use crate::wal::{Body, Lsn, OpenRun, Pause, PauseKind, Pending, State, Wal, Writer, lock};
+use crate::wal::{Body, Chain, Lsn, OpenRun, Pause, PauseKind, Pending, State, Wal, Writer, lock};
 use feral_types::OpBytes;
 use feral_types::proof::{self, RunDigest, Seal};
 
@@ -78,7 +78,7 @@ impl Wal {
         let mut writer = lock(&self.inner.writer);
         writer.active = None;
         // What the failed commit left unsealed is read from the log again after resume.
-        writer.unsealed = None;
+        writer.chain = None;
     }
 
     /// Writes a batch into the active segment (sealing and creating segments as they fill) and
@@ -116,13 +116,14 @@ impl Wal {
     ) -> std::result::Result<(), (PauseKind, Error)> {
         let Some(signer) = self.inner.config.signer.as_deref() else { return Ok(()) };
         let Some(last_local) = batch.iter().rposition(|p| p.local) else { return Ok(()) };
-        let mut run = match writer.unsealed.take() {
+        let mut chain = match writer.chain.take() {
             Some(known) => known,
             None => {
                 let first = batch.iter().find(|p| p.local).map_or(1, |p| p.seq);
-                self.unsealed_tail(first - 1).map_err(|e| (PauseKind::IoError, e))?
+                self.recover_chain(first - 1).map_err(|e| (PauseKind::IoError, e))?
             }
         };
+        let mut run = chain.open.take();
         let origin = self.inner.origin;
         for (i, p) in batch.iter_mut().enumerate().take(last_local + 1) {
             let Body::Op(op) = &p.body else { continue };
@@ -135,8 +136,10 @@ impl Wal {
             codec::encode_op_into(op, &mut bytes);
             let genesis = if p.seq == 1 { self.inner.genesis.as_ref() } else { None };
             proof::write_genesis(&mut bytes, genesis);
-            let open = run
-                .get_or_insert_with(|| OpenRun { first_seq: p.seq, digest: RunDigest::default() });
+            let open = run.get_or_insert_with(|| OpenRun {
+                first_seq: p.seq,
+                digest: RunDigest::linked(&chain.link),
+            });
             open.digest.add(&bytes);
             let seal = if i == last_local || open.digest.full() {
                 let Some(closed) = run.take() else { unreachable!("the run was just opened") };
@@ -146,6 +149,8 @@ impl Wal {
                     let source = std::io::Error::other(format!("sealing a commit: {reason}"));
                     (PauseKind::IoError, Error::Io { path: "node key".into(), source })
                 })?;
+                // The next run links to this op (its signed part is all `bytes` holds yet).
+                chain.link = proof::link_of(&bytes);
                 Some(Seal { first_seq, signature })
             } else {
                 None
@@ -153,15 +158,17 @@ impl Wal {
             proof::finish_trailer(&mut bytes, genesis.is_some(), seal.as_ref());
             p.body = Body::Encoded(bytes);
         }
-        writer.unsealed = Some(run);
+        chain.open = run;
+        writer.chain = Some(chain);
         Ok(())
     }
 
-    /// The own origin's ops after its last sealed one, read back from the log (after an
-    /// open or a resume): at most one commit's worth, since every commit closes its runs.
-    fn unsealed_tail(&self, head: u64) -> Result<Option<OpenRun>> {
+    /// Where the own origin's chain stands, read back from the log (after an open or a
+    /// resume): the ops after its last sealed one (at most one commit's worth, since every
+    /// commit closes its runs) and the link of the op before them.
+    fn recover_chain(&self, head: u64) -> Result<Chain> {
         if head == 0 {
-            return Ok(None);
+            return Ok(Chain { open: None, link: proof::LINK_NONE });
         }
         let from = head.saturating_sub(GROUP_RECORDS_MAX as u64).max(1);
         let ops = self.payloads_by_origin_within(
@@ -179,11 +186,39 @@ impl Wal {
                 "no seal among the own origin's last ops; the run is sealed from {from}"
             );
         }
+        let signed = |op: &OpBytes| -> Result<Vec<u8>> {
+            let trailer = proof::parse_trailer(op.as_slice())
+                .map_err(|r| Error::Index(format!("own op unreadable: {r}")))?;
+            Ok(op.as_slice()[..trailer.signed_len].to_vec())
+        };
         let tail = &ops[after..];
-        let Some(first) = tail.first() else { return Ok(None) };
-        let first_seq =
-            first.head().map_err(|r| Error::Index(format!("own op unreadable: {r}")))?.seq;
-        let mut digest = RunDigest::default();
+        let first_seq = match tail.first() {
+            Some(first) => {
+                first.head().map_err(|r| Error::Index(format!("own op unreadable: {r}")))?.seq
+            }
+            None => head + 1,
+        };
+        let link = if first_seq == 1 {
+            proof::LINK_NONE
+        } else if after > 0 {
+            proof::link_of(&signed(&ops[after - 1])?)
+        } else {
+            let before = self.payloads_by_origin_within(
+                &self.inner.origin,
+                first_seq - 1,
+                first_seq - 1,
+                1,
+                usize::MAX,
+            )?;
+            let op = before.first().ok_or_else(|| {
+                Error::Index(format!("own op {} is not in the log", first_seq - 1))
+            })?;
+            proof::link_of(&signed(op)?)
+        };
+        if tail.is_empty() {
+            return Ok(Chain { open: None, link });
+        }
+        let mut digest = RunDigest::linked(&link);
         for op in tail {
             let trailer = proof::parse_trailer(op.as_slice())
                 .map_err(|r| Error::Index(format!("own op {first_seq}..: {r}")))?;
@@ -194,7 +229,7 @@ impl Wal {
             ops = tail.len(),
             "own ops left unsealed by a cut commit; the next commit seals them"
         );
-        Ok(Some(OpenRun { first_seq, digest }))
+        Ok(Chain { open: Some(OpenRun { first_seq, digest }), link })
     }
 
     /// The body of [`Wal::write_batch`], with the writer's buffers lent to it.

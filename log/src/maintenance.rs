@@ -106,7 +106,7 @@ impl Wal {
         {
             let mut writer = self.writer();
             writer.active = recovered.active;
-            writer.unsealed = None;
+            writer.chain = None;
         }
         if let Some(at) = recovered.corruption {
             tracing::error!(%at, "log corruption found on open; writes paused");

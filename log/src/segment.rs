@@ -17,7 +17,7 @@ pub const FOOTER_BYTES: u64 = 40;
 const HEADER_MAGIC: &[u8; 8] = b"FERALSEG";
 const FOOTER_MAGIC: &[u8; 8] = b"FERALEND";
 /// 2: every record payload ends with its op's proof trailer (genesis, seal, flags).
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 /// File-name suffix of a segment.
 pub const SEGMENT_SUFFIX: &str = ".seg";
 /// Suffix of a segment still being created (removed on open).
@@ -70,8 +70,12 @@ impl Header {
         match u32_at(bytes, 8) {
             FORMAT_VERSION => {}
             1 => {
-                return Err("segment format 1 predates signed ops (format 2): this build cannot \
-                            read it; see docs/format.md, \"Stores of format 1\"");
+                return Err("segment format 1 predates signed ops (format 3): this build cannot \
+                            read it; see docs/format.md, \"Stores of formats 1 and 2\"");
+            }
+            2 => {
+                return Err("segment format 2 predates chained seals (format 3): this build \
+                            cannot read it; see docs/format.md, \"Stores of formats 1 and 2\"");
             }
             _ => return Err("unknown segment format version"),
         }

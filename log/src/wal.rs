@@ -216,10 +216,20 @@ pub(crate) struct Writer {
     /// The frame buffer, kept between batches: a fresh large buffer per batch costs an
     /// mmap, page faults and zeroing, more than the copy into it.
     pub(crate) frames: Vec<u8>,
+    /// Where the own origin's chain of runs stands. `None` until the first commit after a
+    /// load (or a resume) reads it from the log.
+    pub(crate) chain: Option<Chain>,
+}
+
+/// Where the own origin's chain of sealed runs stands (see `feral_types::proof`).
+#[derive(Debug, Clone)]
+pub(crate) struct Chain {
     /// The own origin's ops written but not yet covered by a seal (a crash cut their commit):
-    /// the next commit's seal covers them. `None` until the first commit after a load reads
-    /// it from the log.
-    pub(crate) unsealed: Option<Option<OpenRun>>,
+    /// the next commit's seal covers them.
+    pub(crate) open: Option<OpenRun>,
+    /// The link a new run starts from: of the own origin's last op ([`proof::LINK_NONE`]
+    /// before its first).
+    pub(crate) link: [u8; 32],
 }
 
 /// A run of the own origin's ops that no seal covers yet.
@@ -440,12 +450,7 @@ impl Wal {
             }),
             cond: Condvar::new(),
             index: RwLock::new(None),
-            writer: Mutex::new(Writer {
-                active: None,
-                capacity,
-                frames: Vec::new(),
-                unsealed: None,
-            }),
+            writer: Mutex::new(Writer { active: None, capacity, frames: Vec::new(), chain: None }),
             indexer: IndexQueue::default(),
             zeroer: crate::zeroer::Zeroer::default(),
             maintenance: Mutex::new(()),

@@ -21,7 +21,8 @@ fn stored(wal: &Wal) -> Vec<OpBytes> {
         .expect("payloads")
 }
 
-/// Verifies every run of one origin's ops (from seq 1) with `key`; returns the run lengths.
+/// Verifies every run of one origin's ops (from seq 1) with `key`, each linked to the op
+/// before it; returns the run lengths.
 fn runs(ops: &[OpBytes], origin: Origin, key: &VerifyingKey) -> Vec<usize> {
     let (mut lengths, mut digest, mut first) = (Vec::new(), RunDigest::default(), None);
     for bytes in ops {
@@ -32,7 +33,8 @@ fn runs(ops: &[OpBytes], origin: Origin, key: &VerifyingKey) -> Vec<usize> {
         if let Some(seal) = op.trailer().seal {
             let start = first.take().expect("a run");
             assert_eq!(seal.first_seq, start, "the seal covers its run");
-            let message = std::mem::take(&mut digest).message(&origin, start, op.op().seq);
+            let next = RunDigest::linked(&proof::link_of(op.signed_part()));
+            let message = std::mem::replace(&mut digest, next).message(&origin, start, op.op().seq);
             assert!(key.verify(&message, &seal.signature), "seal of {start}..={}", op.op().seq);
             lengths.push((op.op().seq - start + 1) as usize);
         }

@@ -17,10 +17,13 @@
 //! ECDSA P-256) and a nonce, and the origin id is [`origin_of`] them, so no other key can
 //! claim that origin. A seal rides on the last op of a run (consecutive seqs of one origin,
 //! written in one group commit) and signs, with the origin's key, the run's digest: SHA-256
-//! over each op's *signed part* (its bytes without seal and flags, so the genesis is
-//! covered), each prefixed by its length as u32 LE. The signed message is
-//! `"feral-seal/1" | origin | first seq | last seq | digest`. One signature covers up to
-//! [`SEAL_RUN_OPS_MAX`] ops, so checking costs little per op.
+//! over the run's *link* (SHA-256 of the signed part of the origin's op just before the run;
+//! 32 zero bytes for a run from seq 1), then each op's *signed part* (its bytes without
+//! seal, certificate and flags, so the genesis is covered), each prefixed by its length as
+//! u32 LE. The signed message is `"feral-seal/2" | origin | first seq | last seq | digest`.
+//! The link chains every run to the whole history of its origin: a run of another branch (a
+//! fork) never verifies on top of this one. One signature covers up to [`SEAL_RUN_OPS_MAX`]
+//! ops, so checking costs little per op.
 
 use std::fmt;
 
@@ -59,7 +62,9 @@ const P256_SPKI_PREFIX: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
-const SEAL_DOMAIN: &[u8] = b"feral-seal/1";
+const SEAL_DOMAIN: &[u8] = b"feral-seal/2";
+/// The link of a run from seq 1 (no op before it).
+pub const LINK_NONE: [u8; 32] = [0; 32];
 const ORIGIN_DOMAIN: &[u8] = b"feral-origin/1";
 
 /// The genesis of an origin: the key that owns it and the nonce its id was made with.
@@ -240,12 +245,28 @@ impl fmt::Debug for RunDigest {
 }
 
 impl Default for RunDigest {
+    /// The digest of a run from seq 1 ([`LINK_NONE`]).
     fn default() -> Self {
-        RunDigest { ctx: ring::digest::Context::new(&ring::digest::SHA256), ops: 0, bytes: 0 }
+        RunDigest::linked(&LINK_NONE)
     }
 }
 
+/// The link a run after `signed` starts from: SHA-256 of the signed part of the op before it.
+pub fn link_of(signed: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, signed);
+    let mut link = [0u8; 32];
+    link.copy_from_slice(digest.as_ref());
+    link
+}
+
 impl RunDigest {
+    /// The digest of a run whose previous op has this link ([`link_of`]).
+    pub fn linked(link: &[u8; 32]) -> RunDigest {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(link);
+        RunDigest { ctx, ops: 0, bytes: 0 }
+    }
+
     /// Adds one op's signed part.
     pub fn add(&mut self, signed: &[u8]) {
         self.ctx.update(&(signed.len() as u32).to_le_bytes());
@@ -460,6 +481,10 @@ mod tests {
         assert!(verifier.verify(&run(&[b"a", b"b"]), &sig));
         assert!(!verifier.verify(&run(&[b"a", b"c"]), &sig), "altered op");
         assert!(!verifier.verify(&run(&[b"ab"]), &sig), "ops re-cut");
+        let mut after = RunDigest::linked(&link_of(b"another branch's op"));
+        after.add(b"a");
+        after.add(b"b");
+        assert!(!verifier.verify(&after.message(&origin, 1, 2), &sig), "another link");
         let (_, other) = key();
         assert!(!VerifyingKey::from_spki(&other).expect("other").verify(&run(&[b"a", b"b"]), &sig));
         assert_ne!(origin, origin_of(&other, &[1; NONCE_BYTES]), "an origin belongs to one key");
