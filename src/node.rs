@@ -290,6 +290,9 @@ impl Node {
         self.revocations.learn_from(&self.wal, &ops, self.time.now_ms())?;
         let ops = self.revocations.filter(ops)?;
         let mut ops = self.quarantine.filter(ops);
+        // The link of each origin's last op, for the next batch's first run (kept once the
+        // log holds that op).
+        let links = crate::verify::last_links(&ops);
         // A split brain between two signed branches is a conflict: quarantined (the origin
         // stops advancing here from the contested seq), and the rest of the batch goes on.
         // Each turn takes at least the refused op out, so this ends.
@@ -305,6 +308,10 @@ impl Node {
                 Err((e, _)) => return Err(e.into()),
             }
         };
+        let fresh: std::collections::HashSet<OpId> =
+            appended.iter().filter(|a| !a.duplicate).map(|a| a.op_id).collect();
+        self.verifier
+            .remember_links(links.into_iter().filter(|(_, (_, id, _))| fresh.contains(id)));
         let changes: Vec<Change<'static>> = appended
             .iter()
             .zip(&ops)
@@ -335,6 +342,11 @@ impl Node {
         let mut appended = self.append_unchecked(vec![draft])?;
         let appended = appended.pop().ok_or(Error::Internal("an append returned no result"))?;
         Ok((appended, newly))
+    }
+
+    /// The nodes the cluster CA revoked, as learned here.
+    pub fn revoked(&self) -> Vec<crate::revocation::Revoked> {
+        self.revocations.list()
     }
 
     /// Attaches this node's certificate (`node.pem`) to its own genesis op on its way out.

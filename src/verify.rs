@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use feral_log::{EncodedOp, Origin, Wal};
+use feral_log::{EncodedOp, OpId, Origin, Wal};
 use feral_transport::tls::{CA_CERT_FILE, pem_certs, verify_issued};
 use feral_types::proof::{self, RunDigest, SEAL_RUN_BYTES_MAX, SEAL_RUN_OPS_MAX, VerifyingKey};
 
@@ -74,6 +74,9 @@ pub(crate) struct Verifier {
     /// The data directory (its `ca.pem` vouches for the keys of new origins).
     dir: PathBuf,
     keys: Mutex<HashMap<Origin, VerifyingKey>>,
+    /// The link of the last op appended of each origin (a cache in front of the log: the next
+    /// frame's first run links there, and a log read would wait for the indexer).
+    appended_links: Mutex<HashMap<Origin, (u64, [u8; 32])>>,
     census: Mutex<Option<Census>>,
     refused_ops: AtomicU64,
     refused_origin_ops: AtomicU64,
@@ -99,11 +102,42 @@ impl Verifier {
         Verifier {
             dir: dir.to_path_buf(),
             keys: Mutex::default(),
+            appended_links: Mutex::default(),
             census: Mutex::default(),
             refused_ops: AtomicU64::new(0),
             refused_origin_ops: AtomicU64::new(0),
             refused_certificate_ops: AtomicU64::new(0),
         }
+    }
+
+    /// Records links from [`last_links`] whose ops the log now holds.
+    pub(crate) fn remember_links(
+        &self,
+        held: impl IntoIterator<Item = (Origin, (u64, OpId, [u8; 32]))>,
+    ) {
+        let mut links = self.appended_links.lock().unwrap_or_else(|p| p.into_inner());
+        for (origin, (seq, _, link)) in held {
+            if links.len() >= ORIGIN_KEYS_CACHED_MAX && !links.contains_key(&origin) {
+                links.clear(); // a cache: every link can be read again from the log
+            }
+            links.insert(origin, (seq, link));
+        }
+    }
+
+    /// The link of the op of `origin` at `seq` that the log holds: from the cache, else read.
+    fn held_link(&self, wal: &Wal, origin: &Origin, seq: u64) -> Result<Option<[u8; 32]>> {
+        let cached =
+            self.appended_links.lock().unwrap_or_else(|p| p.into_inner()).get(origin).copied();
+        if let Some((at, link)) = cached
+            && at == seq
+        {
+            return Ok(Some(link));
+        }
+        let held = wal.payloads_by_origin_within(origin, seq, seq, 1, usize::MAX)?;
+        let Some(op) = held.first() else { return Ok(None) };
+        Ok(proof::parse_trailer(op.as_slice())
+            .ok()
+            .map(|t| proof::link_of(&op.as_slice()[..t.signed_len])))
     }
 
     /// Ops refused so far because no certificate of the cluster CA vouched for their new
@@ -239,19 +273,14 @@ impl Verifier {
             0 => proof::LINK_NONE,
             before => match links.get(&origin) {
                 Some(&(seq, link)) if seq == before => link,
-                _ => {
-                    let held =
-                        wal.payloads_by_origin_within(&origin, before, before, 1, usize::MAX)?;
-                    let Some(op) = held.first() else {
+                _ => match self.held_link(wal, &origin, before)? {
+                    Some(link) => link,
+                    None => {
                         return Ok(Err(bad(format!(
-                            "its run follows seq {before}, which is not held here"
+                            "its run follows seq {before}, which is not held here (or is unreadable)"
                         ))));
-                    };
-                    match proof::parse_trailer(op.as_slice()) {
-                        Ok(t) => proof::link_of(&op.as_slice()[..t.signed_len]),
-                        Err(reason) => return Ok(Err(bad(format!("the op before it: {reason}")))),
                     }
-                }
+                },
             },
         };
         // The run's first ops may be held here already: a crash tore the commit that was
@@ -408,6 +437,22 @@ impl Verifier {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, VerifyingKey>> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The last op of each origin among `ops` (in order): its seq, op id and link.
+pub(crate) fn last_links(ops: &[EncodedOp]) -> HashMap<Origin, (u64, OpId, [u8; 32])> {
+    // A batch holds each origin's ops together: the map is touched where the origin changes.
+    let mut last: HashMap<Origin, &EncodedOp> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if ops.get(i + 1).is_none_or(|next| next.op().origin != op.op().origin) {
+            last.insert(op.op().origin, op);
+        }
+    }
+    last.into_iter()
+        .map(|(origin, op)| {
+            (origin, (op.op().seq, op.op().op_id, proof::link_of(op.signed_part())))
+        })
+        .collect()
 }
 
 /// The key (SPKI) in the genesis of `origin` held in the local log.

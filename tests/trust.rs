@@ -567,7 +567,7 @@ fn certs_revoke_works_through_a_running_node_and_on_a_stopped_store() {
     assert_eq!(cli(&["init"]).0, Some(0));
     assert_eq!(cli(&["certs", "issue", "--ca", &path(&ca)]).0, Some(0));
     let stolen = "0123456789abcdef0123456789abcdef";
-    let running = common::RunningNode::start(&data, &[]);
+    let running = common::RunningNode::start(&data, &["--peers", "127.0.0.1:9"]);
     let (code, text, _) =
         cli(&["certs", "revoke", stolen, "--ca", &path(&ca), "--reason", "stolen"]);
     assert_eq!(code, Some(0), "{text}");
@@ -580,6 +580,9 @@ fn certs_revoke_works_through_a_running_node_and_on_a_stopped_store() {
     let status: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(status["revoked"][0]["node_id"], stolen);
     assert_eq!(status["revoked"][0]["reason"], "stolen");
+    let peers = running.api().call("GET", "/v1/peers", None).expect("peers");
+    assert_eq!(peers.0, 200);
+    assert_eq!(peers.1[0]["revoked"], false, "a static peer of unknown node id: {}", peers.1);
     assert!(running.stop(), "the node stops cleanly");
 
     let second = "fedcba9876543210fedcba9876543210";

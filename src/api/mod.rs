@@ -452,8 +452,23 @@ async fn sync(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResu
     Ok(json_response(StatusCode::OK, &results))
 }
 
+/// Known peers, each with `revoked`: true when the cluster CA revoked its node id (its
+/// handshakes are refused).
 async fn peers(State(api): State<Api>) -> ApiResult<Response> {
-    Ok(json_response(StatusCode::OK, &api.service.peers()))
+    let revoked: std::collections::HashSet<String> =
+        api.service.node.revoked().into_iter().map(|r| r.node_id).collect();
+    let list: Vec<Value> = api
+        .service
+        .peers()
+        .into_iter()
+        .map(|p| {
+            let is_revoked = p.node_id.as_ref().is_some_and(|id| revoked.contains(id));
+            let mut value = serde_json::to_value(&p).unwrap_or(Value::Null);
+            value["revoked"] = Value::Bool(is_revoked);
+            value
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &list))
 }
 
 async fn not_found() -> ApiError {
