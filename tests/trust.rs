@@ -583,7 +583,8 @@ fn certs_revoke_works_through_a_running_node_and_on_a_stopped_store() {
     let peers = running.api().call("GET", "/v1/peers", None).expect("peers");
     assert_eq!(peers.0, 200);
     assert_eq!(peers.1[0]["revoked"], false, "a static peer of unknown node id: {}", peers.1);
-    assert!(running.stop(), "the node stops cleanly");
+    // Killed, not stopped: a stop waits for the session with the unreachable static peer.
+    drop(running);
 
     let second = "fedcba9876543210fedcba9876543210";
     let (code, _, text) = cli(&["certs", "revoke", second, "--ca", &path(&ca), "--json"]);
