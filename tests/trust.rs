@@ -603,3 +603,85 @@ fn certs_revoke_works_through_a_running_node_and_on_a_stopped_store() {
     let (code, text, _) = cli(&["certs", "revoke", "not-hex", "--ca", &path(&ca)]);
     assert_eq!(code, Some(2), "{text}");
 }
+
+/// The conflict of a copied data directory with real processes: three `feral-node run`s, two
+/// of them on copies of one data directory (its key and origin), synced through their APIs. The
+/// third node quarantines the conflict instead of failing its sessions; its own origin keeps
+/// reaching both writers, and the quarantined origin stops advancing on it.
+#[test]
+fn two_processes_on_one_copied_directory_are_a_quarantined_conflict_and_the_rest_converges() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (ca, a_dir, copy_dir, c_dir) = (
+        root.path().join("ca"),
+        root.path().join("a"),
+        root.path().join("copy"),
+        root.path().join("c"),
+    );
+    let cli = |data: &std::path::Path, args: &[&str]| {
+        let out = common::feral_node().arg("--data").arg(data).args(args).output().expect("run");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let ca_text = ca.to_str().expect("utf-8");
+    cli(&a_dir, &["certs", "new-ca", "--out", ca_text]);
+    for dir in [&a_dir, &c_dir] {
+        cli(dir, &["init"]);
+        cli(dir, &["certs", "issue", "--ca", ca_text]);
+    }
+    let post = |node: &common::RunningNode, path: &str, body: serde_json::Value| {
+        let (status, answer) = node.api().call("POST", path, Some(&body)).expect("call");
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    };
+    let get =
+        |node: &common::RunningNode, path: &str| node.api().call("GET", path, None).expect("call");
+    let a = common::RunningNode::start(&a_dir, &[]);
+    post(&a, "/v1/episodes", doc("shared", "s", 1.0));
+    assert!(a.stop(), "a stops cleanly");
+    // The copy: the whole directory as a backup tool without this project's care would take it.
+    feral_log::private::create_dir_all(&copy_dir.join("wal")).expect("mkdir");
+    for sub in ["", "wal"] {
+        for entry in std::fs::read_dir(a_dir.join(sub)).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let name = entry.file_name();
+            let skip = ["LOCK", "api.sock", "api.addr"].iter().any(|n| name == *n);
+            if entry.file_type().expect("type").is_file() && !skip {
+                std::fs::copy(entry.path(), copy_dir.join(sub).join(&name)).expect("copy");
+            }
+        }
+    }
+    let (a, copy, c) = (
+        common::RunningNode::start(&a_dir, &[]),
+        common::RunningNode::start(&copy_dir, &[]),
+        common::RunningNode::start(&c_dir, &[]),
+    );
+    post(&a, "/v1/episodes", doc("from-a", "s", 2.0));
+    post(&copy, "/v1/episodes", doc("from-copy", "s", 2.0));
+    post(&c, "/v1/episodes", doc("c0", "s", 1.0));
+    let sync = |from: &common::RunningNode, to: &common::RunningNode| {
+        let body = serde_json::json!({"peer": to.sync_addr.to_string()});
+        let results = post(from, "/v1/sync", body);
+        assert_eq!(results[0]["success"], true, "{results}");
+    };
+    sync(&c, &a); // c takes a's branch
+    sync(&c, &copy); // and meets the copy's: a conflict, not a failed session
+    let status = get(&c, "/v1/status").1;
+    let origin = get(&a, "/v1/status").1["origin"].clone();
+    assert_eq!(status["conflicts"].as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(
+        (&status["conflicts"][0]["origin"], &status["conflicts"][0]["seq"]),
+        (&origin, &2.into())
+    );
+    post(&a, "/v1/episodes", doc("from-a-later", "s", 3.0));
+    post(&c, "/v1/episodes", doc("c1", "s", 2.0));
+    for (from, to) in [(&c, &a), (&c, &copy), (&a, &c), (&copy, &c)] {
+        sync(from, to);
+    }
+    let has =
+        |node: &common::RunningNode, id: &str| get(node, &format!("/v1/episodes/{id}")).0 == 200;
+    for writer in [&a, &copy] {
+        assert!(has(writer, "c0") && has(writer, "c1"), "c's origin reaches both writers");
+    }
+    assert!(has(&c, "from-a") && !has(&c, "from-copy"), "c keeps the branch it took first");
+    assert!(!has(&c, "from-a-later"), "the quarantined origin does not advance on c");
+    assert!(get(&c, "/v1/status").1["conflict_refusals"].as_u64() >= Some(1));
+}
