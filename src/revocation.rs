@@ -314,8 +314,10 @@ impl Revocations {
             let refuse = match learned.origins.get(&origin) {
                 Some(&held) => seq > held,
                 None => {
-                    // A new origin: refused whole when its genesis is a revoked node's key.
-                    let node = op.trailer().genesis.map(|g| NodeId::from_spki(&g.spki));
+                    // A new origin: refused whole when its genesis is a revoked node's key
+                    // (only a seq 1 carries one; the flag byte says so without a parse).
+                    let genesis = if op.has_genesis() { op.trailer().genesis } else { None };
+                    let node = genesis.map(|g| NodeId::from_spki(&g.spki));
                     match node.filter(|n| learned.by_node.contains_key(n)) {
                         Some(node) => {
                             grew |= remember_origin(&mut learned, node, origin);
