@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod identity;
 pub mod limits;
+mod list_file;
 pub mod node;
 pub mod quarantine;
 pub mod report;

@@ -58,28 +58,13 @@ impl Quarantine {
     pub(crate) fn load(dir: &Path) -> Result<Quarantine> {
         let path = dir.join(CONFLICTS_FILE);
         let mut held = BTreeMap::new();
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() > CONFLICTS_FILE_BYTES_MAX => {
-                return Err(Error::Conflicts(format!(
-                    "{}: {} bytes, more than a conflicts file holds ({CONFLICTS_FILE_BYTES_MAX})",
-                    path.display(),
-                    meta.len()
-                )));
-            }
-            Ok(_) => {
-                let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                let list: Vec<Conflict> = serde_json::from_slice(&text).map_err(|e| {
-                    Error::Conflicts(format!("{}: not a list of conflicts: {e}", path.display()))
-                })?;
-                for c in list {
-                    let origin = Origin::parse(&c.origin).map_err(|_| {
-                        Error::Conflicts(format!("{}: bad origin {:?}", path.display(), c.origin))
-                    })?;
-                    held.insert(origin, c);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
+        let list: Vec<Conflict> =
+            crate::list_file::load(&path, CONFLICTS_FILE_BYTES_MAX, Error::Conflicts)?;
+        for c in list {
+            let origin = Origin::parse(&c.origin).map_err(|_| {
+                Error::Conflicts(format!("{}: bad origin {:?}", path.display(), c.origin))
+            })?;
+            held.insert(origin, c);
         }
         Ok(Quarantine {
             dir: dir.to_path_buf(),
@@ -160,10 +145,7 @@ impl Quarantine {
 
     fn save(&self, conflicts: &BTreeMap<Origin, Conflict>) -> Result<()> {
         let list: Vec<&Conflict> = conflicts.values().collect();
-        let text = serde_json::to_vec_pretty(&list)
-            .map_err(|_| Error::Internal("conflicts serialise as JSON"))?;
-        let path = self.dir.join(CONFLICTS_FILE);
-        feral_log::private::write_atomic(&path, &text).map_err(|e| Error::io(&path, e))
+        crate::list_file::save(&self.dir.join(CONFLICTS_FILE), &list)
     }
 
     /// Quarantines `origin` from `seq`: `held` is the op this node holds there, `other` the

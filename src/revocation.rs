@@ -167,29 +167,16 @@ impl Revocations {
         let path = dir.join(REVOKED_FILE);
         let mut learned = Learned::default();
         let bad = |what: String| Error::Revocation(format!("{}: {what}", path.display()));
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() > REVOKED_FILE_BYTES_MAX => {
-                return Err(bad(format!(
-                    "{} bytes, more than a revocations file holds ({REVOKED_FILE_BYTES_MAX})",
-                    meta.len()
-                )));
+        let list: Vec<Revoked> =
+            crate::list_file::load(&path, REVOKED_FILE_BYTES_MAX, Error::Revocation)?;
+        for r in list {
+            let node = NodeId(unhex::<16>(&r.node_id, "node_id").map_err(bad)?);
+            for (origin, seq) in &r.held {
+                let origin =
+                    Origin::parse(origin).map_err(|_| bad(format!("bad origin {origin:?}")))?;
+                learned.origins.insert(origin, *seq);
             }
-            Ok(_) => {
-                let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                let list: Vec<Revoked> = serde_json::from_slice(&text)
-                    .map_err(|e| bad(format!("not a list of revocations: {e}")))?;
-                for r in list {
-                    let node = NodeId(unhex::<16>(&r.node_id, "node_id").map_err(bad)?);
-                    for (origin, seq) in &r.held {
-                        let origin = Origin::parse(origin)
-                            .map_err(|_| bad(format!("bad origin {origin:?}")))?;
-                        learned.origins.insert(origin, *seq);
-                    }
-                    learned.by_node.insert(node, r);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
+            learned.by_node.insert(node, r);
         }
         Ok(Revocations {
             dir: dir.to_path_buf(),
@@ -348,10 +335,7 @@ impl Revocations {
 
     fn save(&self, learned: &Learned) -> Result<()> {
         let list: Vec<&Revoked> = learned.by_node.values().collect();
-        let text = serde_json::to_vec_pretty(&list)
-            .map_err(|_| Error::Internal("revocations serialise as JSON"))?;
-        let path = self.dir.join(REVOKED_FILE);
-        feral_log::private::write_atomic(&path, &text).map_err(|e| Error::io(&path, e))
+        crate::list_file::save(&self.dir.join(REVOKED_FILE), &list)
     }
 }
 
