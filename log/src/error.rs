@@ -60,12 +60,13 @@ pub enum Error {
     /// The redb index failed for a reason other than corruption.
     #[error("index error: {0}")]
     Index(String),
-    /// Another process holds the data-directory lock.
-    #[error("data directory {path} is locked by another process{holder}")]
+    /// Another process, or another open handle in this one, holds the data-directory lock.
+    #[error("data directory {path} is locked by {holder}")]
     Locked {
         /// The data directory.
         path: PathBuf,
-        /// ` (pid N)` when the holder wrote its pid.
+        /// Who: "another process (pid N)", "another process", or "another handle in this
+        /// process (pid N)".
         holder: String,
     },
     /// The op_id is already in the log with different content.

@@ -60,3 +60,7 @@ pub const CHECK_PACE_RECORDS: u64 = 64;
 /// this per [`CHECK_PACE_RECORDS`] records, so beside appends that never stop a check of
 /// 1,000,000 records takes at most about 16 s more; on an idle store it never waits.
 pub const CHECK_YIELD: std::time::Duration = std::time::Duration::from_micros(1000);
+/// How long opening a directory waits when the lock's holder is this very process: a child
+/// being spawned by another thread holds a copy of every descriptor (and so the flock) from
+/// its fork until its exec closes them, so a handle just closed can look held for a moment.
+pub const LOCK_SELF_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

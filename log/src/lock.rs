@@ -5,7 +5,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, Instant};
+
 use crate::error::{Error, Result};
+use crate::limits::LOCK_SELF_WAIT;
 
 /// File name of the lock inside a data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -29,18 +32,32 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        // SAFETY: the descriptor belongs to `file`, which outlives the call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        let started = Instant::now();
+        loop {
+            // SAFETY: the descriptor belongs to `file`, which outlives the call.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                break;
+            }
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(io(err));
             }
             let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let holder = match text.trim() {
-                "" => String::new(),
-                pid => format!(" (pid {pid})"),
+            let _ = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut text));
+            let pid = text.trim();
+            // Held by this process: either a handle still open here (refused once the wait
+            // is over) or a child spawned by another thread that has not reached exec yet.
+            if pid == std::process::id().to_string() && started.elapsed() < LOCK_SELF_WAIT {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let holder = match pid {
+                "" => "another process".to_string(),
+                own if own == std::process::id().to_string() => {
+                    format!("another handle in this process (pid {own})")
+                }
+                pid => format!("another process (pid {pid})"),
             };
             return Err(Error::Locked { path: dir.to_path_buf(), holder });
         }

@@ -51,3 +51,27 @@ fn second_opener_gets_a_clear_lock_error() {
     assert!(matches!(err, feral_log::Error::Locked { .. }), "{err}");
     assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
 }
+
+/// A child spawned by another thread holds a copy of the lock's descriptor until its exec:
+/// closing a log and opening it again at once must still work while children are spawned.
+#[test]
+fn reopening_while_another_thread_spawns_children_is_not_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = std::process::Command::new("true").status().expect("spawn true");
+                assert!(status.success());
+            }
+        })
+    };
+    for round in 0..200 {
+        let wal = feral_log::Wal::open(dir.path(), common::config(common::SMALL_SEGMENT_BYTES));
+        let wal = wal.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        drop(wal);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    spawner.join().expect("spawner");
+}
