@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use feral_log::{Lsn, Wal};
-use feral_materializer::Change;
+use feral_materializer::{Change, Materializer, SearchIndex};
 
 use crate::limits::{APPLY_BATCH_OPS_MAX, APPLY_QUEUE_OPS_MAX};
 use crate::node::{ProjectionSlot, stop_projection};
@@ -120,24 +120,52 @@ impl Applier {
 /// stay in the log and `resume()` catches up.
 /// A stopped projection (its fault is in the log's fault register) takes nothing until resume.
 fn apply(wal: &Wal, slot: &Mutex<ProjectionSlot>, job: Job) {
-    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
     if wal.derived_fault().is_some() {
         return;
     }
-    let Some(mat) = slot.mat.as_ref() else { return };
-    let outcome = match mat.apply(job.changes) {
-        Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(wal).map(|_| ()),
-        Err(e) => Err(e),
-        Ok(_) => match mat.applied_lsn() {
-            Ok(applied) if applied < job.max_lsn => mat.catch_up(wal).map(|_| ()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        },
-    };
+    let ProjectionSlot { mat: Some(mat), search } = &mut *guard else { return };
+    let outcome = apply_both(wal, mat, search.as_mut(), job);
     if let Err(e) = outcome {
+        if let Some(search) = search.as_mut()
+            && let Err(undo) = search.rollback()
+        {
+            tracing::warn!(error = %undo, "search index rollback failed; resume rebuilds it");
+        }
         let path = mat.path().to_path_buf();
-        stop_projection(wal, &mut slot, &path, e);
+        stop_projection(wal, &mut guard, &path, e);
     }
+}
+
+/// The projection takes the job (or catches up from the log), and the search index mirrors
+/// the rows it decided: while the two are in step, row by row as they are decided;
+/// otherwise by its own catch-up from the log.
+fn apply_both(
+    wal: &Wal,
+    mat: &Materializer,
+    mut search: Option<&mut SearchIndex>,
+    job: Job,
+) -> feral_materializer::Result<()> {
+    let from = mat.applied_lsn()?;
+    let in_step = search.as_ref().is_none_or(|s| s.indexed_lsn() >= from);
+    let mut mirror = |id: &str, episode: Option<&feral_materializer::Episode>| match &mut search {
+        Some(s) if in_step => s.mirror(id, episode),
+        _ => Ok(()),
+    };
+    // Ops the projection takes by its own catch-up are not told row by row.
+    let caught_up = match mat.apply_with(job.changes, &mut mirror) {
+        Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(wal).map(|_| true)?,
+        Err(e) => return Err(e),
+        Ok(_) if mat.applied_lsn()? < job.max_lsn => mat.catch_up(wal).map(|_| true)?,
+        Ok(_) => false,
+    };
+    let Some(search) = search else { return Ok(()) };
+    if in_step && !caught_up {
+        search.advance(mat.applied_lsn()?);
+    } else {
+        search.catch_up(wal, mat)?;
+    }
+    search.commit_due()
 }
 
 /// Starts the applier thread.

@@ -116,6 +116,7 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             }
             Ok(0)
         }
+        C::Search(args) => crate::cli_read::remote(remote, args),
         C::Get { id, json } => {
             let view = remote.expect_ok("GET", &format!("/v1/episodes/{}", segment(&id)), None)?;
             crate::print_json(&view, !json)

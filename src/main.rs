@@ -3,6 +3,7 @@
 //! 65 data corruption, 75 disk full. Every error is one line on stderr.
 
 mod cli_append;
+mod cli_read;
 mod cli_remote;
 mod cli_sync;
 mod demo;
@@ -67,6 +68,8 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Search episodes by their words (BM25 over summary and detail), best first.
+    Search(cli_read::SearchArgs),
     /// Show one episode.
     Get {
         /// Episode id.
@@ -392,6 +395,12 @@ fn run(command: Command, data: &Path) -> Outcome {
                 );
             }
             Ok(0)
+        }
+        Command::Search(args) => {
+            let node = open(data)?;
+            let status = cli_read::local(&node, args)?;
+            node.close()?;
+            Ok(status)
         }
         Command::Get { id, json } => {
             let node = open(data)?;

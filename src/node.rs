@@ -9,7 +9,10 @@ use feral_log::{
     Appended, Config, EncodedOp, Lsn, Op, OpBytes, OpDraft, OpId, OpKind, Pause, PauseKind,
     TimeSource, Wal,
 };
-use feral_materializer::{Change, Episode, Materializer, PROJECTION_FILE, Row, TABLE};
+use feral_materializer::{
+    Change, Episode, Materializer, PROJECTION_FILE, Row, SEARCH_DIR, ScoreParts, SearchIndex,
+    SearchQuery, TABLE,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -24,6 +27,18 @@ use crate::report::{CheckReport, NodeStatus};
 #[derive(Debug)]
 pub(crate) struct ProjectionSlot {
     pub(crate) mat: Option<Materializer>,
+    /// The search index, mirroring `mat`'s live rows (none while the projection is stopped).
+    pub(crate) search: Option<SearchIndex>,
+}
+
+/// One search hit: the episode as read back, and its score with its parts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHitView {
+    /// The episode.
+    #[serde(flatten)]
+    pub episode: EpisodeView,
+    /// How it ranked: `total = bm25 × importance × recency`.
+    pub score: ScoreParts,
 }
 
 /// An episode as read back: the document, and the op that wrote it.
@@ -140,6 +155,11 @@ impl Node {
     pub(crate) fn settled(&self) -> MutexGuard<'_, ProjectionSlot> {
         self.applier.drain();
         self.slot()
+    }
+
+    /// Now, by the node's clock (unix milliseconds).
+    pub fn now_ms(&self) -> u64 {
+        self.time.now_ms()
     }
 
     fn now_s(&self) -> f64 {
@@ -430,7 +450,23 @@ impl Node {
     pub fn check(&self) -> CheckReport {
         let log = self.wal.check();
         let episodes = self.check_projection();
-        CheckReport::from_parts(log, episodes)
+        let search = self.check_search();
+        CheckReport::from_parts(log, episodes, search)
+    }
+
+    /// The search index's check: its files' checksums, and one document per live episode
+    /// (after a commit, so both sides are as of one applied LSN).
+    fn check_search(&self) -> Result<(), feral_materializer::Error> {
+        let mut slot = self.settled();
+        let ProjectionSlot { mat, search } = &mut *slot;
+        let (Some(mat), Some(search)) = (mat.as_ref(), search.as_mut()) else {
+            return Err(feral_materializer::Error::Search(
+                self.wal.derived_fault().map_or("not open".into(), |f| f.detail),
+            ));
+        };
+        search.catch_up(&self.wal, mat)?;
+        search.commit()?;
+        search.check(mat.stats()?.episodes)
     }
 
     /// The projection's check: redb's structure check holds the projection for a moment;
@@ -458,7 +494,9 @@ impl Node {
         let log = self.wal.resume();
         {
             let mut slot = self.settled();
-            slot.mat = None; // a handle that saw an I/O error stays failed until reopened
+            // A handle that saw an I/O error stays failed until reopened.
+            slot.search = None;
+            slot.mat = None;
             self.wal.clear_derived();
             *slot = attach_or_rebuild(&self.wal, &self.dir.join(PROJECTION_FILE));
             let damaged = self.wal.derived_fault().is_some_and(|f| f.kind == PauseKind::Corruption);
@@ -467,14 +505,38 @@ impl Node {
                 slot.mat.as_mut().is_some_and(|m| m.check(durable).is_err())
             } {
                 tracing::warn!("episodes projection not trusted; rebuilding it from the log");
+                slot.search = None;
                 slot.mat = None;
                 self.wal.clear_derived();
                 *slot = attach(&self.wal, &self.dir.join(PROJECTION_FILE), true);
             }
         }
-        let episodes = self.check_projection();
-        let report = CheckReport::from_parts(log, episodes);
-        if !report.ok && report.episodes != feral_log::PartStatus::Ok {
+        // A part that could not be reopened (a full disk) keeps its fault: it is the pause
+        // the report and the status show, and nothing is checked or rebuilt over it.
+        let fault = self.wal.derived_fault();
+        let (episodes, search) = match &fault {
+            Some(f) => (
+                Err(feral_materializer::Error::Projection(f.detail.clone())),
+                Err(feral_materializer::Error::Search(
+                    "not checked while the projection is paused".into(),
+                )),
+            ),
+            None => {
+                let episodes = self.check_projection();
+                let mut search = self.check_search();
+                if search.is_err() && episodes.is_ok() {
+                    tracing::warn!("search index not trusted; rebuilding it from the projection");
+                    search = self.rebuild_search().map(|_| ()).and_then(|()| self.check_search());
+                }
+                (episodes, search)
+            }
+        };
+        let report = CheckReport::from_parts(log, episodes, search);
+        if fault.is_none()
+            && !report.ok
+            && (report.episodes != feral_log::PartStatus::Ok
+                || report.search != feral_log::PartStatus::Ok)
+        {
             self.wal.stop_derived(Pause {
                 kind: PauseKind::Corruption,
                 detail: "episodes: integrity check failed".into(),
@@ -493,13 +555,59 @@ impl Node {
     /// Recreates the projection from the log alone. Returns the ops projected.
     pub fn rebuild_projection(&self) -> Result<usize> {
         let mut slot = self.settled();
+        slot.search = None;
         slot.mat = None;
         let mat = Materializer::recreate(&self.dir.join(PROJECTION_FILE))?;
         let applied = mat.catch_up(&self.wal)?;
         mat.flush()?;
-        *slot = ProjectionSlot { mat: Some(mat) };
+        let mut search = SearchIndex::recreate(&self.dir.join(SEARCH_DIR))?;
+        search.catch_up(&self.wal, &mat)?;
+        *slot = ProjectionSlot { mat: Some(mat), search: Some(search) };
         self.wal.clear_derived();
         Ok(applied)
+    }
+
+    /// Recreates the search index from the projection's live rows. Returns the rows indexed.
+    pub fn rebuild_search(&self) -> Result<usize, feral_materializer::Error> {
+        let mut slot = self.settled();
+        slot.search = None;
+        let mut search = SearchIndex::recreate(&self.dir.join(SEARCH_DIR))?;
+        let indexed = match slot.mat.as_ref() {
+            Some(mat) => search.catch_up(&self.wal, mat)?,
+            None => 0,
+        };
+        slot.search = Some(search);
+        Ok(indexed)
+    }
+
+    /// Searches the live episodes (BM25 over summary and detail, with the query's filters and
+    /// boosts). Sees every write acknowledged before the call: what the projection applied is
+    /// committed to the search index first. Returns the page and whether more follow.
+    pub fn search(&self, query: &SearchQuery) -> Result<(Vec<SearchHitView>, bool)> {
+        let mut slot = self.settled();
+        let ProjectionSlot { mat, search } = &mut *slot;
+        let unavailable = || {
+            let reason = self.wal.derived_fault().map_or("not open".to_string(), |f| f.detail);
+            Error::Paused { code: Code::EpisodesUnavailable, reason }
+        };
+        let (mat, search) = (mat.as_ref().ok_or_else(unavailable)?, search.as_mut());
+        let search = search.ok_or_else(unavailable)?;
+        if search.indexed_lsn() < mat.applied_lsn()? {
+            search.catch_up(&self.wal, mat)?;
+        }
+        search.commit()?;
+        let page = search.search(query)?;
+        let mut hits = Vec::with_capacity(page.hits.len());
+        for mut hit in page.hits {
+            // A row changed since the commit is shown as it is now; a deleted one is left out.
+            let Some(row) = mat.get(&hit.id)? else { continue };
+            let Some(episode) = row.episode else { continue };
+            SearchIndex::explain(query, &mut hit, &episode);
+            let view =
+                EpisodeView { episode, hlc: row.hlc.to_string(), op_id: row.op_id.to_string() };
+            hits.push(SearchHitView { episode: view, score: hit.score });
+        }
+        Ok((hits, page.more))
     }
 
     /// Applies what is queued, makes the index and projection durable, and releases the
@@ -509,9 +617,14 @@ impl Node {
         if let Some(thread) = self.applier_thread.take() {
             let _ = thread.join();
         }
-        if let Some(mat) = self.slot().mat.as_ref() {
+        let mut slot = self.slot();
+        if let Some(mat) = slot.mat.as_ref() {
             mat.flush()?;
         }
+        if let Some(search) = slot.search.as_mut() {
+            search.commit()?;
+        }
+        drop(slot);
         self.wal.clone().close()?;
         Ok(())
     }
@@ -525,7 +638,7 @@ fn max_lsn(appended: &[Appended]) -> Lsn {
 /// the slot's fault instead of failing the open.
 fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
     let opened = if fresh { Materializer::recreate(path) } else { Materializer::open(path) };
-    let mut slot = ProjectionSlot { mat: None };
+    let mut slot = ProjectionSlot { mat: None, search: None };
     match opened {
         Ok(mat) => {
             let caught_up = mat.catch_up(wal);
@@ -535,11 +648,43 @@ fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
                 if !matches!(e, feral_materializer::Error::Log(_)) {
                     stop_projection(wal, &mut slot, path, e);
                 }
+                return slot;
             }
         }
-        Err(e) => stop_projection(wal, &mut slot, path, e),
+        Err(e) => {
+            stop_projection(wal, &mut slot, path, e);
+            return slot;
+        }
+    }
+    let search_dir = path.with_file_name(SEARCH_DIR);
+    match attach_search(wal, &slot, &search_dir, fresh) {
+        Ok(search) => slot.search = Some(search),
+        Err(e) => stop_projection(wal, &mut slot, &search_dir, e),
     }
     slot
+}
+
+/// Opens the search index and catches it up with the projection; one that cannot be read
+/// (damaged, or of another format) is derived state, recreated from the projection.
+fn attach_search(
+    wal: &Wal,
+    slot: &ProjectionSlot,
+    dir: &Path,
+    fresh: bool,
+) -> Result<SearchIndex, feral_materializer::Error> {
+    let Some(mat) = slot.mat.as_ref() else {
+        return Err(feral_materializer::Error::Search("the projection is not open".into()));
+    };
+    let opened = if fresh { SearchIndex::recreate(dir) } else { SearchIndex::open(dir) };
+    let mut search = match opened {
+        Err(e) if !e.is_disk_full() => {
+            tracing::warn!(error = %e, "the search index cannot be opened; rebuilding it");
+            SearchIndex::recreate(dir)?
+        }
+        other => other?,
+    };
+    search.catch_up(wal, mat)?;
+    Ok(search)
 }
 
 /// Opens the projection; one that cannot be opened for any reason but a full disk (a file

@@ -19,6 +19,8 @@ pub struct CheckReport {
     pub index: PartStatus,
     /// The episodes projection.
     pub episodes: PartStatus,
+    /// The search index (derived from the projection).
+    pub search: PartStatus,
     /// Where the log failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_detail: Option<Location>,
@@ -28,8 +30,11 @@ pub struct CheckReport {
     /// Why the projection failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub episodes_detail: Option<IndexDetail>,
+    /// Why the search index failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_detail: Option<IndexDetail>,
     /// `wal_corruption`, `wal_open_failed`, `index_corruption`, `index_open_failed`,
-    /// `episodes_corruption`, `episodes_open_failed`.
+    /// `episodes_corruption`, `episodes_open_failed`, `search_corruption`, `search_error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Code>,
     /// Records verified.
@@ -39,31 +44,44 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// Combines the log's report with the projection's check.
+    /// Combines the log's report with the projection's and the search index's checks.
     pub fn from_parts(
         log: IntegrityReport,
         episodes: Result<(), feral_materializer::Error>,
+        search: Result<(), feral_materializer::Error>,
     ) -> CheckReport {
-        let (status, detail) = match episodes {
+        let part = |checked: Result<(), feral_materializer::Error>| match checked {
             Ok(()) => (PartStatus::Ok, None),
-            Err(feral_materializer::Error::Corruption(reason)) => {
-                (PartStatus::Corruption, Some(IndexDetail { reason }))
-            }
+            Err(
+                feral_materializer::Error::Corruption(reason)
+                | feral_materializer::Error::SearchCorruption(reason),
+            ) => (PartStatus::Corruption, Some(IndexDetail { reason })),
             Err(other) => (PartStatus::OpenFailed, Some(IndexDetail { reason: other.to_string() })),
         };
-        let error = log.error.or(match status {
-            PartStatus::Ok => None,
-            PartStatus::Corruption => Some(Code::EpisodesCorruption),
-            PartStatus::OpenFailed => Some(Code::EpisodesOpenFailed),
-        });
+        let (status, detail) = part(episodes);
+        let (search, search_detail) = part(search);
+        let error = log
+            .error
+            .or(match status {
+                PartStatus::Ok => None,
+                PartStatus::Corruption => Some(Code::EpisodesCorruption),
+                PartStatus::OpenFailed => Some(Code::EpisodesOpenFailed),
+            })
+            .or(match search {
+                PartStatus::Ok => None,
+                PartStatus::Corruption => Some(Code::SearchCorruption),
+                PartStatus::OpenFailed => Some(Code::SearchError),
+            });
         CheckReport {
             ok: error.is_none(),
             wal: log.wal,
             index: log.index,
             episodes: status,
+            search,
             wal_detail: log.wal_detail,
             index_detail: log.index_detail,
             episodes_detail: detail,
+            search_detail,
             error,
             records: log.records,
             segments: log.segments,

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Tmpfs, doc, feral_node, fill_device, open};
+use common::{Tmpfs, doc, feral_node, fill_device, fill_device_as, open};
 use serde_json::json;
 
 #[test]
@@ -29,9 +29,18 @@ fn resume_while_still_full_then_freed_space_then_resume_recovers() {
     }
     let refused = refused.expect("the disk filled");
     assert!(refused.is_disk_full(), "{refused}");
+    // Space freed after the refusal (the search index removes the files of a failed or merged
+    // segment, partly from its own threads) is taken again before each resume, so the disk
+    // really is full when it runs.
+    node.settle();
+    let mut topups = Vec::new();
     for attempt in 0..3 {
+        topups.push(fill_device_as(fs.path(), &format!("filler-{attempt}")));
         let report = node.resume();
-        assert!(!report.ok, "attempt {attempt}: still full, so still paused");
+        assert!(
+            !report.ok,
+            "attempt {attempt}: still full, so still paused: {report:?} after {refused}"
+        );
         let text = serde_json::to_string(&report).expect("json");
         assert!(!text.contains("redb database") && !text.contains("already open"), "{text}");
         let status = serde_json::to_value(node.status()).expect("json");
@@ -50,6 +59,9 @@ fn resume_while_still_full_then_freed_space_then_resume_recovers() {
         assert!(node.append_episode(&doc("refused", "s", 1.0), None).is_err(), "writes refused");
     }
     std::fs::remove_file(filler).expect("free space");
+    for topup in topups {
+        std::fs::remove_file(topup).expect("free space");
+    }
     let report = node.resume();
     assert!(
         report.ok,

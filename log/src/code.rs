@@ -78,6 +78,12 @@ codes! {
     EpisodesUnavailable => "episodes_unavailable",
     /// An episode document failed validation.
     InvalidEpisode => "invalid_episode",
+    /// The search index is damaged (rebuilt from the projection by resume).
+    SearchCorruption => "search_corruption",
+    /// The search index failed (not damage).
+    SearchError => "search_error",
+    /// A read's query cannot be run as asked (a bad parameter, limit or cursor).
+    InvalidQuery => "invalid_query",
     /// A stopped part was found damaged (the pause of a projection that failed its check).
     Corruption => "corruption",
     /// The node key could not be read or created.
@@ -99,6 +105,7 @@ impl Code {
             Code::WalCorruption
                 | Code::IndexCorruption
                 | Code::EpisodesCorruption
+                | Code::SearchCorruption
                 | Code::Corruption
         )
     }

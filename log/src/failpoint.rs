@@ -10,7 +10,9 @@
 //! Points: `log.torn_write` (half of that record's frame is written, nothing synced),
 //! `log.synced` (its group commit is durable; index and projection not yet updated),
 //! `index.commit` (the index transaction holding it is built, not committed),
-//! `projection.apply` (the projection transaction is part way through, at that op).
+//! `projection.apply` (the projection transaction is part way through, at that op),
+//! `search.commit` (the search index is about to commit a range holding that op; the
+//! projection may have committed it already).
 
 use std::sync::OnceLock;
 

@@ -27,6 +27,15 @@ pub enum Error {
     /// An episode document failed validation.
     #[error("invalid episode: {0}")]
     Invalid(#[from] FieldError),
+    /// The search index is damaged or of another format; it is rebuilt from the projection.
+    #[error("search index corruption: {0}")]
+    SearchCorruption(String),
+    /// Any other failure of the search index.
+    #[error("search index error: {0}")]
+    Search(String),
+    /// A query that cannot be run as asked (the message says why).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     /// Ops were handed over with a gap after the applied LSN; catch up from the log instead.
     #[error("ops start at LSN {first} but the projection has applied up to {applied}")]
     Gap {
@@ -47,6 +56,9 @@ impl Error {
             Error::Projection(_) => feral_log::Code::EpisodesError,
             Error::Invalid(_) => feral_log::Code::InvalidEpisode,
             Error::Gap { .. } => feral_log::Code::EpisodesGap,
+            Error::SearchCorruption(_) => feral_log::Code::SearchCorruption,
+            Error::Search(_) => feral_log::Code::SearchError,
+            Error::InvalidQuery(_) => feral_log::Code::InvalidQuery,
         }
     }
 

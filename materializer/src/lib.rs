@@ -9,6 +9,7 @@ pub mod error;
 pub mod limits;
 pub mod projection;
 mod query;
+pub mod search;
 
 pub use change::{Change, Effect};
 pub use digest::{Digest, digest, dump};
@@ -16,3 +17,4 @@ pub use episode::{Episode, FieldError, TABLE};
 pub use error::{Error, Result};
 pub use projection::{Materializer, PROJECTION_FILE, ProjectionStats, Row};
 pub use query::{CheckSnapshot, RowsSnapshot};
+pub use search::{Hit, SEARCH_DIR, ScoreParts, SearchIndex, SearchPage, SearchQuery};

@@ -13,3 +13,19 @@ pub const PROJECTION_DURABLE_EVERY_OPS: u64 = 262_144;
 pub const LIST_LIMIT_MAX: usize = 10_000;
 /// redb's page cache for the projection (bounded like the index's: redb's default is 1 GiB).
 pub const PROJECTION_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest `limit` of one search page.
+pub const SEARCH_LIMIT_MAX: usize = 1_000;
+/// Deepest a search pages (hits skipped): a page past it costs a sort of that many hits, and a
+/// query that needs it is better narrowed by its filters.
+pub const SEARCH_OFFSET_MAX: usize = 10_000;
+/// Most distinct words one search looks for.
+pub const SEARCH_QUERY_TERMS_MAX: usize = 64;
+/// Longest token indexed, in bytes (longer ones, such as base64 blobs, are dropped).
+pub const SEARCH_TOKEN_BYTES_MAX: usize = 64;
+/// The search writer's indexing memory (tantivy's smallest is 15 MB); a segment is written
+/// out when it is used up.
+pub const SEARCH_WRITER_BYTES: usize = 32 * 1024 * 1024;
+/// Search changes that make a commit due (besides the interval and any reader that needs them).
+pub const SEARCH_COMMIT_EVERY_OPS: u64 = 100_000;
+/// Longest a search change waits for a commit when no reader asks for it.
+pub const SEARCH_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

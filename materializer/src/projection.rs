@@ -188,10 +188,25 @@ impl Materializer {
 
     /// [`Materializer::apply_ops`] for changes already decided (see [`Change::put`]).
     pub fn apply<'a>(&self, changes: impl IntoIterator<Item = Change<'a>>) -> Result<usize> {
-        self.guarded(|m| m.apply_inner(changes.into_iter()))
+        self.guarded(|m| m.apply_inner(changes.into_iter(), &mut |_, _| Ok(())))
     }
 
-    fn apply_inner<'a>(&self, changes: impl Iterator<Item = Change<'a>>) -> Result<usize> {
+    /// [`Materializer::apply`], telling `rows` each episode row a change decided (the live
+    /// episode, or none for a tombstone), in LSN order; a change that loses to the row's
+    /// writer is not told. What `rows` was told is undone by the caller when this fails.
+    pub fn apply_with<'a>(
+        &self,
+        changes: impl IntoIterator<Item = Change<'a>>,
+        rows: &mut dyn FnMut(&str, Option<&Episode>) -> Result<()>,
+    ) -> Result<usize> {
+        self.guarded(|m| m.apply_inner(changes.into_iter(), rows))
+    }
+
+    fn apply_inner<'a>(
+        &self,
+        changes: impl Iterator<Item = Change<'a>>,
+        decided: &mut dyn FnMut(&str, Option<&Episode>) -> Result<()>,
+    ) -> Result<usize> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let mut newly = 0usize;
         {
@@ -250,6 +265,7 @@ impl Materializer {
                         by_session.remove(session_key(e, &old.op_id)).map_err(|e| self.err(e))?;
                     }
                 }
+                decided(change.row_id.as_ref(), episode)?;
                 if let Some(e) = episode {
                     let id = e.id.as_str();
                     by_time.insert(time_key(e, &change.op_id), id).map_err(|e| self.err(e))?;

@@ -8,6 +8,7 @@
 
 mod guard;
 mod metrics;
+pub mod read;
 pub mod serve;
 
 use std::net::SocketAddr;
@@ -73,7 +74,7 @@ impl Default for ApiConfig {
 }
 
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     service: Arc<Service>,
     body_bytes_max: usize,
 }
@@ -97,9 +98,10 @@ impl From<Error> for ApiError {
         let code = e.code();
         let status = match code {
             Code::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
-            Code::InvalidEpisode | Code::InvalidOp | Code::InvalidRevocation => {
-                StatusCode::BAD_REQUEST
-            }
+            Code::InvalidEpisode
+            | Code::InvalidOp
+            | Code::InvalidRevocation
+            | Code::InvalidQuery => StatusCode::BAD_REQUEST,
             Code::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::OpIdConflict | Code::SplitBrain => StatusCode::CONFLICT,
             Code::IoPaused | Code::EpisodesUnavailable | Code::Locked => {
@@ -534,6 +536,7 @@ fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
         .route(guard::HEALTH_PATH, get(health))
         .route("/v1/episodes", post(post_episodes).get(list_episodes))
         .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode))
+        .route("/v1/search", get(read::search))
         .route("/v1/ops", post(post_ops))
         .route("/v1/revocations", post(post_revocations))
         .route("/v1/conflicts/{origin}/resolve", post(resolve_conflict))

@@ -195,8 +195,13 @@ pub fn stored_ops(node: &Node) -> Vec<feral_log::OpBytes> {
 
 /// Fills the device at `at` until a write fails; returns the filler file to delete later.
 pub fn fill_device(at: &Path) -> PathBuf {
+    fill_device_as(at, "filler")
+}
+
+/// [`fill_device`] into a file of this name (to take space freed after a first filler).
+pub fn fill_device_as(at: &Path, name: &str) -> PathBuf {
     use std::io::Write;
-    let path = at.join("filler");
+    let path = at.join(name);
     let mut file = std::fs::File::create(&path).expect("filler");
     let chunk = vec![7u8; 64 * 1024];
     while file.write_all(&chunk).is_ok() {}

@@ -1,0 +1,135 @@
+//! The read endpoints beyond one episode: full-text search (`GET /v1/search`). Every query
+//! parameter is known or refused (400 `invalid_query` naming it), every limit has a maximum
+//! that is refused past, never capped, and pages are reached by an opaque `cursor` given back
+//! as `next_cursor`.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use feral_materializer::SearchQuery;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Api, ApiError, ApiResult, blocking, json_response};
+
+/// Hits per search page unless `limit` says otherwise.
+pub const SEARCH_LIMIT_DEFAULT: usize = 10;
+/// Half life of the recency boost unless `half_life_days` says otherwise.
+pub const HALF_LIFE_DAYS_DEFAULT: f64 = 30.0;
+
+fn invalid_query(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+}
+
+/// A page's position, bound to the query it pages through: hex of `<kind>:<position>:<query
+/// hash>`. Opaque to clients; a cursor of another query, or a damaged one, is refused.
+pub(crate) struct Cursor;
+
+impl Cursor {
+    pub(crate) fn encode(kind: &str, position: &str, query: &str) -> String {
+        let text = format!("{kind}:{position}:{:016x}", fnv(query));
+        text.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The position written into `cursor`, if it is a cursor of `kind` for `query`.
+    pub(crate) fn decode(cursor: &str, kind: &str, query: &str) -> ApiResult<String> {
+        let bad = || invalid_query(format!("cursor {cursor:?} is not a cursor of this {kind}"));
+        if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
+            return Err(bad());
+        }
+        let bytes: Option<Vec<u8>> = (0..cursor.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
+            .collect();
+        let text = bytes.and_then(|b| String::from_utf8(b).ok()).ok_or_else(bad)?;
+        let mut parts = text.splitn(3, ':');
+        let (k, position, hash) = (parts.next(), parts.next(), parts.next());
+        match (k, position, hash) {
+            (Some(k), Some(p), Some(h)) if k == kind && h == format!("{:016x}", fnv(query)) => {
+                Ok(p.to_string())
+            }
+            (Some(k), Some(_), Some(_)) if k == kind => Err(invalid_query(format!(
+                "cursor {cursor:?} belongs to another query (a cursor pages the query that gave it)"
+            ))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: binds a cursor to its query (not a secret: a cursor is no credential).
+fn fnv(text: &str) -> u64 {
+    text.bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SearchParams {
+    q: String,
+    session: Option<String>,
+    event_type: Option<String>,
+    participant: Option<String>,
+    since: Option<f64>,
+    until: Option<f64>,
+    min_importance: Option<f64>,
+    boost_importance: Option<f64>,
+    boost_recency: Option<f64>,
+    half_life_days: Option<f64>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl SearchParams {
+    /// What a cursor is bound to: every parameter but the cursor and the page size.
+    fn fingerprint(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.q,
+            self.session,
+            self.event_type,
+            self.participant,
+            self.since,
+            self.until,
+            self.min_importance,
+            self.boost_importance,
+            self.boost_recency,
+            self.half_life_days
+        )
+    }
+}
+
+/// `GET /v1/search?q=…`: episodes ranked by BM25 over summary and detail, with filters,
+/// optional boosts, each hit's score and its parts, and `next_cursor` while more follow.
+pub(crate) async fn search(
+    State(api): State<Api>,
+    Query(params): Query<SearchParams>,
+) -> ApiResult<Response> {
+    let fingerprint = params.fingerprint();
+    let offset = match &params.cursor {
+        None => 0,
+        Some(c) => Cursor::decode(c, "search", &fingerprint)?
+            .parse::<usize>()
+            .map_err(|_| invalid_query(format!("cursor {c:?} is damaged")))?,
+    };
+    let limit = params.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
+    let node = api.service.node.clone();
+    let query = SearchQuery {
+        text: params.q,
+        session: params.session,
+        event_type: params.event_type,
+        participant: params.participant,
+        since: params.since,
+        until: params.until,
+        min_importance: params.min_importance,
+        boost_importance: params.boost_importance.unwrap_or(0.0),
+        boost_recency: params.boost_recency.unwrap_or(0.0),
+        half_life_days: params.half_life_days.unwrap_or(HALF_LIFE_DAYS_DEFAULT),
+        now_s: node.now_ms() as f64 / 1000.0,
+        limit,
+        offset,
+    };
+    let (hits, more) = blocking(move || node.search(&query)).await??;
+    let next = (offset + hits.len()).to_string();
+    let next_cursor = more.then(|| Cursor::encode("search", &next, &fingerprint));
+    Ok(json_response(StatusCode::OK, &json!({"hits": hits, "next_cursor": next_cursor})))
+}
