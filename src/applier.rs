@@ -148,10 +148,14 @@ fn apply_both(
 ) -> feral_materializer::Result<()> {
     let from = mat.applied_lsn()?;
     let in_step = search.as_ref().is_none_or(|s| s.indexed_lsn() >= from);
-    let mut mirror = |id: &str, episode: Option<&feral_materializer::Episode>| match &mut search {
-        Some(s) if in_step => s.mirror(id, episode),
-        _ => Ok(()),
-    };
+    // Ahead of the projection (it lost commits that were not durable yet, the search index
+    // did not): a new row may be in the index already.
+    let ahead = search.as_ref().is_some_and(|s| s.indexed_lsn() > from);
+    let mut mirror =
+        |id: &str, episode: Option<&feral_materializer::Episode>, had: bool| match &mut search {
+            Some(s) if in_step => s.mirror(id, episode, had || ahead),
+            _ => Ok(()),
+        };
     // Ops the projection takes by its own catch-up are not told row by row.
     let caught_up = match mat.apply_with(job.changes, &mut mirror) {
         Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(wal).map(|_| true)?,

@@ -1,15 +1,135 @@
-//! `feral-node search`: the same search as `GET /v1/search`, on a stopped store or through
-//! the running node's API, printed as lines (score, id, session, created_at, summary) or
-//! JSON.
+//! `feral-node episodes` and `feral-node search`: the same listing and search as
+//! `GET /v1/episodes` and `GET /v1/search`, on a stopped store or through the running node's
+//! API, printed as lines or one JSON object per row. A listing that stops before the end says
+//! so on stderr; `--all` pages through every row.
 
 use clap::Args;
-use feral_materializer::SearchQuery;
+use feral_materializer::{ListQuery, SearchQuery};
 use serde_json::Value;
 
 use crate::cli_remote::{Remote, segment};
 use crate::out::out;
 use crate::{Outcome, fail};
-use feral_memory::api::read::{HALF_LIFE_DAYS_DEFAULT, SEARCH_LIMIT_DEFAULT};
+use feral_memory::api::read::{HALF_LIFE_DAYS_DEFAULT, LIST_LIMIT_DEFAULT, SEARCH_LIMIT_DEFAULT};
+
+/// Rows per page when `--all` pages without `--limit`.
+const ALL_PAGE_ROWS: usize = 1_000;
+
+/// Which episodes to list.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Rows per page (at most 10,000; default 50, or 1,000 with --all).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Every row, page after page.
+    #[arg(long)]
+    all: bool,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Only this event type.
+    #[arg(long)]
+    event_type: Option<String>,
+    /// created_at at or after (unix seconds).
+    #[arg(long)]
+    since: Option<f64>,
+    /// created_at before (unix seconds).
+    #[arg(long)]
+    until: Option<f64>,
+    /// importance at least.
+    #[arg(long)]
+    min_importance: Option<f64>,
+    /// One JSON object per episode.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ListArgs {
+    fn page_rows(&self) -> usize {
+        self.limit.unwrap_or(if self.all { ALL_PAGE_ROWS } else { LIST_LIMIT_DEFAULT })
+    }
+}
+
+fn print_episode(e: &Value, json: bool) {
+    if json {
+        out!("{e}");
+        return;
+    }
+    out!(
+        "{}\t{}\t{}\t{}\t{}",
+        e["id"].as_str().unwrap_or(""),
+        e["session_id"].as_str().unwrap_or(""),
+        e["created_at"],
+        e["event_type"].as_str().unwrap_or(""),
+        e["summary"].as_str().unwrap_or("")
+    );
+}
+
+fn more_follow() {
+    eprintln!("feral-node: more episodes follow; --all lists every one");
+}
+
+/// Lists a stopped store's episodes.
+pub(crate) fn list_local(node: &feral_memory::Node, args: ListArgs) -> Outcome {
+    let mut query = ListQuery {
+        session: args.session.clone(),
+        event_type: args.event_type.clone(),
+        since: args.since,
+        until: args.until,
+        min_importance: args.min_importance,
+        limit: args.page_rows(),
+        after: None,
+    };
+    loop {
+        let (rows, next) = node.episodes_page(&query)?;
+        for row in &rows {
+            print_episode(
+                &serde_json::to_value(row).map_err(|e| fail(1, e.to_string()))?,
+                args.json,
+            );
+        }
+        match next {
+            Some(position) if args.all => query.after = Some(position),
+            Some(_) => {
+                more_follow();
+                return Ok(0);
+            }
+            None => return Ok(0),
+        }
+    }
+}
+
+/// Lists episodes through the running node's API.
+pub(crate) fn list_remote(remote: &Remote, args: ListArgs) -> Outcome {
+    let mut base = format!("/v1/episodes?limit={}", args.page_rows());
+    for (name, value) in [("session", &args.session), ("event_type", &args.event_type)] {
+        if let Some(v) = value {
+            base.push_str(&format!("&{name}={}", segment(v)));
+        }
+    }
+    let numbers =
+        [("since", args.since), ("until", args.until), ("min_importance", args.min_importance)];
+    for (name, value) in numbers {
+        if let Some(v) = value {
+            base.push_str(&format!("&{name}={v}"));
+        }
+    }
+    let mut path = base.clone();
+    loop {
+        let page = remote.expect_ok("GET", &path, None)?;
+        for e in page["episodes"].as_array().into_iter().flatten() {
+            print_episode(e, args.json);
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) if args.all => path = format!("{base}&cursor={}", segment(cursor)),
+            Some(_) => {
+                more_follow();
+                return Ok(0);
+            }
+            None => return Ok(0),
+        }
+    }
+}
 
 /// What to search for, and how.
 #[derive(Debug, Args)]

@@ -95,27 +95,7 @@ pub(crate) fn refuse(remote: &Remote, what: &str) -> Outcome {
 pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
     use crate::Command as C;
     match command {
-        C::Episodes { limit, session, json } => {
-            let mut path = format!("/v1/episodes?limit={limit}");
-            if let Some(s) = session {
-                path.push_str(&format!("&session={}", segment(&s)));
-            }
-            let list = remote.expect_ok("GET", &path, None)?;
-            if json {
-                return crate::print_json(&list, false);
-            }
-            for e in list.as_array().into_iter().flatten() {
-                out!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    e["id"].as_str().unwrap_or(""),
-                    e["session_id"].as_str().unwrap_or(""),
-                    e["created_at"],
-                    e["event_type"].as_str().unwrap_or(""),
-                    e["summary"].as_str().unwrap_or("")
-                );
-            }
-            Ok(0)
-        }
+        C::Episodes(args) => crate::cli_read::list_remote(remote, args),
         C::Search(args) => crate::cli_read::remote(remote, args),
         C::Get { id, json } => {
             let view = remote.expect_ok("GET", &format!("/v1/episodes/{}", segment(&id)), None)?;

@@ -56,18 +56,8 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List episodes, newest first.
-    Episodes {
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Only this session.
-        #[arg(long)]
-        session: Option<String>,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-    },
+    /// List episodes, newest first (one page; --all pages through every one).
+    Episodes(cli_read::ListArgs),
     /// Search episodes by their words (BM25 over summary and detail), best first.
     Search(cli_read::SearchArgs),
     /// Show one episode.
@@ -377,24 +367,11 @@ fn run(command: Command, data: &Path) -> Outcome {
             node.close()?;
             Ok(status)
         }
-        Command::Episodes { limit, session, json } => {
+        Command::Episodes(args) => {
             let node = open(data)?;
-            let list = node.episodes(limit, session.as_deref())?;
-            if json {
-                return print_json(&list, false);
-            }
-            for e in &list {
-                let e = &e.episode;
-                out!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    e.id,
-                    e.session_id,
-                    e.created_at,
-                    e.event_type,
-                    e.summary
-                );
-            }
-            Ok(0)
+            let status = cli_read::list_local(&node, args)?;
+            node.close()?;
+            Ok(status)
         }
         Command::Search(args) => {
             let node = open(data)?;

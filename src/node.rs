@@ -10,8 +10,8 @@ use feral_log::{
     TimeSource, Wal,
 };
 use feral_materializer::{
-    Change, Episode, Materializer, PROJECTION_FILE, Row, SEARCH_DIR, ScoreParts, SearchIndex,
-    SearchQuery, TABLE,
+    Change, Episode, ListPosition, ListQuery, Materializer, PROJECTION_FILE, Row, SEARCH_DIR,
+    ScoreParts, SearchIndex, SearchQuery, TABLE,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -413,6 +413,24 @@ impl Node {
         Ok(mat.list(limit, session)?.into_iter().filter_map(EpisodeView::from_row).collect())
     }
 
+    /// One page of live episodes, newest first, with the query's filters, and where the next
+    /// page starts (none at the end).
+    pub fn episodes_page(
+        &self,
+        query: &ListQuery,
+    ) -> Result<(Vec<EpisodeView>, Option<ListPosition>)> {
+        let slot = self.settled();
+        let mat = readable(&self.wal, &slot)?;
+        let page = mat.page(query)?;
+        Ok((page.rows.into_iter().filter_map(EpisodeView::from_row).collect(), page.next))
+    }
+
+    /// Live episodes, overall or of one session.
+    pub fn episode_count(&self, session: Option<&str>) -> Result<u64> {
+        let slot = self.settled();
+        Ok(readable(&self.wal, &slot)?.count(session)?)
+    }
+
     /// The canonical digest of the store's ops and episodes.
     pub fn digest(&self) -> Result<feral_materializer::Digest> {
         let snapshot = self.rows_snapshot()?;
@@ -722,6 +740,9 @@ pub(crate) fn stop_projection(
         PauseKind::IoError
     };
     wal.stop_derived(Pause { kind, detail: format!("episodes: {e}") });
+    // A search writer that failed is dead (tantivy stops its indexing thread); resume opens a
+    // new one and catches it up. Searches answer `episodes_unavailable` until then.
+    slot.search = None;
     if kind == PauseKind::DiskFull
         && let Some(mat) = slot.mat.take()
     {

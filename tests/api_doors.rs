@@ -22,7 +22,7 @@ fn send(client: &ApiClient, call: Call) -> (u16, Value) {
 fn count(node: &RunningNode) -> usize {
     let (status, list) = send(&node.unix(), Call::new("GET", "/v1/episodes?limit=10000"));
     assert_eq!(status, 200, "{list}");
-    list.as_array().map_or(0, Vec::len)
+    list["episodes"].as_array().map_or(0, Vec::len)
 }
 
 fn mode(path: &std::path::Path) -> u32 {

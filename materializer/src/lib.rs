@@ -16,5 +16,5 @@ pub use digest::{Digest, digest, dump};
 pub use episode::{Episode, FieldError, TABLE};
 pub use error::{Error, Result};
 pub use projection::{Materializer, PROJECTION_FILE, ProjectionStats, Row};
-pub use query::{CheckSnapshot, RowsSnapshot};
+pub use query::{CheckSnapshot, ListPage, ListPosition, ListQuery, RowsSnapshot};
 pub use search::{Hit, SEARCH_DIR, ScoreParts, SearchIndex, SearchPage, SearchQuery};

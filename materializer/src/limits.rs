@@ -11,6 +11,9 @@ pub const CATCH_UP_BATCH_OPS: usize = 4096;
 pub const PROJECTION_DURABLE_EVERY_OPS: u64 = 262_144;
 /// Largest `limit` a listing accepts.
 pub const LIST_LIMIT_MAX: usize = 10_000;
+/// Most index entries one listing page passes over: a page whose filters pass few rows stops
+/// here (with a cursor to go on) instead of reading the whole projection in one request.
+pub const LIST_SCAN_ROWS_MAX: usize = 100_000;
 /// redb's page cache for the projection (bounded like the index's: redb's default is 1 GiB).
 pub const PROJECTION_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest `limit` of one search page.

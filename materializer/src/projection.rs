@@ -29,6 +29,10 @@ pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("ep
 pub(crate) const META_APPLIED_LSN: &str = "applied_lsn";
 pub(crate) const META_SKIPPED: &str = "skipped_invalid";
 
+/// Told each episode row a change decided: its id, the live episode (none for a tombstone),
+/// and whether the id had a row before ([`Materializer::apply_with`]).
+pub type RowSink<'s> = dyn FnMut(&str, Option<&Episode>, bool) -> Result<()> + 's;
+
 /// The file name of the projection inside a data directory.
 pub const PROJECTION_FILE: &str = "episodes.redb";
 
@@ -188,16 +192,17 @@ impl Materializer {
 
     /// [`Materializer::apply_ops`] for changes already decided (see [`Change::put`]).
     pub fn apply<'a>(&self, changes: impl IntoIterator<Item = Change<'a>>) -> Result<usize> {
-        self.guarded(|m| m.apply_inner(changes.into_iter(), &mut |_, _| Ok(())))
+        self.guarded(|m| m.apply_inner(changes.into_iter(), &mut |_, _, _| Ok(())))
     }
 
     /// [`Materializer::apply`], telling `rows` each episode row a change decided (the live
-    /// episode, or none for a tombstone), in LSN order; a change that loses to the row's
-    /// writer is not told. What `rows` was told is undone by the caller when this fails.
+    /// episode, or none for a tombstone) and whether the id had a row before (live or
+    /// tombstone), in LSN order; a change that loses to the row's writer is not told. What
+    /// `rows` was told is undone by the caller when this fails.
     pub fn apply_with<'a>(
         &self,
         changes: impl IntoIterator<Item = Change<'a>>,
-        rows: &mut dyn FnMut(&str, Option<&Episode>) -> Result<()>,
+        rows: &mut RowSink<'_>,
     ) -> Result<usize> {
         self.guarded(|m| m.apply_inner(changes.into_iter(), rows))
     }
@@ -205,7 +210,7 @@ impl Materializer {
     fn apply_inner<'a>(
         &self,
         changes: impl Iterator<Item = Change<'a>>,
-        decided: &mut dyn FnMut(&str, Option<&Episode>) -> Result<()>,
+        decided: &mut RowSink<'_>,
     ) -> Result<usize> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let mut newly = 0usize;
@@ -265,7 +270,7 @@ impl Materializer {
                         by_session.remove(session_key(e, &old.op_id)).map_err(|e| self.err(e))?;
                     }
                 }
-                decided(change.row_id.as_ref(), episode)?;
+                decided(change.row_id.as_ref(), episode, old.is_some())?;
                 if let Some(e) = episode {
                     let id = e.id.as_str();
                     by_time.insert(time_key(e, &change.op_id), id).map_err(|e| self.err(e))?;

@@ -8,12 +8,45 @@ use feral_log::index::catch_redb_panic;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::error::{Error, Result};
-use crate::limits::LIST_LIMIT_MAX;
+use crate::limits::{LIST_LIMIT_MAX, LIST_SCAN_ROWS_MAX};
 use crate::projection::{
     BY_SESSION, BY_TIME, META, META_APPLIED_LSN, META_SKIPPED, Materializer, ProjectionStats, ROWS,
     Row, corruption_from_panic, decode_row, map_redb, read_meta, session_hash, session_key,
     time_key,
 };
+
+/// Where a listing stands: the index key of the last row it passed, newest first
+/// (`created_at` as [`Episode::created_key`], then the writer's op id).
+pub type ListPosition = (u64, u128);
+
+/// One page of a listing: filters, where to start, and how many rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    /// Only this session.
+    pub session: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// created_at at or after (unix seconds).
+    pub since: Option<f64>,
+    /// created_at before (unix seconds).
+    pub until: Option<f64>,
+    /// importance at least.
+    pub min_importance: Option<f64>,
+    /// Rows at most (1 to [`LIST_LIMIT_MAX`]).
+    pub limit: usize,
+    /// Start after this position (the previous page's `next`).
+    pub after: Option<ListPosition>,
+}
+
+/// One page of live episodes, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    /// The rows.
+    pub rows: Vec<Row>,
+    /// Where the next page starts; none at the end. A page may hold fewer than `limit` rows
+    /// before the end when filters pass few rows: it stops after [`LIST_SCAN_ROWS_MAX`].
+    pub next: Option<ListPosition>,
+}
 
 impl Materializer {
     /// The row for an episode id (a tombstone included).
@@ -79,6 +112,119 @@ impl Materializer {
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// One page of live episodes, newest `created_at` first, with the query's filters. The
+    /// position is that of an index entry, so pages cut anywhere (rows with equal
+    /// `created_at` included) and every row is on exactly one page while the rows stay put;
+    /// a row written between pages is on a later page only if it sorts after the cut.
+    pub fn page(&self, q: &ListQuery) -> Result<ListPage> {
+        if q.limit == 0 || q.limit > LIST_LIMIT_MAX {
+            return Err(Error::InvalidQuery(format!(
+                "limit {} is not within 1..={LIST_LIMIT_MAX}",
+                q.limit
+            )));
+        }
+        let low = q.since.map_or(0, f64::to_bits);
+        // `until` is exclusive: the largest key below it.
+        let high: ListPosition = match q.until {
+            Some(u) if u <= 0.0 => return Ok(ListPage { rows: Vec::new(), next: None }),
+            Some(u) => ((u.to_bits() - 1), u128::MAX),
+            None => (u64::MAX, u128::MAX),
+        };
+        let high = match q.after {
+            Some(after) if after < high => after,
+            Some(_) => high,
+            None => high,
+        };
+        let exclusive = q.after.is_some_and(|a| a <= high);
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
+            let mut out: Vec<(ListPosition, Row)> = Vec::with_capacity(q.limit.min(1024) + 1);
+            let mut scanned = 0usize;
+            let mut last = None;
+            // Takes the row one index entry names when it passes the filters; false to stop.
+            let mut visit = |key: ListPosition, id: &str| -> Result<bool> {
+                if exclusive && key == high {
+                    return Ok(true);
+                }
+                scanned += 1;
+                last = Some(key);
+                let raw = rows.get(id).map_err(|e| m.err(e))?.ok_or_else(|| {
+                    Error::Corruption(format!("an index names episode {id:?} with no row"))
+                })?;
+                let row = decode_row(raw.value())?;
+                let Some(e) = &row.episode else {
+                    return Err(Error::Corruption(format!(
+                        "an index names deleted episode {id:?}"
+                    )));
+                };
+                let passes = q.session.as_deref().is_none_or(|s| e.session_id == s)
+                    && q.event_type.as_deref().is_none_or(|t| e.event_type == t)
+                    && q.min_importance.is_none_or(|min| e.importance >= min);
+                if passes {
+                    out.push((key, row));
+                }
+                // One row past the limit says that another page follows.
+                Ok(out.len() <= q.limit && scanned < LIST_SCAN_ROWS_MAX)
+            };
+            match &q.session {
+                Some(s) => {
+                    let h = session_hash(s);
+                    let table = txn.open_table(BY_SESSION).map_err(|e| m.err(e))?;
+                    let range =
+                        table.range((h, low, 0)..=(h, high.0, high.1)).map_err(|e| m.err(e))?;
+                    for item in range.rev() {
+                        let (key, id) = item.map_err(|e| m.err(e))?;
+                        let (_, created, writer) = key.value();
+                        if !visit((created, writer), id.value())? {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let table = txn.open_table(BY_TIME).map_err(|e| m.err(e))?;
+                    let range = table.range((low, 0)..=high).map_err(|e| m.err(e))?;
+                    for item in range.rev() {
+                        let (key, id) = item.map_err(|e| m.err(e))?;
+                        if !visit(key.value(), id.value())? {
+                            break;
+                        }
+                    }
+                }
+            }
+            let next = if out.len() > q.limit {
+                out.truncate(q.limit);
+                out.last().map(|(key, _)| *key)
+            } else if scanned >= LIST_SCAN_ROWS_MAX {
+                last
+            } else {
+                None
+            };
+            Ok(ListPage { rows: out.into_iter().map(|(_, row)| row).collect(), next })
+        })
+    }
+
+    /// Live episodes of one session, counted (all of them without a session).
+    pub fn count(&self, session: Option<&str>) -> Result<u64> {
+        let Some(s) = session else { return Ok(self.stats()?.episodes) };
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
+            let table = txn.open_table(BY_SESSION).map_err(|e| m.err(e))?;
+            let h = session_hash(s);
+            let mut n = 0;
+            for item in table.range((h, 0, 0)..=(h, u64::MAX, u128::MAX)).map_err(|e| m.err(e))? {
+                let (_, id) = item.map_err(|e| m.err(e))?;
+                let raw = rows.get(id.value()).map_err(|e| m.err(e))?;
+                let row = raw.map(|r| decode_row(r.value())).transpose()?;
+                if row.and_then(|r| r.episode).is_some_and(|e| e.session_id == s) {
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
     }
 

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -249,30 +249,6 @@ async fn post_episodes(
         .ops_appended
         .fetch_add(appended.iter().filter(|a| !a.duplicate).count() as u64, Ordering::Relaxed);
     Ok(json_response(StatusCode::OK, &json!({"appended": views(&appended)})))
-}
-
-/// Most episodes one list returns.
-pub const LIST_LIMIT_MAX: usize = 10_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<usize>,
-    session: Option<String>,
-}
-
-async fn list_episodes(State(api): State<Api>, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    let limit = q.limit.unwrap_or(50);
-    if limit > LIST_LIMIT_MAX {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit {limit} exceeds the maximum of {LIST_LIMIT_MAX}"),
-        ));
-    }
-    let node = api.service.node.clone();
-    let list = blocking(move || node.episodes(limit, q.session.as_deref())).await??;
-    Ok(json_response(StatusCode::OK, &list))
 }
 
 async fn get_episode(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -534,7 +510,8 @@ pub fn routers(service: Arc<Service>, config: &ApiConfig, token: String) -> (Rou
 fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
     Router::new()
         .route(guard::HEALTH_PATH, get(health))
-        .route("/v1/episodes", post(post_episodes).get(list_episodes))
+        .route("/v1/episodes", post(post_episodes).get(read::list_episodes))
+        .route("/v1/counts", get(read::counts))
         .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode))
         .route("/v1/search", get(read::search))
         .route("/v1/ops", post(post_ops))

@@ -6,12 +6,15 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use feral_materializer::SearchQuery;
+use feral_materializer::limits::LIST_LIMIT_MAX;
+use feral_materializer::{ListQuery, SearchQuery};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Api, ApiError, ApiResult, blocking, json_response};
 
+/// Episodes per page unless `limit` says otherwise.
+pub const LIST_LIMIT_DEFAULT: usize = 50;
 /// Hits per search page unless `limit` says otherwise.
 pub const SEARCH_LIMIT_DEFAULT: usize = 10;
 /// Half life of the recency boost unless `half_life_days` says otherwise.
@@ -132,4 +135,78 @@ pub(crate) async fn search(
     let next = (offset + hits.len()).to_string();
     let next_cursor = more.then(|| Cursor::encode("search", &next, &fingerprint));
     Ok(json_response(StatusCode::OK, &json!({"hits": hits, "next_cursor": next_cursor})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    limit: Option<usize>,
+    session: Option<String>,
+    event_type: Option<String>,
+    since: Option<f64>,
+    until: Option<f64>,
+    min_importance: Option<f64>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/episodes`: live episodes, newest `created_at` first, with filters; pages by
+/// `cursor` (`next_cursor` while more follow).
+pub(crate) async fn list_episodes(
+    State(api): State<Api>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Response> {
+    let limit = p.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+    if limit == 0 || limit > LIST_LIMIT_MAX {
+        return Err(invalid_query(format!(
+            "limit {limit} is not within 1..={LIST_LIMIT_MAX} (page with cursor for more)"
+        )));
+    }
+    let fingerprint = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        p.session, p.event_type, p.since, p.until, p.min_importance
+    );
+    let after = match &p.cursor {
+        None => None,
+        Some(c) => {
+            let position = Cursor::decode(c, "episodes", &fingerprint)?;
+            let damaged = || invalid_query(format!("cursor {c:?} is damaged"));
+            let (created, writer) = position.split_once('.').ok_or_else(damaged)?;
+            Some((
+                u64::from_str_radix(created, 16).map_err(|_| damaged())?,
+                u128::from_str_radix(writer, 16).map_err(|_| damaged())?,
+            ))
+        }
+    };
+    let query = ListQuery {
+        session: p.session,
+        event_type: p.event_type,
+        since: p.since,
+        until: p.until,
+        min_importance: p.min_importance,
+        limit,
+        after,
+    };
+    let node = api.service.node.clone();
+    let (episodes, next) = blocking(move || node.episodes_page(&query)).await??;
+    let next_cursor = next.map(|(created, writer)| {
+        Cursor::encode("episodes", &format!("{created:x}.{writer:x}"), &fingerprint)
+    });
+    Ok(json_response(StatusCode::OK, &json!({"episodes": episodes, "next_cursor": next_cursor})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CountParams {
+    session: Option<String>,
+}
+
+/// `GET /v1/counts[?session=S]`: live episodes, overall or of one session.
+pub(crate) async fn counts(
+    State(api): State<Api>,
+    Query(p): Query<CountParams>,
+) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let session = p.session.clone();
+    let n = blocking(move || node.episode_count(session.as_deref())).await??;
+    Ok(json_response(StatusCode::OK, &json!({"episodes": n, "session": p.session})))
 }

@@ -43,7 +43,7 @@ use crate::projection::Materializer;
 /// The search index's directory inside a data directory.
 pub const SEARCH_DIR: &str = "search";
 /// The layout of the index (schema and payload); another one is rebuilt, never read.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -62,7 +62,9 @@ fn schema() -> (Schema, Fields) {
     let text = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(tokenizer::ANALYZER)
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            // Term frequencies for BM25; no positions: a query is a set of words, never a
+            // phrase, and positions cost the indexing thread a third more work.
+            .set_index_option(IndexRecordOption::WithFreqs),
     );
     let fields = Fields {
         id: b.add_text_field("id", STRING | STORED),
@@ -284,8 +286,12 @@ impl SearchIndex {
     }
 
     /// Mirrors the row an episode op left: the live episode, or none (a tombstone).
-    pub fn mirror(&mut self, id: &str, episode: Option<&Episode>) -> Result<()> {
-        self.writer.delete_term(Term::from_field_text(self.fields.id, id));
+    /// `replaces` says the index may hold a document for the id already (a delete costs
+    /// every segment a term lookup at commit, so a new row skips it).
+    pub fn mirror(&mut self, id: &str, episode: Option<&Episode>, replaces: bool) -> Result<()> {
+        if replaces {
+            self.writer.delete_term(Term::from_field_text(self.fields.id, id));
+        }
         if let Some(e) = episode {
             let f = &self.fields;
             let mut doc = TantivyDocument::new();
@@ -359,10 +365,11 @@ impl SearchIndex {
         let mut mirrored = 0;
         if self.indexed_lsn == 0 {
             let snapshot = mat.rows_snapshot()?;
+            let replaces = self.docs() > 0 || self.uncommitted > 0;
             snapshot.for_each_row(&mut |id, row| {
                 mirrored += 1;
                 match &row.episode {
-                    Some(e) => self.mirror(id, Some(e)),
+                    Some(e) => self.mirror(id, Some(e), replaces),
                     None => Ok(()),
                 }
             })?;
@@ -401,7 +408,7 @@ impl SearchIndex {
     fn mirror_rows(&mut self, mat: &Materializer, ids: &mut BTreeSet<String>) -> Result<()> {
         for id in std::mem::take(ids) {
             let row = mat.get(&id)?;
-            self.mirror(&id, row.as_ref().and_then(|r| r.episode.as_ref()))?;
+            self.mirror(&id, row.as_ref().and_then(|r| r.episode.as_ref()), true)?;
         }
         Ok(())
     }
@@ -529,6 +536,19 @@ fn io_error(dir: &Path, e: std::io::Error) -> Error {
     }
 }
 
+/// True when the device holding `dir` has less room left than one search segment may take.
+fn device_nearly_full(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statvfs fills the zeroed struct it is given; `path` is a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    free < SEARCH_WRITER_BYTES as u64
+}
+
 /// Maps a tantivy failure, keeping a full disk and damage distinct.
 fn search_error(dir: &Path, e: TantivyError) -> Error {
     let io = match &e {
@@ -539,6 +559,18 @@ fn search_error(dir: &Path, e: TantivyError) -> Error {
         }) => Some(io_error.clone()),
         _ => None,
     };
+    // tantivy's indexing thread keeps its I/O error to itself: the writer reports only that
+    // it was killed. On a device with less room left than one segment may take, that is a
+    // full disk.
+    if matches!(e, TantivyError::ErrorInThread(_)) && device_nearly_full(dir) {
+        return Error::DiskFull {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(format!(
+                "the search index writer stopped ({e}) with under {} MiB free on the device",
+                SEARCH_WRITER_BYTES >> 20
+            )),
+        };
+    }
     match io {
         Some(io) if feral_log::error::is_disk_full(&io) => Error::DiskFull {
             path: dir.to_path_buf(),

@@ -32,16 +32,18 @@ fn is_cjk(c: char) -> bool {
         | 0x20000..=0x2FA1F) // Extensions B–F, compatibility supplement
 }
 
-/// See the module comment.
+/// See the module comment. The tokens of the last text are kept, and their buffers reused for
+/// the next one (the indexing thread tokenizes every summary and detail).
 #[derive(Debug, Clone, Default)]
 pub struct WordsAndBigrams {
     tokens: Vec<Token>,
+    len: usize,
 }
 
 /// The tokens of one text, cut up front.
 #[derive(Debug)]
 pub struct Stream<'a> {
-    tokens: &'a mut Vec<Token>,
+    tokens: &'a mut [Token],
     next: usize,
 }
 
@@ -49,16 +51,20 @@ impl Tokenizer for WordsAndBigrams {
     type TokenStream<'a> = Stream<'a>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> Stream<'a> {
-        self.tokens.clear();
+        self.len = 0;
+        let (tokens, len) = (&mut self.tokens, &mut self.len);
         let mut push = |from: usize, to: usize| {
-            let position = self.tokens.len();
-            self.tokens.push(Token {
-                offset_from: from,
-                offset_to: to,
-                position,
-                text: text[from..to].to_string(),
-                position_length: 1,
-            });
+            if *len == tokens.len() {
+                tokens.push(Token::default());
+            }
+            let token = &mut tokens[*len];
+            token.offset_from = from;
+            token.offset_to = to;
+            token.position = *len;
+            token.position_length = 1;
+            token.text.clear();
+            token.text.push_str(&text[from..to]);
+            *len += 1;
         };
         let mut chars = text.char_indices().peekable();
         while let Some((start, c)) = chars.next() {
@@ -86,7 +92,7 @@ impl Tokenizer for WordsAndBigrams {
                 push(start, end);
             }
         }
-        Stream { tokens: &mut self.tokens, next: 0 }
+        Stream { tokens: &mut self.tokens[..self.len], next: 0 }
     }
 }
 
