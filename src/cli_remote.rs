@@ -101,9 +101,10 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             let view = remote.expect_ok("GET", &format!("/v1/episodes/{}", segment(&id)), None)?;
             crate::print_json(&view, !json)
         }
-        C::Delete { id, op_id: None, json } => {
-            let done =
-                remote.expect_ok("DELETE", &format!("/v1/episodes/{}", segment(&id)), None)?;
+        C::Delete { id, op_id, json } => {
+            let query = op_id.map(|o| format!("?op_id={}", segment(&o))).unwrap_or_default();
+            let path = format!("/v1/episodes/{}{query}", segment(&id));
+            let done = remote.expect_ok("DELETE", &path, None)?;
             if json {
                 return crate::print_json(&done, false);
             }
@@ -140,7 +141,6 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             let answer = remote.expect_ok("POST", "/v1/revocations", Some(&body))?;
             crate::cli_sync::print_revoked(&statement.node_id, &answer, json)
         }
-        C::Delete { .. } => refuse(remote, "delete --op-id"),
         other => refuse(remote, command_name(&other)),
     }
 }

@@ -212,6 +212,41 @@ impl Node {
         Ok(appended)
     }
 
+    /// Merges `patch` (an object of episode fields) into the live episode `id` and appends
+    /// the result as one whole-row op. `id` may not change. None when no live episode has
+    /// the id. A retry with the same `op_id` merges into the row the first attempt wrote,
+    /// which gives the same content: a duplicate, not a second op.
+    pub fn patch_episode(
+        &self,
+        id: &str,
+        patch: &Value,
+        op_id: Option<OpId>,
+    ) -> Result<Option<Appended>> {
+        let invalid = |field: &str, reason: &str| {
+            Error::Invalid(feral_materializer::FieldError {
+                field: field.into(),
+                reason: reason.into(),
+            })
+        };
+        let Some(fields) = patch.as_object() else {
+            return Err(invalid("(document)", "a patch is a JSON object of episode fields"));
+        };
+        if fields.get("id").is_some_and(|v| v.as_str() != Some(id)) {
+            return Err(invalid("id", "cannot be changed by a patch"));
+        }
+        let Some(current) = self.episode(id)? else { return Ok(None) };
+        let mut merged = serde_json::to_value(&current.episode)
+            .map_err(|_| Error::Internal("an episode serialises as JSON"))?;
+        if let Some(target) = merged.as_object_mut() {
+            for (k, v) in fields {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+        let episode = self.prepare_episode(&merged, op_id)?;
+        let mut out = self.append_episodes(vec![(episode, op_id)])?;
+        out.pop().map(Some).ok_or(Error::Internal("a patch returned no result"))
+    }
+
     /// Deletes an episode: a tombstone that also blocks older inserts arriving later.
     pub fn delete_episode(&self, id: &str, op_id: Option<OpId>) -> Result<Appended> {
         let draft = OpDraft {

@@ -201,6 +201,36 @@ fn a_search_right_after_each_acknowledged_append_finds_it_through_the_api() {
         api.call("GET", &format!("/v1/search?q=marker3&cursor={cursor}"), None).expect("answer");
     assert_eq!(status, 400, "a cursor of another query is refused: {body}");
     assert!(body["message"].as_str().expect("message").contains("another query"), "{body}");
+    // PATCH merges into the row (one whole-row op): the new words find it, the old do not.
+    let patch = json!({"summary": "renamed quokka", "importance": 0.9});
+    let (status, body) = api.call("PATCH", "/v1/episodes/e5", Some(&patch)).expect("patch");
+    assert_eq!(status, 200, "{body}");
+    let (_, got) = api.call("GET", "/v1/episodes/e5", None).expect("get");
+    assert_eq!(
+        (got["summary"].as_str(), got["importance"].as_f64()),
+        (Some("renamed quokka"), Some(0.9))
+    );
+    assert_eq!(got["session_id"], "s", "fields not in the patch are kept");
+    let found = |q: &str| {
+        let (_, page) = api.call("GET", &format!("/v1/search?q={q}"), None).expect("search");
+        page["hits"].as_array().expect("hits").iter().map(|h| h["id"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(found("quokka"), [Value::from("e5")]);
+    assert!(found("marker5").is_empty(), "the old summary is gone from the index");
+    let (status, body) =
+        api.call("PATCH", "/v1/episodes/e5", Some(&json!({"id": "other"}))).expect("patch");
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_episode")), "{body}");
+    let (status, _) = api.call("PATCH", "/v1/episodes/nope", Some(&patch)).expect("patch");
+    assert_eq!(status, 404);
+    // DELETE with an op_id: a retry is the same op.
+    let op = "0123456789abcdef0123456789abcdef";
+    let path = format!("/v1/episodes/e6?op_id={op}");
+    let (status, first) = api.call("DELETE", &path, None).expect("delete");
+    assert_eq!((status, first["duplicate"].as_bool()), (200, Some(false)), "{first}");
+    let (status, again) = api.call("DELETE", &path, None).expect("delete");
+    assert_eq!((status, again["duplicate"].as_bool()), (200, Some(true)), "{again}");
+    assert_eq!(again["op_id"], op);
+    assert!(found("marker6").is_empty(), "a deleted episode is never found");
     // The CLI goes through the running node.
     let out = feral_node()
         .arg("--data")

@@ -264,10 +264,55 @@ async fn get_episode(State(api): State<Api>, Path(id): Path<String>) -> ApiResul
     }
 }
 
-async fn delete_episode(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    op_id: Option<String>,
+}
+
+/// `DELETE /v1/episodes/{id}[?op_id=HEX]`: a tombstone; with an `op_id`, a retried delete is
+/// the same op (answered as a duplicate).
+async fn delete_episode(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    axum::extract::Query(p): axum::extract::Query<DeleteParams>,
+) -> ApiResult<Response> {
+    let op_id = p
+        .op_id
+        .map(|s| OpId::parse(&s))
+        .transpose()
+        .map_err(|_| read::invalid_query("op_id: must be 32 hex characters"))?;
     let node = api.service.node.clone();
-    let done = blocking(move || node.delete_episode(&id, None)).await??;
+    let done = blocking(move || node.delete_episode(&id, op_id)).await??;
     Ok(json_response(StatusCode::OK, &views(&[done])[0]))
+}
+
+/// `PATCH /v1/episodes/{id}`: merges the body's fields into the live episode and writes the
+/// result as one whole-row op (last writer wins, as any write). An `op_id` in the body makes
+/// a retry idempotent. 404 when no live episode has the id.
+async fn patch_episode(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let body = read_body(&api, &headers, body).await?;
+    let node = api.service.node.clone();
+    let shown = id.clone();
+    let done = blocking(move || -> ApiResult<Option<Appended>> {
+        let mut patch = parse_body(&body)?;
+        let op_id = take_op_id(&mut patch)?;
+        Ok(node.patch_episode(&id, &patch, op_id)?)
+    })
+    .await??;
+    match done {
+        Some(done) => Ok(json_response(StatusCode::OK, &views(&[done])[0])),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("episode {shown:?} not found"),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -512,7 +557,7 @@ fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
         .route(guard::HEALTH_PATH, get(health))
         .route("/v1/episodes", post(post_episodes).get(read::list_episodes))
         .route("/v1/counts", get(read::counts))
-        .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode))
+        .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode).patch(patch_episode))
         .route("/v1/search", get(read::search))
         .route("/v1/ops", post(post_ops))
         .route("/v1/revocations", post(post_revocations))

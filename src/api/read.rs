@@ -20,7 +20,7 @@ pub const SEARCH_LIMIT_DEFAULT: usize = 10;
 /// Half life of the recency boost unless `half_life_days` says otherwise.
 pub const HALF_LIFE_DAYS_DEFAULT: f64 = 30.0;
 
-fn invalid_query(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid_query(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
 }
 
