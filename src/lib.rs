@@ -16,6 +16,7 @@ pub mod node;
 pub mod quarantine;
 pub mod report;
 pub mod revocation;
+pub mod rows;
 pub mod service;
 pub mod sync_store;
 pub mod verify;

@@ -787,7 +787,7 @@ pub(crate) fn stop_projection(
     }
 }
 
-fn readable<'a>(wal: &Wal, slot: &'a ProjectionSlot) -> Result<&'a Materializer> {
+pub(crate) fn readable<'a>(wal: &Wal, slot: &'a ProjectionSlot) -> Result<&'a Materializer> {
     slot.mat.as_ref().ok_or_else(|| {
         let reason = wal.derived_fault().map_or("not open".to_string(), |f| f.detail);
         Error::Paused { code: Code::EpisodesUnavailable, reason }

@@ -7,11 +7,11 @@ use feral_log::{Hlc, Lsn, Op, OpId, OpKind};
 
 use crate::episode::{Episode, TABLE};
 
-/// The effect of an op on the `episodes` rows.
+/// The effect of an op on the projection's rows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect<'a> {
-    /// Another table: only the applied LSN moves.
-    Other,
+    /// A row of another table: its data (none for a delete), kept last-writer-wins.
+    Other(Option<Cow<'a, [u8]>>),
     /// Insert or replace the row with this episode (last writer wins).
     Put(Cow<'a, Episode>),
     /// Delete the row, leaving a tombstone.
@@ -30,6 +30,8 @@ pub struct Change<'a> {
     pub op_id: OpId,
     /// Its HLC (last writer wins).
     pub hlc: Hlc,
+    /// The table it writes.
+    pub table: Cow<'a, str>,
     /// The row it writes.
     pub row_id: Cow<'a, str>,
     /// What it does.
@@ -40,7 +42,10 @@ impl<'a> Change<'a> {
     /// Decides the effect of a logged op (parsing and validating an episode insert).
     pub fn of(lsn: Lsn, op: &'a Op) -> Change<'a> {
         let effect = if op.table != TABLE {
-            Effect::Other
+            match op.kind {
+                OpKind::Delete => Effect::Other(None),
+                OpKind::Insert => Effect::Other(Some(Cow::Borrowed(op.data.as_slice()))),
+            }
         } else {
             match op.kind {
                 OpKind::Delete => Effect::Delete,
@@ -51,7 +56,14 @@ impl<'a> Change<'a> {
                 },
             }
         };
-        Change { lsn, op_id: op.op_id, hlc: op.hlc, row_id: Cow::Borrowed(&op.row_id), effect }
+        Change {
+            lsn,
+            op_id: op.op_id,
+            hlc: op.hlc,
+            table: Cow::Borrowed(&op.table),
+            row_id: Cow::Borrowed(&op.row_id),
+            effect,
+        }
     }
 
     /// The change of an op the caller built from this validated episode (its data is
@@ -61,6 +73,7 @@ impl<'a> Change<'a> {
             lsn,
             op_id,
             hlc,
+            table: Cow::Borrowed(TABLE),
             row_id: Cow::Borrowed(&episode.id),
             effect: Effect::Put(Cow::Borrowed(episode)),
         }
@@ -72,6 +85,7 @@ impl<'a> Change<'a> {
             lsn,
             op_id,
             hlc,
+            table: Cow::Borrowed(TABLE),
             row_id: Cow::Owned(episode.id.clone()),
             effect: Effect::Put(Cow::Owned(episode)),
         }
@@ -80,7 +94,7 @@ impl<'a> Change<'a> {
     /// The same change, owning everything it borrowed.
     pub fn into_owned(self) -> Change<'static> {
         let effect = match self.effect {
-            Effect::Other => Effect::Other,
+            Effect::Other(data) => Effect::Other(data.map(|d| Cow::Owned(d.into_owned()))),
             Effect::Put(e) => Effect::Put(Cow::Owned(e.into_owned())),
             Effect::Delete => Effect::Delete,
             Effect::Skip(reason) => Effect::Skip(reason),
@@ -89,6 +103,7 @@ impl<'a> Change<'a> {
             lsn: self.lsn,
             op_id: self.op_id,
             hlc: self.hlc,
+            table: Cow::Owned(self.table.into_owned()),
             row_id: Cow::Owned(self.row_id.into_owned()),
             effect,
         }

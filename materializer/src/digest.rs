@@ -105,7 +105,20 @@ struct OpLine<'a> {
     table: &'a str,
     row_id: &'a str,
     kind: &'static str,
-    data: String,
+    data: serde_json::Value,
+}
+
+/// Op data as a reader wants it back: JSON as JSON, other UTF-8 text as a string, anything
+/// else as `{"hex": …}` (a JSON string written through `POST /v1/ops` is stored as its own
+/// bytes, so text that happens to parse as JSON comes back as that JSON).
+pub fn data_json(data: &[u8]) -> serde_json::Value {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        return value;
+    }
+    match std::str::from_utf8(data) {
+        Ok(text) => serde_json::Value::String(text.to_string()),
+        Err(_) => serde_json::json!({ "hex": hex(data) }),
+    }
 }
 
 #[derive(Serialize)]
@@ -133,7 +146,7 @@ pub fn dump(wal: &Wal, projection: &RowsSnapshot, out: &mut dyn Write) -> Result
             table: &op.table,
             row_id: &op.row_id,
             kind: op.kind.as_str(),
-            data: hex(&op.data),
+            data: if op.data.is_empty() { serde_json::Value::Null } else { data_json(&op.data) },
         };
         write_line(out, &line).map_err(io)?;
     }

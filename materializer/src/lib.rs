@@ -12,9 +12,9 @@ mod query;
 pub mod search;
 
 pub use change::{Change, Effect};
-pub use digest::{Digest, digest, dump};
+pub use digest::{Digest, data_json, digest, dump};
 pub use episode::{Episode, FieldError, TABLE};
 pub use error::{Error, Result};
-pub use projection::{Materializer, PROJECTION_FILE, ProjectionStats, Row};
+pub use projection::{Materializer, PROJECTION_FILE, ProjectionStats, Row, TableRow};
 pub use query::{CheckSnapshot, ListPage, ListPosition, ListQuery, RowsSnapshot};
 pub use search::{Hit, SEARCH_DIR, ScoreParts, SearchIndex, SearchPage, SearchQuery};

@@ -25,9 +25,49 @@ pub(crate) const BY_TIME: TableDefinition<'_, (u64, u128), &str> =
 pub(crate) const BY_SESSION: TableDefinition<'_, (u64, u64, u128), &str> =
     TableDefinition::new("episodes_by_session");
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("episodes_meta");
+/// Rows of every other table: (table, row id) → [`TableRow`] (live or tombstone).
+pub(crate) const TABLE_ROWS: TableDefinition<'_, (&str, &str), &[u8]> =
+    TableDefinition::new("table_rows");
+/// Live rows per table (tables other than `episodes`).
+pub(crate) const TABLES: TableDefinition<'_, &str, u64> = TableDefinition::new("tables");
+/// Every op that touched a row: (hash of table and row id, LSN) → op id. A row's history
+/// drops the rare ops of rows that only share the hash.
+pub(crate) const HISTORY: TableDefinition<'_, (u64, u64), u128> = TableDefinition::new("history");
 
 pub(crate) const META_APPLIED_LSN: &str = "applied_lsn";
 pub(crate) const META_SKIPPED: &str = "skipped_invalid";
+pub(crate) const META_FORMAT: &str = "format";
+/// The projection's layout: 2 added every table's rows and the history. A file of another
+/// layout is derived state of an older build: it is recreated from the log.
+pub(crate) const FORMAT: u64 = 2;
+
+/// One row of a table other than `episodes`: its data as written, or a tombstone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableRow {
+    /// The HLC of the op that wrote it (last writer wins).
+    pub hlc: Hlc,
+    /// That op's id.
+    pub op_id: OpId,
+    /// The op's data; none for a tombstone.
+    pub data: Option<Vec<u8>>,
+}
+
+/// A table row borrowed for encoding; encodes exactly as [`TableRow`].
+#[derive(Serialize)]
+struct TableRowRef<'a> {
+    hlc: Hlc,
+    op_id: OpId,
+    data: Option<&'a [u8]>,
+}
+
+/// The key of a row's history: FNV-1a over the table, a zero byte, and the row id.
+pub(crate) fn row_hash(table: &str, row_id: &str) -> u64 {
+    table
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(row_id.bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
 
 /// Told each episode row a change decided: its id, the live episode (none for a tombstone),
 /// and whether the id had a row before ([`Materializer::apply_with`]).
@@ -158,19 +198,31 @@ impl Materializer {
     fn create_tables(&self) -> Result<()> {
         {
             let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-            if txn.open_table(ROWS).is_ok()
-                && txn.open_table(BY_TIME).is_ok()
-                && txn.open_table(BY_SESSION).is_ok()
-                && txn.open_table(META).is_ok()
-            {
-                return Ok(());
+            if let Ok(meta) = txn.open_table(META) {
+                let format = read_meta(&meta, META_FORMAT).map_err(|e| self.err(e))?;
+                let applied = read_meta(&meta, META_APPLIED_LSN).map_err(|e| self.err(e))?;
+                if format != FORMAT && applied > 0 {
+                    return Err(Error::Corruption(format!(
+                        "{}: projection format {format}, this build keeps format {FORMAT}; it is rebuilt from the log",
+                        self.path.display()
+                    )));
+                }
+                if format == FORMAT && txn.open_table(HISTORY).is_ok() {
+                    return Ok(());
+                }
             }
         }
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         txn.open_table(ROWS).map_err(|e| self.err(e))?;
         txn.open_table(BY_TIME).map_err(|e| self.err(e))?;
         txn.open_table(BY_SESSION).map_err(|e| self.err(e))?;
-        txn.open_table(META).map_err(|e| self.err(e))?;
+        txn.open_table(TABLE_ROWS).map_err(|e| self.err(e))?;
+        txn.open_table(TABLES).map_err(|e| self.err(e))?;
+        txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            meta.insert(META_FORMAT, FORMAT).map_err(|e| self.err(e))?;
+        }
         txn.commit().map_err(|e| self.err(e))
     }
 
@@ -219,6 +271,9 @@ impl Materializer {
             let mut by_time = txn.open_table(BY_TIME).map_err(|e| self.err(e))?;
             let mut by_session = txn.open_table(BY_SESSION).map_err(|e| self.err(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut table_rows = txn.open_table(TABLE_ROWS).map_err(|e| self.err(e))?;
+            let mut tables = txn.open_table(TABLES).map_err(|e| self.err(e))?;
+            let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
             let start = read_meta(&meta, META_APPLIED_LSN).map_err(|e| self.err(e))?;
             let mut skipped = 0u64;
             let mut last = start;
@@ -233,8 +288,23 @@ impl Materializer {
                 last = change.lsn;
                 newly += 1;
                 feral_log::failpoint::reached("projection.apply", last, last);
+                history
+                    .insert(
+                        (row_hash(&change.table, &change.row_id), change.lsn),
+                        u128::from_be_bytes(change.op_id.0),
+                    )
+                    .map_err(|e| self.err(e))?;
                 let episode = match &change.effect {
-                    Effect::Other => continue,
+                    Effect::Other(data) => {
+                        let row = TableRowRef {
+                            hlc: change.hlc,
+                            op_id: change.op_id,
+                            data: data.as_deref(),
+                        };
+                        let key = (change.table.as_ref(), change.row_id.as_ref());
+                        self.apply_table_row(&mut table_rows, &mut tables, key, &row)?;
+                        continue;
+                    }
                     Effect::Skip(reason) => {
                         tracing::warn!(op_id = %change.op_id, %reason, "episode op skipped");
                         skipped += 1;
@@ -299,6 +369,41 @@ impl Materializer {
             self.non_durable_ops.store(0, Ordering::Relaxed);
         }
         Ok(newly)
+    }
+
+    /// Last writer wins for a row of another table, keeping its table's live count.
+    fn apply_table_row(
+        &self,
+        rows: &mut redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
+        tables: &mut redb::Table<'_, &'static str, u64>,
+        key: (&str, &str),
+        row: &TableRowRef<'_>,
+    ) -> Result<()> {
+        let old = match rows.get(key).map_err(|e| self.err(e))? {
+            Some(raw) => Some(decode_table_row(raw.value())?),
+            None => None,
+        };
+        if let Some(old) = &old
+            && (row.hlc, row.op_id) <= (old.hlc, old.op_id)
+        {
+            return Ok(());
+        }
+        let encoded = codec::encode_value(row);
+        rows.insert(key, encoded.as_slice()).map_err(|e| self.err(e))?;
+        let was_live = old.as_ref().is_some_and(|o| o.data.is_some());
+        let delta: i64 = match (was_live, row.data.is_some()) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => 0,
+        };
+        if delta != 0 {
+            let live = read_meta(tables, key.0).map_err(|e| self.err(e))?;
+            let live = live.checked_add_signed(delta).ok_or_else(|| {
+                Error::Corruption(format!("table {:?} counts fewer live rows than it has", key.0))
+            })?;
+            tables.insert(key.0, live).map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// Applies every durable record of `wal` after the applied LSN. Returns how many.
@@ -368,6 +473,11 @@ pub(crate) fn read_meta(
     key: &str,
 ) -> Result<u64, redb::Error> {
     Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
+}
+
+pub(crate) fn decode_table_row(raw: &[u8]) -> Result<TableRow> {
+    codec::decode_value(raw)
+        .map_err(|reason| Error::Corruption(format!("undecodable table row: {reason}")))
 }
 
 pub(crate) fn decode_row(raw: &[u8]) -> Result<Row> {

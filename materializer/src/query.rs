@@ -3,16 +3,16 @@
 
 use std::sync::atomic::Ordering;
 
-use feral_log::Lsn;
 use feral_log::index::catch_redb_panic;
+use feral_log::{Lsn, OpId};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::error::{Error, Result};
 use crate::limits::{LIST_LIMIT_MAX, LIST_SCAN_ROWS_MAX};
 use crate::projection::{
-    BY_SESSION, BY_TIME, META, META_APPLIED_LSN, META_SKIPPED, Materializer, ProjectionStats, ROWS,
-    Row, corruption_from_panic, decode_row, map_redb, read_meta, session_hash, session_key,
-    time_key,
+    BY_SESSION, BY_TIME, HISTORY, META, META_APPLIED_LSN, META_SKIPPED, Materializer,
+    ProjectionStats, ROWS, Row, TABLE_ROWS, TABLES, TableRow, corruption_from_panic, decode_row,
+    decode_table_row, map_redb, read_meta, row_hash, session_hash, session_key, time_key,
 };
 
 /// Where a listing stands: the index key of the last row it passed, newest first
@@ -37,6 +37,11 @@ pub struct ListQuery {
     /// Start after this position (the previous page's `next`).
     pub after: Option<ListPosition>,
 }
+
+/// Live rows of a table (row id and row), and the row id the next page starts after.
+pub type TableRowsPage = (Vec<(String, TableRow)>, Option<String>);
+/// Ops of a row's history (LSN and op id), and the LSN the next page starts after.
+pub type HistoryPage = (Vec<(Lsn, OpId)>, Option<Lsn>);
 
 /// One page of live episodes, newest first.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +230,104 @@ impl Materializer {
                 }
             }
             Ok(n)
+        })
+    }
+
+    /// The row of another table (a tombstone included).
+    pub fn table_row(&self, table: &str, row_id: &str) -> Result<Option<TableRow>> {
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let rows = txn.open_table(TABLE_ROWS).map_err(|e| m.err(e))?;
+            match rows.get((table, row_id)).map_err(|e| m.err(e))? {
+                Some(raw) => decode_table_row(raw.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Live rows of another table in row id order, after `after`, at most `limit`; and the
+    /// row id the next page starts after (none at the end).
+    pub fn table_rows(
+        &self,
+        table: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<TableRowsPage> {
+        use std::ops::Bound;
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let rows = txn.open_table(TABLE_ROWS).map_err(|e| m.err(e))?;
+            let low = match after {
+                Some(a) => Bound::Excluded((table, a)),
+                None => Bound::Included((table, "")),
+            };
+            let mut out = Vec::with_capacity(limit.min(1024) + 1);
+            let mut scanned = 0usize;
+            let mut last = None;
+            for item in rows.range::<(&str, &str)>((low, Bound::Unbounded)).map_err(|e| m.err(e))? {
+                let (key, raw) = item.map_err(|e| m.err(e))?;
+                let (t, id) = key.value();
+                if t != table || out.len() > limit || scanned >= LIST_SCAN_ROWS_MAX {
+                    break;
+                }
+                scanned += 1;
+                last = Some(id.to_string());
+                let row = decode_table_row(raw.value())?;
+                if row.data.is_some() {
+                    out.push((id.to_string(), row));
+                }
+            }
+            let next = if out.len() > limit {
+                out.truncate(limit);
+                out.last().map(|(id, _)| id.clone())
+            } else if scanned >= LIST_SCAN_ROWS_MAX {
+                last
+            } else {
+                None
+            };
+            Ok((out, next))
+        })
+    }
+
+    /// Every table other than `episodes` with its live rows, by name.
+    pub fn tables(&self) -> Result<Vec<(String, u64)>> {
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let tables = txn.open_table(TABLES).map_err(|e| m.err(e))?;
+            let mut out = Vec::new();
+            for item in tables.iter().map_err(|e| m.err(e))? {
+                let (name, live) = item.map_err(|e| m.err(e))?;
+                out.push((name.value().to_string(), live.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The ops that touched a row (any table, episodes included), in local log order: their
+    /// LSN and op id, after LSN `after`, at most `limit`; and the LSN the next page starts
+    /// after. Entries of rows that only share the row's hash are included: the caller reads
+    /// each op and keeps those of this row.
+    pub fn history(
+        &self,
+        table: &str,
+        row_id: &str,
+        after: Lsn,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        self.guarded(|m| {
+            let txn = m.db.begin_read().map_err(|e| m.err(e))?;
+            let history = txn.open_table(HISTORY).map_err(|e| m.err(e))?;
+            let h = row_hash(table, row_id);
+            let mut out = Vec::new();
+            let start = after.saturating_add(1);
+            for item in history.range((h, start)..=(h, u64::MAX)).map_err(|e| m.err(e))? {
+                let (key, op) = item.map_err(|e| m.err(e))?;
+                if out.len() == limit {
+                    return Ok((out, Some(key.value().1 - 1)));
+                }
+                out.push((key.value().1, OpId(op.value().to_be_bytes())));
+            }
+            Ok((out, None))
         })
     }
 

@@ -210,3 +210,102 @@ pub(crate) async fn counts(
     let n = blocking(move || node.episode_count(session.as_deref())).await??;
     Ok(json_response(StatusCode::OK, &json!({"episodes": n, "session": p.session})))
 }
+
+/// Rows per page of a table unless `limit` says otherwise.
+pub const ROWS_LIMIT_DEFAULT: usize = 100;
+/// Ops per page of a row's history unless `limit` says otherwise, and at most.
+pub const HISTORY_LIMIT_DEFAULT: usize = 100;
+/// Largest `limit` of a row's history.
+pub const HISTORY_LIMIT_MAX: usize = 1_000;
+
+fn limit_within(limit: Option<usize>, default: usize, max: usize) -> ApiResult<usize> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(invalid_query(format!("limit {limit} is not within 1..={max}")));
+    }
+    Ok(limit)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/tables`: every table with its live rows.
+pub(crate) async fn tables(State(api): State<Api>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let tables = blocking(move || node.tables()).await??;
+    Ok(json_response(StatusCode::OK, &json!({"tables": tables})))
+}
+
+/// `GET /v1/tables/{table}/rows`: live rows in row id order, paged by cursor.
+pub(crate) async fn table_rows(
+    State(api): State<Api>,
+    axum::extract::Path(table): axum::extract::Path<String>,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Response> {
+    if table == feral_materializer::TABLE {
+        return Err(invalid_query(
+            "episodes are listed by GET /v1/episodes (newest first, with filters and a cursor)",
+        ));
+    }
+    let limit = limit_within(p.limit, ROWS_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
+    let after = p.cursor.as_deref().map(|c| Cursor::decode(c, "rows", &table)).transpose()?;
+    let node = api.service.node.clone();
+    let name = table.clone();
+    let (rows, next) = blocking(move || node.rows(&name, after.as_deref(), limit)).await??;
+    let next_cursor = next.map(|id| Cursor::encode("rows", &id, &table));
+    Ok(json_response(StatusCode::OK, &json!({"rows": rows, "next_cursor": next_cursor})))
+}
+
+/// `GET /v1/tables/{table}/rows/{row_id}`: one live row, or 404.
+pub(crate) async fn table_row(
+    State(api): State<Api>,
+    axum::extract::Path((table, row_id)): axum::extract::Path<(String, String)>,
+) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let (t, r) = (table.clone(), row_id.clone());
+    match blocking(move || node.row(&t, &r)).await?? {
+        Some(row) => Ok(json_response(StatusCode::OK, &row)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no live row {row_id:?} in table {table:?}"),
+        )),
+    }
+}
+
+async fn history_of(api: Api, table: String, row_id: String, p: PageParams) -> ApiResult<Response> {
+    let limit = limit_within(p.limit, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX)?;
+    let bound = format!("{table}\u{0}{row_id}");
+    let after = match &p.cursor {
+        None => 0,
+        Some(c) => Cursor::decode(c, "history", &bound)?
+            .parse::<u64>()
+            .map_err(|_| invalid_query(format!("cursor {c:?} is damaged")))?,
+    };
+    let node = api.service.node.clone();
+    let (ops, next) = blocking(move || node.history(&table, &row_id, after, limit)).await??;
+    let next_cursor = next.map(|lsn| Cursor::encode("history", &lsn.to_string(), &bound));
+    Ok(json_response(StatusCode::OK, &json!({"ops": ops, "next_cursor": next_cursor})))
+}
+
+/// `GET /v1/tables/{table}/rows/{row_id}/history`: every op that touched the row.
+pub(crate) async fn row_history(
+    State(api): State<Api>,
+    axum::extract::Path((table, row_id)): axum::extract::Path<(String, String)>,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Response> {
+    history_of(api, table, row_id, p).await
+}
+
+/// `GET /v1/episodes/{id}/history`: every op that touched the episode.
+pub(crate) async fn episode_history(
+    State(api): State<Api>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(p): Query<PageParams>,
+) -> ApiResult<Response> {
+    history_of(api, feral_materializer::TABLE.to_string(), id, p).await
+}
