@@ -493,6 +493,36 @@ impl CheckSnapshot {
                 "{live} live episodes but {t} time and {s} session index entries"
             )));
         }
-        Ok(())
+        self.verify_tables()
+    }
+
+    /// Every other table's rows decode, and its live count matches them.
+    fn verify_tables(&self) -> Result<()> {
+        let rows = self.txn.open_table(TABLE_ROWS).map_err(|e| self.err(e))?;
+        let tables = self.txn.open_table(TABLES).map_err(|e| self.err(e))?;
+        let mut live: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for item in rows.iter().map_err(|e| self.err(e))? {
+            let (key, raw) = item.map_err(|e| self.err(e))?;
+            if decode_table_row(raw.value())?.data.is_some() {
+                *live.entry(key.value().0.to_string()).or_default() += 1;
+            }
+        }
+        for item in tables.iter().map_err(|e| self.err(e))? {
+            let (name, counted) = item.map_err(|e| self.err(e))?;
+            let found = live.remove(name.value()).unwrap_or(0);
+            if found != counted.value() {
+                return Err(Error::Corruption(format!(
+                    "table {:?} counts {} live rows but holds {found}",
+                    name.value(),
+                    counted.value()
+                )));
+            }
+        }
+        match live.into_iter().next() {
+            Some((name, found)) => Err(Error::Corruption(format!(
+                "table {name:?} holds {found} live rows but counts none"
+            ))),
+            None => Ok(()),
+        }
     }
 }
