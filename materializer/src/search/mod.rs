@@ -43,13 +43,13 @@ use crate::projection::Materializer;
 /// The search index's directory inside a data directory.
 pub const SEARCH_DIR: &str = "search";
 /// The layout of the index (schema and payload); another one is rebuilt, never read.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
     id: Field,
-    summary: Field,
-    detail: Field,
+    /// Summary and detail, as two values of one field: one set of postings per document.
+    text: Field,
     session: Field,
     event_type: Field,
     participants: Field,
@@ -68,8 +68,7 @@ fn schema() -> (Schema, Fields) {
     );
     let fields = Fields {
         id: b.add_text_field("id", STRING | STORED),
-        summary: b.add_text_field("summary", text.clone()),
-        detail: b.add_text_field("detail", text),
+        text: b.add_text_field("text", text),
         session: b.add_text_field("session", STRING),
         event_type: b.add_text_field("event_type", STRING),
         participants: b.add_text_field("participants", STRING),
@@ -296,8 +295,8 @@ impl SearchIndex {
             let f = &self.fields;
             let mut doc = TantivyDocument::new();
             doc.add_text(f.id, &e.id);
-            doc.add_text(f.summary, &e.summary);
-            doc.add_text(f.detail, &e.detail);
+            doc.add_text(f.text, &e.summary);
+            doc.add_text(f.text, &e.detail);
             doc.add_text(f.session, &e.session_id);
             doc.add_text(f.event_type, &e.event_type);
             for p in &e.participants {
@@ -423,10 +422,9 @@ impl SearchIndex {
                 IndexRecordOption::WithFreqs,
             ))
         };
-        let mut text: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len() * 2);
+        let mut text: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len());
         for w in &words {
-            text.push((Occur::Should, term(f.summary, w)));
-            text.push((Occur::Should, term(f.detail, w)));
+            text.push((Occur::Should, term(f.text, w)));
         }
         let mut all: Vec<(Occur, Box<dyn Query>)> =
             vec![(Occur::Must, Box::new(BooleanQuery::new(text)))];
