@@ -24,6 +24,16 @@ pub(crate) struct ListArgs {
     /// Every row, page after page.
     #[arg(long)]
     all: bool,
+    #[command(flatten)]
+    filters: Filters,
+    /// One JSON object per episode.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The filters the episode listing and search share.
+#[derive(Debug, Args)]
+pub(crate) struct Filters {
     /// Only this session.
     #[arg(long)]
     session: Option<String>,
@@ -39,9 +49,26 @@ pub(crate) struct ListArgs {
     /// importance at least.
     #[arg(long)]
     min_importance: Option<f64>,
-    /// One JSON object per episode.
-    #[arg(long)]
-    json: bool,
+}
+
+impl Filters {
+    /// The filters as query parameters (`&name=value…`).
+    fn query_string(&self) -> String {
+        let mut out = String::new();
+        for (name, value) in [("session", &self.session), ("event_type", &self.event_type)] {
+            if let Some(v) = value {
+                out.push_str(&format!("&{name}={}", segment(v)));
+            }
+        }
+        let numbers =
+            [("since", self.since), ("until", self.until), ("min_importance", self.min_importance)];
+        for (name, value) in numbers {
+            if let Some(v) = value {
+                out.push_str(&format!("&{name}={v}"));
+            }
+        }
+        out
+    }
 }
 
 impl ListArgs {
@@ -72,11 +99,11 @@ fn more_follow() {
 /// Lists a stopped store's episodes.
 pub(crate) fn list_local(node: &feral_memory::Node, args: ListArgs) -> Outcome {
     let mut query = ListQuery {
-        session: args.session.clone(),
-        event_type: args.event_type.clone(),
-        since: args.since,
-        until: args.until,
-        min_importance: args.min_importance,
+        session: args.filters.session.clone(),
+        event_type: args.filters.event_type.clone(),
+        since: args.filters.since,
+        until: args.filters.until,
+        min_importance: args.filters.min_importance,
         limit: args.page_rows(),
         after: None,
     };
@@ -101,19 +128,7 @@ pub(crate) fn list_local(node: &feral_memory::Node, args: ListArgs) -> Outcome {
 
 /// Lists episodes through the running node's API.
 pub(crate) fn list_remote(remote: &Remote, args: ListArgs) -> Outcome {
-    let mut base = format!("/v1/episodes?limit={}", args.page_rows());
-    for (name, value) in [("session", &args.session), ("event_type", &args.event_type)] {
-        if let Some(v) = value {
-            base.push_str(&format!("&{name}={}", segment(v)));
-        }
-    }
-    let numbers =
-        [("since", args.since), ("until", args.until), ("min_importance", args.min_importance)];
-    for (name, value) in numbers {
-        if let Some(v) = value {
-            base.push_str(&format!("&{name}={v}"));
-        }
-    }
+    let base = format!("/v1/episodes?limit={}{}", args.page_rows(), args.filters.query_string());
     let mut path = base.clone();
     loop {
         let page = remote.expect_ok("GET", &path, None)?;
@@ -136,24 +151,11 @@ pub(crate) fn list_remote(remote: &Remote, args: ListArgs) -> Outcome {
 pub(crate) struct SearchArgs {
     /// The words to look for (every word counts; no operators).
     query: String,
-    /// Only this session.
-    #[arg(long)]
-    session: Option<String>,
-    /// Only this event type.
-    #[arg(long)]
-    event_type: Option<String>,
+    #[command(flatten)]
+    filters: Filters,
     /// Only episodes with this participant.
     #[arg(long)]
     participant: Option<String>,
-    /// created_at at or after (unix seconds).
-    #[arg(long)]
-    since: Option<f64>,
-    /// created_at before (unix seconds).
-    #[arg(long)]
-    until: Option<f64>,
-    /// importance at least.
-    #[arg(long)]
-    min_importance: Option<f64>,
     /// Multiply scores by 1 + W × importance.
     #[arg(long, default_value_t = 0.0)]
     boost_importance: f64,
@@ -175,12 +177,12 @@ pub(crate) struct SearchArgs {
 pub(crate) fn local(node: &feral_memory::Node, args: SearchArgs) -> Outcome {
     let query = SearchQuery {
         text: args.query,
-        session: args.session,
-        event_type: args.event_type,
+        session: args.filters.session,
+        event_type: args.filters.event_type,
         participant: args.participant,
-        since: args.since,
-        until: args.until,
-        min_importance: args.min_importance,
+        since: args.filters.since,
+        until: args.filters.until,
+        min_importance: args.filters.min_importance,
         boost_importance: args.boost_importance,
         boost_recency: args.boost_recency,
         half_life_days: args.half_life_days,
@@ -195,21 +197,16 @@ pub(crate) fn local(node: &feral_memory::Node, args: SearchArgs) -> Outcome {
 
 /// Searches through the running node's API.
 pub(crate) fn remote(remote: &Remote, args: SearchArgs) -> Outcome {
-    let mut path = format!("/v1/search?q={}&limit={}", segment(&args.query), args.limit);
-    let texts = [
-        ("session", &args.session),
-        ("event_type", &args.event_type),
-        ("participant", &args.participant),
-    ];
-    for (name, value) in texts {
-        if let Some(v) = value {
-            path.push_str(&format!("&{name}={}", segment(v)));
-        }
+    let mut path = format!(
+        "/v1/search?q={}&limit={}{}",
+        segment(&args.query),
+        args.limit,
+        args.filters.query_string()
+    );
+    if let Some(p) = &args.participant {
+        path.push_str(&format!("&participant={}", segment(p)));
     }
     let numbers = [
-        ("since", args.since),
-        ("until", args.until),
-        ("min_importance", args.min_importance),
         ("boost_importance", Some(args.boost_importance)),
         ("boost_recency", Some(args.boost_recency)),
         ("half_life_days", Some(args.half_life_days)),

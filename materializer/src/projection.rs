@@ -60,13 +60,17 @@ struct TableRowRef<'a> {
     data: Option<&'a [u8]>,
 }
 
+/// FNV-1a, 64 bits: a stable hash for keys (collisions only cost a filtered row), and for
+/// binding an API cursor to its query. Not a keyed or cryptographic hash.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes
+        .into_iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
 /// The key of a row's history: FNV-1a over the table, a zero byte, and the row id.
 pub(crate) fn row_hash(table: &str, row_id: &str) -> u64 {
-    table
-        .bytes()
-        .chain(std::iter::once(0))
-        .chain(row_id.bytes())
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    fnv1a(table.bytes().chain(std::iter::once(0)).chain(row_id.bytes()))
 }
 
 /// Told each episode row a change decided: its id, the live episode (none for a tombstone),
@@ -463,9 +467,7 @@ pub(crate) fn session_key(e: &Episode, writer: &OpId) -> (u64, u64, u128) {
 
 /// FNV-1a: a stable 64-bit hash of a session id (collisions only cost a filtered row).
 pub(crate) fn session_hash(session: &str) -> u64 {
-    session
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    fnv1a(session.bytes())
 }
 
 pub(crate) fn read_meta(

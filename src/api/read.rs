@@ -59,10 +59,9 @@ impl Cursor {
     }
 }
 
-/// FNV-1a, 64 bits: binds a cursor to its query (not a secret: a cursor is no credential).
+/// Binds a cursor to its query (not a secret: a cursor is no credential).
 fn fnv(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    feral_materializer::projection::fnv1a(text.bytes())
 }
 
 #[derive(Debug, Deserialize)]
