@@ -165,7 +165,7 @@ fn apply_both(
     };
     let Some(search) = search else { return Ok(()) };
     if in_step && !caught_up {
-        search.advance(mat.applied_lsn()?);
+        search.advance(mat.applied_lsn()?)?;
     } else {
         search.catch_up(wal, mat)?;
     }

@@ -12,6 +12,12 @@ mod progress;
 
 use out::out;
 
+/// mimalloc, not the system allocator: the indexing thread frees every search document the
+/// applier thread allocated, and glibc's per-thread arenas made such cross-thread frees cost
+/// ingest a third of its throughput in about half of the runs (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

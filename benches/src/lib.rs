@@ -1,6 +1,11 @@
 //! feral-benches: shared helpers for the criterion benchmarks in `benches/`: raw probes of the
 //! physical limits that each engine benchmark is measured against.
 
+/// The allocator `feral-node` ships with (see its `main.rs`), so every benchmark binary,
+/// raw probes included, measures with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;

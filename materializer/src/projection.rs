@@ -30,16 +30,18 @@ pub(crate) const TABLE_ROWS: TableDefinition<'_, (&str, &str), &[u8]> =
     TableDefinition::new("table_rows");
 /// Live rows per table (tables other than `episodes`).
 pub(crate) const TABLES: TableDefinition<'_, &str, u64> = TableDefinition::new("tables");
-/// Every op that touched a row: (hash of table and row id, LSN) → op id. A row's history
-/// drops the rare ops of rows that only share the hash.
+/// Every op that touched a row and is not its writer (the writer is in the row, with its
+/// LSN): (hash of table and row id, LSN) → op id. Most rows are written once, so most ops
+/// cost no entry here. A row's history drops the rare ops of rows that only share the hash.
 pub(crate) const HISTORY: TableDefinition<'_, (u64, u64), u128> = TableDefinition::new("history");
 
 pub(crate) const META_APPLIED_LSN: &str = "applied_lsn";
 pub(crate) const META_SKIPPED: &str = "skipped_invalid";
 pub(crate) const META_FORMAT: &str = "format";
-/// The projection's layout: 2 added every table's rows and the history. A file of another
+/// The projection's layout: 2 added every table's rows and the history; 3 keeps the writer's
+/// LSN in the row and only the other ops in the history. A file of another
 /// layout is derived state of an older build: it is recreated from the log.
-pub(crate) const FORMAT: u64 = 2;
+pub(crate) const FORMAT: u64 = 3;
 
 /// One row of a table other than `episodes`: its data as written, or a tombstone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,12 +294,17 @@ impl Materializer {
                 last = change.lsn;
                 newly += 1;
                 feral_log::failpoint::reached("projection.apply", last, last);
-                history
-                    .insert(
-                        (row_hash(&change.table, &change.row_id), change.lsn),
-                        u128::from_be_bytes(change.op_id.0),
-                    )
-                    .map_err(|e| self.err(e))?;
+                // The history table holds the ops that are not (or no longer) a row's
+                // writer; the writer is in the row itself, with its LSN.
+                let mut superseded = |lsn: Lsn, op_id: OpId| {
+                    history
+                        .insert(
+                            (row_hash(&change.table, &change.row_id), lsn),
+                            u128::from_be_bytes(op_id.0),
+                        )
+                        .map(|_| ())
+                        .map_err(|e| self.err(e))
+                };
                 let episode = match &change.effect {
                     Effect::Other(data) => {
                         let row = TableRowRef {
@@ -306,11 +313,20 @@ impl Materializer {
                             data: data.as_deref(),
                         };
                         let key = (change.table.as_ref(), change.row_id.as_ref());
-                        self.apply_table_row(&mut table_rows, &mut tables, key, &row)?;
+                        let lost = self.apply_table_row(
+                            &mut table_rows,
+                            &mut tables,
+                            key,
+                            (&row, change.lsn),
+                        )?;
+                        if let Some((lsn, op_id)) = lost {
+                            superseded(lsn, op_id)?;
+                        }
                         continue;
                     }
                     Effect::Skip(reason) => {
                         tracing::warn!(op_id = %change.op_id, %reason, "episode op skipped");
+                        superseded(change.lsn, change.op_id)?;
                         skipped += 1;
                         continue;
                     }
@@ -319,7 +335,7 @@ impl Materializer {
                 };
                 encoded.clear();
                 codec::encode_value_into(
-                    &RowRef { hlc: change.hlc, op_id: change.op_id, episode },
+                    &(RowRef { hlc: change.hlc, op_id: change.op_id, episode }, change.lsn),
                     &mut encoded,
                 );
                 // Insert first: redb hands back the row it replaced, which saves a lookup for
@@ -328,17 +344,19 @@ impl Materializer {
                     .insert(change.row_id.as_ref(), encoded.as_slice())
                     .map_err(|e| self.err(e))?
                 {
-                    Some(raw) => Some((decode_row(raw.value())?, raw.value().to_vec())),
+                    Some(raw) => Some((decode_stored_row(raw.value())?, raw.value().to_vec())),
                     None => None,
                 };
-                if let Some((old, old_bytes)) = &old {
+                if let Some(((old, old_lsn), old_bytes)) = &old {
                     // Later HLC wins; the op_id breaks a tie (one origin never issues an HLC
                     // twice, so only a faulty writer makes one), keeping every node equal.
                     if (change.hlc, change.op_id) <= (old.hlc, old.op_id) {
                         rows.insert(change.row_id.as_ref(), old_bytes.as_slice())
                             .map_err(|e| self.err(e))?;
+                        superseded(change.lsn, change.op_id)?;
                         continue;
                     }
+                    superseded(*old_lsn, old.op_id)?;
                     if let Some(e) = &old.episode {
                         by_time.remove(time_key(e, &old.op_id)).map_err(|e| self.err(e))?;
                         by_session.remove(session_key(e, &old.op_id)).map_err(|e| self.err(e))?;
@@ -375,24 +393,28 @@ impl Materializer {
         Ok(newly)
     }
 
-    /// Last writer wins for a row of another table, keeping its table's live count.
+    /// Last writer wins for a row of another table (`row` written at LSN `lsn`), keeping its
+    /// table's live count. Returns the op that is not the row's writer afterwards (the old
+    /// writer, or `row` when it loses), with its LSN.
     fn apply_table_row(
         &self,
         rows: &mut redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
         tables: &mut redb::Table<'_, &'static str, u64>,
         key: (&str, &str),
-        row: &TableRowRef<'_>,
-    ) -> Result<()> {
+        (row, lsn): (&TableRowRef<'_>, Lsn),
+    ) -> Result<Option<(Lsn, OpId)>> {
         let old = match rows.get(key).map_err(|e| self.err(e))? {
-            Some(raw) => Some(decode_table_row(raw.value())?),
+            Some(raw) => Some(decode_stored_table_row(raw.value())?),
             None => None,
         };
-        if let Some(old) = &old
+        if let Some((old, _)) = &old
             && (row.hlc, row.op_id) <= (old.hlc, old.op_id)
         {
-            return Ok(());
+            return Ok(Some((lsn, row.op_id)));
         }
-        let encoded = codec::encode_value(row);
+        let lost = old.as_ref().map(|(o, old_lsn)| (*old_lsn, o.op_id));
+        let old = old.map(|(o, _)| o);
+        let encoded = codec::encode_value(&(row, lsn));
         rows.insert(key, encoded.as_slice()).map_err(|e| self.err(e))?;
         let was_live = old.as_ref().is_some_and(|o| o.data.is_some());
         let delta: i64 = match (was_live, row.data.is_some()) {
@@ -407,7 +429,7 @@ impl Materializer {
             })?;
             tables.insert(key.0, live).map_err(|e| self.err(e))?;
         }
-        Ok(())
+        Ok(lost)
     }
 
     /// Applies every durable record of `wal` after the applied LSN. Returns how many.
@@ -477,14 +499,25 @@ pub(crate) fn read_meta(
     Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
 }
 
-pub(crate) fn decode_table_row(raw: &[u8]) -> Result<TableRow> {
+/// A stored table row: the row, and the LSN of the op that wrote it (local, so kept out of
+/// [`TableRow`], which the digest compares across nodes).
+pub(crate) fn decode_stored_table_row(raw: &[u8]) -> Result<(TableRow, Lsn)> {
     codec::decode_value(raw)
         .map_err(|reason| Error::Corruption(format!("undecodable table row: {reason}")))
 }
 
-pub(crate) fn decode_row(raw: &[u8]) -> Result<Row> {
+pub(crate) fn decode_table_row(raw: &[u8]) -> Result<TableRow> {
+    decode_stored_table_row(raw).map(|(row, _)| row)
+}
+
+/// A stored episode row and the LSN of its writer (see [`decode_stored_table_row`]).
+pub(crate) fn decode_stored_row(raw: &[u8]) -> Result<(Row, Lsn)> {
     codec::decode_value(raw)
         .map_err(|reason| Error::Corruption(format!("undecodable row: {reason}")))
+}
+
+pub(crate) fn decode_row(raw: &[u8]) -> Result<Row> {
+    decode_stored_row(raw).map(|(row, _)| row)
 }
 
 pub(crate) fn map_io(path: &Path, e: std::io::Error) -> Error {

@@ -12,7 +12,8 @@ use crate::limits::{LIST_LIMIT_MAX, LIST_SCAN_ROWS_MAX};
 use crate::projection::{
     BY_SESSION, BY_TIME, HISTORY, META, META_APPLIED_LSN, META_SKIPPED, Materializer,
     ProjectionStats, ROWS, Row, TABLE_ROWS, TABLES, TableRow, corruption_from_panic, decode_row,
-    decode_table_row, map_redb, read_meta, row_hash, session_hash, session_key, time_key,
+    decode_stored_row, decode_stored_table_row, decode_table_row, map_redb, read_meta, row_hash,
+    session_hash, session_key, time_key,
 };
 
 /// Where a listing stands: the index key of the last row it passed, newest first
@@ -317,15 +318,42 @@ impl Materializer {
         self.guarded(|m| {
             let txn = m.db.begin_read().map_err(|e| m.err(e))?;
             let history = txn.open_table(HISTORY).map_err(|e| m.err(e))?;
+            // The row's writer is kept in the row; the history table has the other ops.
+            let writer = if table == crate::TABLE {
+                let rows = txn.open_table(ROWS).map_err(|e| m.err(e))?;
+                let raw = rows.get(row_id).map_err(|e| m.err(e))?;
+                raw.map(|r| decode_stored_row(r.value()).map(|(row, lsn)| (lsn, row.op_id)))
+                    .transpose()?
+            } else {
+                let rows = txn.open_table(TABLE_ROWS).map_err(|e| m.err(e))?;
+                let raw = rows.get((table, row_id)).map_err(|e| m.err(e))?;
+                raw.map(|r| decode_stored_table_row(r.value()).map(|(row, lsn)| (lsn, row.op_id)))
+                    .transpose()?
+            };
+            let mut writer = writer.filter(|(lsn, _)| *lsn > after);
             let h = row_hash(table, row_id);
             let mut out = Vec::new();
             let start = after.saturating_add(1);
             for item in history.range((h, start)..=(h, u64::MAX)).map_err(|e| m.err(e))? {
                 let (key, op) = item.map_err(|e| m.err(e))?;
-                if out.len() == limit {
-                    return Ok((out, Some(key.value().1 - 1)));
+                let entry = (key.value().1, OpId(op.value().to_be_bytes()));
+                if let Some(w) = writer.filter(|w| w.0 < entry.0) {
+                    if out.len() == limit {
+                        return Ok((out, Some(w.0 - 1)));
+                    }
+                    out.push(w);
+                    writer = None;
                 }
-                out.push((key.value().1, OpId(op.value().to_be_bytes())));
+                if out.len() == limit {
+                    return Ok((out, Some(entry.0 - 1)));
+                }
+                out.push(entry);
+            }
+            if let Some(w) = writer {
+                if out.len() == limit {
+                    return Ok((out, Some(w.0 - 1)));
+                }
+                out.push(w);
             }
             Ok((out, None))
         })

@@ -1,7 +1,8 @@
 //! Last writer wins and tombstones, as a property: any permutation and duplication of one op
 //! set, delivered in any batching, gives the same rows and the same digest on every store, equal
 //! to a plain fold of the ops; re-applying applies nothing; a rebuild from the log gives the
-//! same rows. Seeded: the seed is printed and `FERAL_TEST_SEED` replays it.
+//! same rows; each row's history, read in pages of any size, is every op of the row in the
+//! store's log order. Seeded: the seed is printed and `FERAL_TEST_SEED` replays it.
 
 use std::collections::BTreeMap;
 
@@ -93,6 +94,31 @@ fn rows_of(m: &Materializer) -> BTreeMap<String, Row> {
     out
 }
 
+/// Every row's history, read in pages of a random size, is each op of the row once, in this
+/// store's LSN order (winners, losers, tombstones and invalid documents alike).
+fn check_history(rng: &mut Rng, wal: &Wal, m: &Materializer, ops: &[Op]) {
+    let mut expected: BTreeMap<(String, String), Vec<(Lsn, OpId)>> = BTreeMap::new();
+    for op in ops {
+        let lsn = wal.get(&op.op_id).expect("get").expect("logged").lsn;
+        expected.entry((op.table.clone(), op.row_id.clone())).or_default().push((lsn, op.op_id));
+    }
+    for ((table, row), mut want) in expected {
+        want.sort();
+        let limit = 1 + rng.below(4) as usize;
+        let (mut got, mut after) = (Vec::new(), 0);
+        loop {
+            let (page, next) = m.history(&table, &row, after, limit).expect("history");
+            assert!(page.len() <= limit);
+            got.extend(page);
+            match next {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "history of {table}/{row} in pages of {limit}");
+    }
+}
+
 /// Delivers `ops` shuffled, with duplicates, in random batches, as sync would.
 fn deliver(rng: &mut Rng, wal: &Wal, m: &Materializer, ops: &[Op]) {
     let mut order: Vec<Op> = ops.to_vec();
@@ -141,6 +167,7 @@ fn any_order_and_duplication_gives_the_same_rows_and_digest() {
             let m = Materializer::open(&dir.path().join(PROJECTION_FILE)).expect("projection");
             deliver(&mut rng, &wal, &m, &ops);
             assert_eq!(rows_of(&m), expected, "round {round}: rows differ from the LWW fold");
+            check_history(&mut rng, &wal, &m, &ops);
             let d = digest(&wal, &m.rows_snapshot().expect("snapshot")).expect("digest");
             assert_eq!(d.ops, ops.len() as u64, "no duplicate op in the log");
             digests.push(d);
@@ -150,6 +177,7 @@ fn any_order_and_duplication_gives_the_same_rows_and_digest() {
                 Materializer::recreate(&dir.path().join(PROJECTION_FILE)).expect("recreate");
             assert_eq!(rebuilt.catch_up(&wal).expect("catch up"), ops.len());
             assert_eq!(rows_of(&rebuilt), expected, "round {round}: rebuild differs");
+            check_history(&mut rng, &wal, &rebuilt, &ops);
             assert_eq!(
                 digest(&wal, &rebuilt.rows_snapshot().expect("snapshot")).expect("digest"),
                 digests[digests.len() - 1]

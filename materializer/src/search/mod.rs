@@ -22,10 +22,11 @@ use std::time::Instant;
 use feral_log::{Lsn, Wal};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
+use tantivy::indexer::UserOperation;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
-    TextOptions, Value as _,
+    FAST, Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    Value as _,
 };
 use tantivy::{
     DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, TantivyDocument,
@@ -43,7 +44,7 @@ use crate::projection::Materializer;
 /// The search index's directory inside a data directory.
 pub const SEARCH_DIR: &str = "search";
 /// The layout of the index (schema and payload); another one is rebuilt, never read.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 #[derive(Debug, Clone, Copy)]
 struct Fields {
@@ -72,8 +73,10 @@ fn schema() -> (Schema, Fields) {
         session: b.add_text_field("session", STRING),
         event_type: b.add_text_field("event_type", STRING),
         participants: b.add_text_field("participants", STRING),
-        created_at: b.add_f64_field("created_at", INDEXED | FAST),
-        importance: b.add_f64_field("importance", INDEXED | FAST),
+        // Fast fields only: ranges and boosts read the column; indexing each (nearly unique)
+        // value as a term would cost the indexing thread a term per document and field.
+        created_at: b.add_f64_field("created_at", FAST),
+        importance: b.add_f64_field("importance", FAST),
     };
     (b.build(), fields)
 }
@@ -204,6 +207,9 @@ pub struct SearchIndex {
     indexed_lsn: Lsn,
     /// Document changes since the last commit.
     uncommitted: u64,
+    /// Changes not yet handed to the writer: they go over in one batch per applied job
+    /// ([`SearchIndex::advance`]), so the indexing thread takes one message per job.
+    pending: Vec<UserOperation<TantivyDocument>>,
     last_commit: Instant,
 }
 
@@ -257,6 +263,7 @@ impl SearchIndex {
             committed_lsn,
             indexed_lsn: committed_lsn,
             uncommitted: 0,
+            pending: Vec::new(),
             last_commit: Instant::now(),
         })
     }
@@ -289,11 +296,18 @@ impl SearchIndex {
     /// every segment a term lookup at commit, so a new row skips it).
     pub fn mirror(&mut self, id: &str, episode: Option<&Episode>, replaces: bool) -> Result<()> {
         if replaces {
-            self.writer.delete_term(Term::from_field_text(self.fields.id, id));
+            self.pending.push(UserOperation::Delete(Term::from_field_text(self.fields.id, id)));
         }
         if let Some(e) = episode {
             let f = &self.fields;
-            let mut doc = TantivyDocument::new();
+            let strings = e.id.len()
+                + e.summary.len()
+                + e.detail.len()
+                + e.session_id.len()
+                + e.event_type.len()
+                + e.participants.iter().map(String::len).sum::<usize>();
+            // Room for the strings and each value's header, so the document grows once.
+            let mut doc = TantivyDocument::with_capacity(strings + 16 * (8 + e.participants.len()));
             doc.add_text(f.id, &e.id);
             doc.add_text(f.text, &e.summary);
             doc.add_text(f.text, &e.detail);
@@ -304,15 +318,30 @@ impl SearchIndex {
             }
             doc.add_f64(f.created_at, e.created_at);
             doc.add_f64(f.importance, e.importance);
-            self.writer.add_document(doc).map_err(|e| search_error(&self.dir, e))?;
+            self.pending.push(UserOperation::Add(doc));
         }
         self.uncommitted += 1;
+        if self.pending.len() >= CATCH_UP_BATCH_OPS {
+            self.hand_over()?;
+        }
         Ok(())
     }
 
-    /// Every episode op up to `lsn` is now mirrored.
-    pub fn advance(&mut self, lsn: Lsn) {
+    /// Hands the pending changes to the writer's indexing thread, as one batch.
+    fn hand_over(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.writer.run(batch).map_err(|e| search_error(&self.dir, e))?;
+        Ok(())
+    }
+
+    /// Every episode op up to `lsn` is now mirrored (and handed to the writer).
+    pub fn advance(&mut self, lsn: Lsn) -> Result<()> {
+        self.hand_over()?;
         self.indexed_lsn = self.indexed_lsn.max(lsn);
+        Ok(())
     }
 
     /// Commits what the writer holds, with the LSN it reflects, and makes it searchable.
@@ -321,6 +350,7 @@ impl SearchIndex {
         if self.uncommitted == 0 && self.indexed_lsn == self.committed_lsn {
             return Ok(());
         }
+        self.hand_over()?;
         let payload = Payload { format: FORMAT, applied_lsn: self.indexed_lsn };
         let payload = serde_json::to_string(&payload)
             .map_err(|e| Error::Search(format!("encoding the commit payload: {e}")))?;
@@ -347,6 +377,7 @@ impl SearchIndex {
 
     /// Drops what was not committed (after the projection failed to commit the same ops).
     pub fn rollback(&mut self) -> Result<()> {
+        self.pending.clear();
         self.writer.rollback().map_err(|e| search_error(&self.dir, e))?;
         self.indexed_lsn = self.committed_lsn;
         self.uncommitted = 0;
@@ -372,7 +403,7 @@ impl SearchIndex {
                     None => Ok(()),
                 }
             })?;
-            self.advance(snapshot.applied_lsn());
+            self.advance(snapshot.applied_lsn())?;
             self.commit()?;
             return Ok(mirrored);
         }
@@ -399,7 +430,7 @@ impl SearchIndex {
         }
         mirrored += ids.len();
         self.mirror_rows(mat, &mut ids)?;
-        self.advance(target);
+        self.advance(target)?;
         self.commit()?;
         Ok(mirrored)
     }
