@@ -16,7 +16,7 @@ cargo build --release -p feral-benches --bin bench-table
 cargo bench -p feral-benches --no-run
 rm -rf target/criterion
 started=$(date +%s)
-cargo bench -p feral-benches --benches -- --noplot 2>&1 | grep -E "^(built|peak RSS|SKIPPED|[a-z_0-9]+/.*time:)|time:" || true
+cargo bench -p feral-benches --benches -- --noplot 2>&1 | grep -E "^(built|peak RSS|SKIPPED|latency|index size|[a-z_0-9]+/.*time:)|time:" || true
 out=benches/results.md
 {
     echo "# Benchmark results"

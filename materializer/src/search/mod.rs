@@ -197,7 +197,8 @@ impl SearchQuery {
 /// The search index of one data directory, and its writer.
 pub struct SearchIndex {
     index: Index,
-    writer: IndexWriter<TantivyDocument>,
+    /// None only while dropping: the drop waits for the writer's merge threads.
+    writer: Option<IndexWriter<TantivyDocument>>,
     reader: IndexReader,
     fields: Fields,
     dir: PathBuf,
@@ -221,6 +222,23 @@ impl std::fmt::Debug for SearchIndex {
             .field("indexed_lsn", &self.indexed_lsn)
             .finish_non_exhaustive()
     }
+}
+
+/// Dropping the index waits until its writer's threads are done, merges included: a merge
+/// still writing into the directory would race a `recreate` that empties it (and fail it with
+/// "Directory not empty"), or leave files in the new index.
+impl Drop for SearchIndex {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take()
+            && let Err(e) = writer.wait_merging_threads()
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "search index writer stopped with an error");
+        }
+    }
+}
+
+fn closed() -> Error {
+    Error::Search("the search index writer is closed".into())
 }
 
 impl SearchIndex {
@@ -256,7 +274,7 @@ impl SearchIndex {
             index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(err)?;
         Ok(SearchIndex {
             index,
-            writer,
+            writer: Some(writer),
             reader,
             fields,
             dir: dir.to_path_buf(),
@@ -333,7 +351,11 @@ impl SearchIndex {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        self.writer.run(batch).map_err(|e| search_error(&self.dir, e))?;
+        self.writer
+            .as_ref()
+            .ok_or_else(closed)?
+            .run(batch)
+            .map_err(|e| search_error(&self.dir, e))?;
         Ok(())
     }
 
@@ -355,7 +377,8 @@ impl SearchIndex {
         let payload = serde_json::to_string(&payload)
             .map_err(|e| Error::Search(format!("encoding the commit payload: {e}")))?;
         feral_log::failpoint::reached("search.commit", self.committed_lsn + 1, self.indexed_lsn);
-        let mut prepared = self.writer.prepare_commit().map_err(|e| search_error(&self.dir, e))?;
+        let writer = self.writer.as_mut().ok_or_else(closed)?;
+        let mut prepared = writer.prepare_commit().map_err(|e| search_error(&self.dir, e))?;
         prepared.set_payload(&payload);
         prepared.commit().map_err(|e| search_error(&self.dir, e))?;
         self.reader.reload().map_err(|e| search_error(&self.dir, e))?;
@@ -378,7 +401,8 @@ impl SearchIndex {
     /// Drops what was not committed (after the projection failed to commit the same ops).
     pub fn rollback(&mut self) -> Result<()> {
         self.pending.clear();
-        self.writer.rollback().map_err(|e| search_error(&self.dir, e))?;
+        let writer = self.writer.as_mut().ok_or_else(closed)?;
+        writer.rollback().map_err(|e| search_error(&self.dir, e))?;
         self.indexed_lsn = self.committed_lsn;
         self.uncommitted = 0;
         Ok(())
