@@ -562,6 +562,9 @@ fn raise_descriptor_limit() {
     }
 }
 
+/// How long the one-shot sync lets its close frame leave before the process exits.
+const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// `feral-node sync --peer ADDR:PORT`: one session; prints the result object.
 pub(crate) fn sync(data: &Path, peer: SocketAddr, json: bool) -> Outcome {
     let node = Arc::new(open(data)?);
@@ -593,7 +596,10 @@ pub(crate) fn sync(data: &Path, peer: SocketAddr, json: bool) -> Outcome {
             }
         };
         progress.finish();
-        syncer.endpoint.wait_idle().await;
+        // The session closed its connection; its close frame goes out on the endpoint's next
+        // turn. Give it that, not the whole drain (three probe timeouts, about 80 ms here):
+        // the peer knows the session is over from the close frame.
+        let _ = tokio::time::timeout(CLOSE_FLUSH, syncer.endpoint.wait_idle()).await;
         Ok::<_, Failure>(result)
     })?;
     drop(rt);

@@ -77,6 +77,9 @@ pub struct Node {
     pub(crate) quarantine: crate::quarantine::Quarantine,
     /// Nodes the cluster CA revoked.
     pub(crate) revocations: crate::revocation::Revocations,
+    /// The LSN of the newest op this node wrote or received, published once it is durable
+    /// (push-on-write and the change feed wait on it).
+    written: tokio::sync::watch::Sender<Lsn>,
 }
 
 impl Drop for Node {
@@ -103,6 +106,7 @@ impl Node {
         let verifier = crate::verify::Verifier::new(&dir);
         let wal = Wal::open(&dir, Config { signer: Some(Arc::new(signer)), ..config })?;
         let projection = Arc::new(Mutex::new(attach_or_rebuild(&wal, &dir.join(PROJECTION_FILE))));
+        let (written, _) = tokio::sync::watch::channel(wal.durable_lsn());
         let applier = Arc::new(Applier::default());
         let thread = applier::spawn(applier.clone(), wal.clone(), projection.clone())
             .map_err(|e| Error::io(Path::new("feral-applier thread"), e))?;
@@ -118,7 +122,27 @@ impl Node {
             verifier,
             quarantine,
             revocations,
+            written,
         })
+    }
+
+    /// Follows new ops: the receiver sees the LSN of the newest op written here or received,
+    /// once it is durable. Values are coalesced: a slow receiver sees the latest, never a queue.
+    pub fn subscribe_writes(&self) -> tokio::sync::watch::Receiver<Lsn> {
+        self.written.subscribe()
+    }
+
+    /// Hands durable new ops to the applier and tells the write followers.
+    fn publish(&self, changes: Vec<Change<'static>>, max_lsn: Lsn) {
+        let fresh = !changes.is_empty();
+        self.applier.push(changes, max_lsn);
+        if fresh {
+            self.written.send_if_modified(|newest| {
+                let newer = max_lsn > *newest;
+                *newest = (*newest).max(max_lsn);
+                newer
+            });
+        }
     }
 
     /// The data directory.
@@ -208,7 +232,7 @@ impl Node {
             .filter(|(a, _)| !a.duplicate)
             .map(|(a, (e, _))| Change::put_owned(a.lsn, a.op_id, a.hlc, e))
             .collect();
-        self.applier.push(changes, max_lsn(&appended));
+        self.publish(changes, max_lsn(&appended));
         Ok(appended)
     }
 
@@ -314,7 +338,7 @@ impl Node {
             })
             .collect();
         let changes = ops.iter().map(|(lsn, op)| Change::of(*lsn, op).into_owned()).collect();
-        self.applier.push(changes, max_lsn(&appended));
+        self.publish(changes, max_lsn(&appended));
         Ok(appended)
     }
 
@@ -374,7 +398,7 @@ impl Node {
             .map(|(a, op)| Change::of(a.lsn, op).into_owned())
             .collect();
         let count = changes.len();
-        self.applier.push(changes, max_lsn(&appended));
+        self.publish(changes, max_lsn(&appended));
         Ok(count)
     }
 

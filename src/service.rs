@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use feral_transport::discovery::{BookFull, Discovery, PeerBook, PeerInfo, PeerSource, add_static};
 use feral_transport::driver::{client_endpoint, server_endpoint};
-use feral_transport::limits::PEER_FAILURES_MAX;
+use feral_transport::limits::{PEER_FAILURES_MAX, PUSH_COALESCE_WINDOW};
 use feral_transport::scheduler::{PeerSchedule, Schedule};
 use feral_transport::tls::Credentials;
 use feral_transport::{
@@ -125,6 +125,12 @@ impl Service {
         let schedule = Arc::new(Mutex::new(Schedule::new(config.sync_interval)));
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::default());
+        tasks.spawn(push_loop(
+            node.subscribe_writes(),
+            schedule.clone(),
+            wake.clone(),
+            stopped.clone(),
+        ));
         tasks.spawn(schedule_loop(
             book.clone(),
             schedule.clone(),
@@ -206,6 +212,28 @@ impl Service {
     }
 }
 
+/// Push on write: new ops (written here or received from a peer) make every healthy peer due,
+/// after [`PUSH_COALESCE_WINDOW`] so a burst shares its sessions. Ops received from one peer
+/// are passed on to the others this way, so a chain or a star converges without the schedule.
+async fn push_loop(
+    mut written: watch::Receiver<feral_log::Lsn>,
+    schedule: Arc<Mutex<Schedule>>,
+    wake: Arc<Notify>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            changed = written.changed() => if changed.is_err() { break },
+        }
+        tokio::time::sleep(PUSH_COALESCE_WINDOW).await;
+        written.mark_unchanged();
+        let now = tokio::time::Instant::now().into_std();
+        schedule.lock().unwrap_or_else(|p| p.into_inner()).push(now);
+        wake.notify_one();
+    }
+}
+
 /// Syncs due peers, each in its own task, until told to stop; then waits for them.
 async fn schedule_loop(
     book: Arc<PeerBook>,
@@ -242,13 +270,19 @@ async fn schedule_loop(
                 forget_if_failing(&book, peer, &result, failures);
             });
         }
+        // Until the next peer is due (a push repeats within milliseconds), at most one tick.
+        let next = schedule.lock().unwrap_or_else(|p| p.into_inner()).next_due();
+        let tick = now + SCHEDULER_TICK;
+        let until = next.map_or(tick, |n| n.min(tick));
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
-            () = tokio::time::sleep(SCHEDULER_TICK) => {}
+            () = tokio::time::sleep_until(until.into()) => {}
             () = wake.notified() => {}
             Some(_) = running.join_next(), if !running.is_empty() => {}
         }
     }
+    // Sessions in flight end now: what they applied is durable, the rest comes next time.
+    running.abort_all();
     while running.join_next().await.is_some() {}
 }
 

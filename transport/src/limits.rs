@@ -16,6 +16,12 @@ pub const SYNC_BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often every peer is synced.
 pub const SYNC_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
+/// New ops are pushed to the peers this long after the first of them: the writes of a burst
+/// within it share one session per peer (and later ones one more session each).
+pub const PUSH_COALESCE_WINDOW: Duration = Duration::from_millis(2);
+/// After a session that new ops came during, the next one with that peer waits this long, so
+/// a stream of writes is carried by a few sessions of many ops, not one session per write.
+pub const PUSH_REPEAT_GAP: Duration = Duration::from_millis(25);
 /// The scheduler's first wait after a failed sync; it doubles after each failure.
 pub const SCHEDULE_BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// The scheduler's longest wait after failures.

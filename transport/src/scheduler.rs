@@ -1,6 +1,8 @@
 //! When to sync with whom (SPEC 6): every peer every interval (30 s by default), a newly known
-//! peer at once, on demand; after a failure, per-peer backoff from 5 s doubling to 300 s, reset
-//! by a success. Pure: time comes in as an argument, so tests drive it.
+//! peer at once, on demand, and on a push (new ops here: every healthy peer at once, and once
+//! more, `PUSH_REPEAT_GAP` after a session that was running when they came); after a failure, per-peer backoff
+//! from 5 s doubling to 300 s, reset by a success. Never two sessions with one peer at once.
+//! Pure: time comes in as an argument, so tests drive it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::limits::{SCHEDULE_BACKOFF_BASE, SCHEDULE_BACKOFF_MAX, SYNC_INTERVAL_DEFAULT};
+use crate::limits::{
+    PUSH_REPEAT_GAP, SCHEDULE_BACKOFF_BASE, SCHEDULE_BACKOFF_MAX, SYNC_INTERVAL_DEFAULT,
+};
 
 #[derive(Debug, Clone)]
 struct PeerState {
@@ -18,6 +22,10 @@ struct PeerState {
     last_success: Option<Instant>,
     last_error: Option<String>,
     running: bool,
+    /// New ops came while a session ran: sync again as soon as it ends well.
+    again: bool,
+    /// A push starts no session before this: `PUSH_REPEAT_GAP` after the last one ended.
+    push_after: Instant,
 }
 
 /// One peer's schedule, for status.
@@ -68,6 +76,8 @@ impl Schedule {
                 last_success: None,
                 last_error: None,
                 running: false,
+                again: false,
+                push_after: now,
             });
         }
     }
@@ -77,6 +87,23 @@ impl Schedule {
         for (addr, state) in &mut self.peers {
             if peer.is_none_or(|p| p == *addr) && state.backoff.is_zero() {
                 state.next = now;
+            }
+        }
+    }
+
+    /// New ops to pass on: every peer not backing off is due at once (or `PUSH_REPEAT_GAP`
+    /// after its last session ended, so a stream of writes shares sessions), or, if a session
+    /// with it is running (it may have passed the new ops by), once more after it ends.
+    /// A peer backing off stays on its backoff: a push never makes a failing peer a storm.
+    pub fn push(&mut self, now: Instant) {
+        for state in self.peers.values_mut() {
+            if !state.backoff.is_zero() {
+                continue;
+            }
+            if state.running {
+                state.again = true;
+            } else {
+                state.next = state.next.min(now.max(state.push_after));
             }
         }
     }
@@ -100,13 +127,15 @@ impl Schedule {
         let interval = self.interval;
         let Some(state) = self.peers.get_mut(&peer) else { return 0 };
         state.running = false;
+        let again = std::mem::take(&mut state.again);
         match error {
             None => {
                 state.failures = 0;
                 state.backoff = Duration::ZERO;
                 state.last_success = Some(now);
                 state.last_error = None;
-                state.next = now + interval;
+                state.push_after = now + PUSH_REPEAT_GAP;
+                state.next = if again { state.push_after } else { now + interval };
             }
             Some(code) => {
                 state.failures += 1;
@@ -185,6 +214,38 @@ mod tests {
         s.record(addr(2), now, None);
         let status = &s.status(now)[0];
         assert_eq!((status.failures, status.backoff_secs, status.next_in_secs), (0, 0, 30));
+    }
+
+    #[test]
+    fn a_push_makes_healthy_peers_due_once_more_after_a_running_session_and_skips_backoff() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Duration::from_secs(30));
+        s.set_peers(&[addr(1), addr(2), addr(3)], t0);
+        assert_eq!(s.take_due(t0).len(), 3);
+        s.record(addr(1), t0, None);
+        s.record(addr(3), t0, Some("connect_failed".into()));
+        // addr(2) is still running.
+        let t1 = t0 + Duration::from_secs(1);
+        for _ in 0..100 {
+            s.push(t1);
+        }
+        assert_eq!(s.take_due(t1), [addr(1)], "healthy and idle: at once; failing: backoff");
+        s.record(addr(2), t1, None);
+        assert!(s.take_due(t1).is_empty(), "pushed while running: once more, after the gap");
+        let t2 = t1 + PUSH_REPEAT_GAP;
+        assert_eq!(s.take_due(t2), [addr(2)]);
+        s.record(addr(2), t2, None);
+        s.record(addr(1), t2, None);
+        assert!(s.take_due(t2).is_empty(), "a burst of pushes costs one more session each");
+        s.push(t2 + Duration::from_millis(1));
+        assert!(s.take_due(t2 + Duration::from_millis(1)).is_empty(), "too soon after a session");
+        let t3 = t2 + PUSH_REPEAT_GAP;
+        assert_eq!(s.take_due(t3), [addr(1), addr(2)], "then both, once");
+        assert_eq!(
+            s.next_due(),
+            Some(t1 + Duration::from_secs(4)),
+            "addr(3) keeps its 5 s backoff"
+        );
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! Push on write (issue 16): three `feral-node run` processes in a chain A → B → C with the
+//! default 30 s schedule; a write on A is read on C within seconds, passed on by B; a burst
+//! of 1,000 single writes costs far fewer sessions; a peer that is down does not hold up the
+//! push to the others.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{RunningNode, wait_for};
+use feral_memory::client::ApiClient;
+use serde_json::{Value, json};
+
+fn get(api: &ApiClient, path: &str) -> (u16, Value) {
+    api.call("GET", path, None).expect("answer")
+}
+
+fn write(api: &ApiClient, id: &str) {
+    let doc = json!({"id": id, "session_id": "live", "event_type": "chat", "summary": id});
+    let (status, answer) = api.call("POST", "/v1/episodes", Some(&doc)).expect("answer");
+    assert_eq!(status, 200, "{answer}");
+}
+
+fn has(api: &ApiClient, id: &str) -> bool {
+    get(api, &format!("/v1/episodes/{id}")).0 == 200
+}
+
+/// Sessions this node started, by result, from `/metrics`.
+fn sessions(api: &ApiClient) -> u64 {
+    let answer =
+        api.send_blocking(feral_memory::client::Call::new("GET", "/metrics")).expect("metrics");
+    String::from_utf8_lossy(&answer.body)
+        .lines()
+        .filter(|l| l.starts_with("feral_sync_sessions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Every peer in the node's status has synced once (the start-up sync, due at once).
+fn synced_once(api: &ApiClient) -> bool {
+    let (_, status) = get(api, "/v1/status");
+    status["peers"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty() && p.iter().all(|p| p["last_sync_secs_ago"].is_u64()))
+}
+
+fn start_chain(root: &std::path::Path) -> (RunningNode, RunningNode, RunningNode) {
+    let c = RunningNode::start(&root.join("c"), &[]);
+    let b = RunningNode::start(&root.join("b"), &["--peers", &c.sync_addr.to_string()]);
+    let a = RunningNode::start(&root.join("a"), &["--peers", &b.sync_addr.to_string()]);
+    wait_for("the start-up syncs", Duration::from_secs(20), || {
+        synced_once(&a.api()) && synced_once(&b.api())
+    });
+    (a, b, c)
+}
+
+#[test]
+fn a_write_on_a_reaches_c_through_b_well_before_the_schedule() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = start_chain(root.path());
+    let (api_a, api_c) = (a.api(), c.api());
+    for i in 0..3 {
+        let id = format!("hop-{i}");
+        let started = Instant::now();
+        write(&api_a, &id);
+        // The schedule's next sync is 30 s away: only the push brings it this soon.
+        wait_for("the write on A read on C", Duration::from_secs(5), || has(&api_c, &id));
+        eprintln!("{id}: A to C in {} ms", started.elapsed().as_millis());
+    }
+    assert!(a.stop() && b.stop() && c.stop());
+}
+
+#[test]
+fn a_burst_of_1000_single_writes_costs_far_fewer_sessions() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = start_chain(root.path());
+    let (api_a, api_c) = (a.api(), c.api());
+    let before = sessions(&api_a);
+    let n = 1000;
+    for i in 0..n {
+        write(&api_a, &format!("burst-{i}"));
+    }
+    wait_for("the whole burst on C", Duration::from_secs(20), || {
+        get(&api_c, "/v1/counts").1["episodes"].as_u64() == Some(n)
+    });
+    let used = sessions(&api_a) - before;
+    eprintln!("{n} writes on A: {used} sessions from A");
+    // Each write takes a few ms here; sessions repeat at most every PUSH_REPEAT_GAP.
+    assert!(used <= n / 10, "{used} sessions for {n} writes");
+    assert!(used >= 1);
+    assert!(a.stop() && b.stop() && c.stop());
+}
+
+#[test]
+fn a_peer_that_is_down_does_not_hold_up_the_push_to_the_others() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // Nothing answers on this port: a session with it waits out the connect timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let down = silent.local_addr().expect("addr").to_string();
+    let b = RunningNode::start(&root.path().join("b"), &[]);
+    let peers = format!("{down},{}", b.sync_addr);
+    let a = RunningNode::start(&root.path().join("a"), &["--peers", &peers]);
+    let (api_a, api_b) = (a.api(), b.api());
+    let connect = feral_transport::Timeouts::default().connect;
+    for i in 0..3 {
+        let id = format!("past-the-dead-{i}");
+        let started = Instant::now();
+        write(&api_a, &id);
+        wait_for("the write on A read on B", connect, || has(&api_b, &id));
+        eprintln!("{id}: A to B in {} ms", started.elapsed().as_millis());
+    }
+    assert!(a.stop() && b.stop());
+}
