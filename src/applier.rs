@@ -124,38 +124,52 @@ fn apply(wal: &Wal, slot: &Mutex<ProjectionSlot>, job: Job) {
     if wal.derived_fault().is_some() {
         return;
     }
-    let ProjectionSlot { mat: Some(mat), search } = &mut *guard else { return };
-    let outcome = apply_both(wal, mat, search.as_mut(), job);
-    if let Err(e) = outcome {
-        if let Some(search) = search.as_mut()
-            && let Err(undo) = search.rollback()
-        {
-            tracing::warn!(error = %undo, "search index rollback failed; resume rebuilds it");
+    let ProjectionSlot { mat: Some(mat), search, .. } = &mut *guard else { return };
+    match apply_both(wal, mat, search.as_mut(), job) {
+        Ok(None) => {}
+        // The projection took the job; only the search index failed. It stops alone: reads
+        // keep seeing every acknowledged op, searches say why they cannot be served.
+        Ok(Some(e)) => {
+            tracing::error!(error = %e, "search index stopped; resume() reopens it and catches it up");
+            guard.search = None;
+            guard.search_fault = Some(format!("search index stopped: {e}"));
         }
-        let path = mat.path().to_path_buf();
-        stop_projection(wal, &mut guard, &path, e);
+        Err(e) => {
+            if let Some(search) = search.as_mut()
+                && let Err(undo) = search.rollback()
+            {
+                tracing::warn!(error = %undo, "search index rollback failed; resume rebuilds it");
+            }
+            let path = mat.path().to_path_buf();
+            stop_projection(wal, &mut guard, &path, e);
+        }
     }
 }
 
 /// The projection takes the job (or catches up from the log), and the search index mirrors
 /// the rows it decided: while the two are in step, row by row as they are decided;
-/// otherwise by its own catch-up from the log.
+/// otherwise by its own catch-up from the log. A projection failure is the error; a search
+/// failure never fails the projection's transaction: it comes back as `Ok(Some(_))`.
 fn apply_both(
     wal: &Wal,
     mat: &Materializer,
     mut search: Option<&mut SearchIndex>,
     job: Job,
-) -> feral_materializer::Result<()> {
+) -> feral_materializer::Result<Option<feral_materializer::Error>> {
     let from = mat.applied_lsn()?;
     let in_step = search.as_ref().is_none_or(|s| s.indexed_lsn() >= from);
     // Ahead of the projection (it lost commits that were not durable yet, the search index
     // did not): a new row may be in the index already.
     let ahead = search.as_ref().is_some_and(|s| s.indexed_lsn() > from);
-    let mut mirror =
-        |id: &str, episode: Option<&feral_materializer::Episode>, had: bool| match &mut search {
-            Some(s) if in_step => s.mirror(id, episode, had || ahead),
-            _ => Ok(()),
-        };
+    let mut failed = None;
+    let mut mirror = |id: &str, episode: Option<&feral_materializer::Episode>, had: bool| {
+        if let (Some(s), true, None) = (&mut search, in_step, &failed)
+            && let Err(e) = s.mirror(id, episode, had || ahead)
+        {
+            failed = Some(e);
+        }
+        Ok(())
+    };
     // Ops the projection takes by its own catch-up are not told row by row.
     let caught_up = match mat.apply_with(job.changes, &mut mirror) {
         Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(wal).map(|_| true)?,
@@ -163,13 +177,17 @@ fn apply_both(
         Ok(_) if mat.applied_lsn()? < job.max_lsn => mat.catch_up(wal).map(|_| true)?,
         Ok(_) => false,
     };
-    let Some(search) = search else { return Ok(()) };
-    if in_step && !caught_up {
-        search.advance(mat.applied_lsn()?)?;
-    } else {
-        search.catch_up(wal, mat)?;
+    let Some(search) = search else { return Ok(None) };
+    if let Some(e) = failed {
+        return Ok(Some(e));
     }
-    search.commit_due()
+    let applied = mat.applied_lsn()?;
+    let outcome = if in_step && !caught_up {
+        search.advance(applied)
+    } else {
+        search.catch_up(wal, mat).map(|_| ())
+    };
+    Ok(outcome.and_then(|()| search.commit_due()).err())
 }
 
 /// Starts the applier thread.

@@ -29,6 +29,20 @@ pub(crate) struct ProjectionSlot {
     pub(crate) mat: Option<Materializer>,
     /// The search index, mirroring `mat`'s live rows (none while the projection is stopped).
     pub(crate) search: Option<SearchIndex>,
+    /// Why the search index stopped while the projection kept going (its writer failed, a
+    /// full disk most often): searches answer `episodes_unavailable` with it, and `resume`
+    /// reopens the index and catches it up from the log.
+    pub(crate) search_fault: Option<String>,
+}
+
+impl ProjectionSlot {
+    /// Why searches cannot be served: the search index's own fault, else the projection's.
+    fn search_unavailable(&self, wal: &Wal) -> String {
+        self.search_fault
+            .clone()
+            .or_else(|| wal.derived_fault().map(|f| f.detail))
+            .unwrap_or_else(|| "not open".to_string())
+    }
 }
 
 /// One search hit: the episode as read back, and its score with its parts.
@@ -535,11 +549,10 @@ impl Node {
     /// (after a commit, so both sides are as of one applied LSN).
     fn check_search(&self) -> Result<(), feral_materializer::Error> {
         let mut slot = self.settled();
-        let ProjectionSlot { mat, search } = &mut *slot;
+        let reason = slot.search_unavailable(&self.wal);
+        let ProjectionSlot { mat, search, .. } = &mut *slot;
         let (Some(mat), Some(search)) = (mat.as_ref(), search.as_mut()) else {
-            return Err(feral_materializer::Error::Search(
-                self.wal.derived_fault().map_or("not open".into(), |f| f.detail),
-            ));
+            return Err(feral_materializer::Error::Search(reason));
         };
         search.catch_up(&self.wal, mat)?;
         search.commit()?;
@@ -639,7 +652,7 @@ impl Node {
         mat.flush()?;
         let mut search = SearchIndex::recreate(&self.dir.join(SEARCH_DIR))?;
         search.catch_up(&self.wal, &mat)?;
-        *slot = ProjectionSlot { mat: Some(mat), search: Some(search) };
+        *slot = ProjectionSlot { mat: Some(mat), search: Some(search), search_fault: None };
         self.wal.clear_derived();
         Ok(applied)
     }
@@ -654,6 +667,7 @@ impl Node {
             None => 0,
         };
         slot.search = Some(search);
+        slot.search_fault = None;
         Ok(indexed)
     }
 
@@ -662,11 +676,10 @@ impl Node {
     /// committed to the search index first. Returns the page and whether more follow.
     pub fn search(&self, query: &SearchQuery) -> Result<(Vec<SearchHitView>, bool)> {
         let mut slot = self.settled();
-        let ProjectionSlot { mat, search } = &mut *slot;
-        let unavailable = || {
-            let reason = self.wal.derived_fault().map_or("not open".to_string(), |f| f.detail);
-            Error::Paused { code: Code::EpisodesUnavailable, reason }
-        };
+        let reason = slot.search_unavailable(&self.wal);
+        let ProjectionSlot { mat, search, .. } = &mut *slot;
+        let unavailable =
+            || Error::Paused { code: Code::EpisodesUnavailable, reason: reason.clone() };
         let (mat, search) = (mat.as_ref().ok_or_else(unavailable)?, search.as_mut());
         let search = search.ok_or_else(unavailable)?;
         if search.indexed_lsn() < mat.applied_lsn()? {
@@ -715,7 +728,7 @@ fn max_lsn(appended: &[Appended]) -> Lsn {
 /// the slot's fault instead of failing the open.
 fn attach(wal: &Wal, path: &Path, fresh: bool) -> ProjectionSlot {
     let opened = if fresh { Materializer::recreate(path) } else { Materializer::open(path) };
-    let mut slot = ProjectionSlot { mat: None, search: None };
+    let mut slot = ProjectionSlot { mat: None, search: None, search_fault: None };
     match opened {
         Ok(mat) => {
             let caught_up = mat.catch_up(wal);

@@ -106,6 +106,9 @@ pub struct NodeStatus {
     /// Why the projection stopped, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub projection_fault: Option<String>,
+    /// Why the search index stopped while the projection kept going (resume reopens it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_fault: Option<String>,
     /// Highest durable LSN.
     pub durable_lsn: u64,
     /// Segment files.
@@ -180,9 +183,10 @@ impl NodeStatus {
             .heads()
             .map(|h| h.into_iter().map(|(o, s)| (o.to_string(), s)).collect())
             .unwrap_or_default();
-        let projection = {
+        let (projection, search_fault) = {
             let slot = node.settled();
-            slot.mat.as_ref().and_then(|m| m.stats().ok()).unwrap_or_default()
+            let stats = slot.mat.as_ref().and_then(|m| m.stats().ok()).unwrap_or_default();
+            (stats, slot.search_fault.clone())
         };
         let fault = node.wal.derived_fault().map(|f| f.detail);
         let wal_dir = node.dir.join(feral_log::wal::WAL_DIR);
@@ -196,6 +200,7 @@ impl NodeStatus {
             io_paused: log.pause.is_some(),
             pause: log.pause,
             projection_fault: fault,
+            search_fault,
             durable_lsn: log.durable_lsn,
             segments: log.segments,
             log_bytes,

@@ -290,6 +290,12 @@ fn recover_active(
     }
     let crc = segment::crc_prefix(&mut reader, at).map_err(|e| Error::from_io(path, e))?;
     let hasher = crc32fast::Hasher::new_with_initial_len(crc, at);
+    // What the zeroer wrote before is still written (a data run of zeros past `at`): it need
+    // not be zeroed again. Zeros it wrote that a crash lost read as zeros anyway.
+    let initialized_to = match reader.file().data_run(at).map_err(|e| Error::from_io(path, e))? {
+        Some((from, to)) if from <= at => to.clamp(at, limit),
+        _ => at,
+    };
     let active = ActiveSegment {
         file: reader.into_file(),
         path: path.to_path_buf(),
@@ -297,12 +303,24 @@ fn recover_active(
         write_offset: at,
         records: end.records,
         crc: hasher,
-        initialized_to: at,
+        initialized_to,
     };
     Ok(Ok((active, torn)))
 }
 
 const PAGE_BYTES: u64 = 4096;
+
+/// True when every byte is zero. OR-folds 64-byte blocks without an early exit per byte, so
+/// the compiler vectorizes it: the rest of a zeroed 64 MiB segment is read at every open.
+fn all_zero(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    for block in &mut blocks {
+        if block.iter().fold(0u8, |acc, b| acc | b) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|b| *b == 0)
+}
 
 /// What lies after the end of valid data in the active segment.
 struct After {
@@ -325,10 +343,26 @@ fn find_after(
     let payload_max = header.payload_max();
     let mut out = After { nonzero_end: start, synced_frame_at: None };
     let mut at = start;
+    // Data is known to run to here; past it, ask the file where data is next: the rest of a
+    // preallocated segment is unwritten extents, which read as zeros and need no reading.
+    let mut run_end = at;
     while at < limit {
+        if at >= run_end {
+            match reader.file().data_run(at)? {
+                None => break,
+                Some((from, to)) => {
+                    let from = from - from % FRAME_ALIGN_BYTES as u64;
+                    at = at.max(from);
+                    run_end = to.max(at + 1);
+                    if at >= limit {
+                        break;
+                    }
+                }
+            }
+        }
         if at.is_multiple_of(PAGE_BYTES) && at + PAGE_BYTES <= limit {
             let page = reader.bytes(at, PAGE_BYTES as usize, limit)?;
-            if page.iter().all(|b| *b == 0) {
+            if all_zero(page) {
                 at += PAGE_BYTES;
                 continue;
             }

@@ -24,6 +24,13 @@ pub trait StorageFile: Send + Sync + Debug {
     /// Tells the kernel the file's cached pages will not be needed soon (they are clean once
     /// synced). Only a hint: errors are ignored.
     fn drop_cache(&self) {}
+    /// The next run of the file that may hold data, at or after `offset`: `[start, end)`, or
+    /// none when everything after `offset` is a hole or an unwritten extent (both read as
+    /// zeros). A scan for non-zero bytes may skip what lies outside the runs. By default every
+    /// byte may hold data.
+    fn data_run(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        Ok(Some((offset, u64::MAX)))
+    }
     /// True when the file is empty.
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
@@ -94,6 +101,31 @@ impl StorageFile for FsFile {
         // SAFETY: the descriptor is owned by `self.0` and open for the duration of the call.
         let _ = unsafe { libc::posix_fadvise(self.0.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
+
+    /// `lseek` with `SEEK_DATA` and `SEEK_HOLE`. The file's position is not used by anything
+    /// else (every read and write is positional). A filesystem without them answers for the
+    /// whole file, which is the default.
+    fn data_run(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        let Ok(at) = libc::off_t::try_from(offset) else { return Ok(Some((offset, u64::MAX))) };
+        let fd = self.0.as_raw_fd();
+        // SAFETY: the descriptor is owned by `self.0` and open for the duration of the calls;
+        // lseek takes no pointers.
+        let start = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if start < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENXIO) => Ok(None),
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some((offset, u64::MAX))),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        if end < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some((start as u64, end as u64)))
+    }
 }
 
 impl Storage for FsStorage {
@@ -147,4 +179,39 @@ pub fn read_exact_at(file: &dyn StorageFile, buf: &mut [u8], offset: u64) -> io:
         done += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recovery skips what `data_run` calls empty, so it must never call empty a byte that was
+    /// written: a preallocated file with one byte written deep inside has a run holding it,
+    /// and every byte before it either lies in a run or reads as zero.
+    #[test]
+    fn data_runs_cover_every_written_byte_of_a_preallocated_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = FsStorage.create(&dir.path().join("seg")).expect("create");
+        let len = 4 << 20;
+        file.allocate(len).expect("allocate");
+        let written = 3 << 20;
+        file.write_all_at(&[7], written + 5).expect("write");
+        let mut at = 0;
+        let mut found = false;
+        while let Some((from, to)) = file.data_run(at).expect("data_run") {
+            assert!(from >= at && to > from, "runs move forward: {at} -> [{from}, {to})");
+            if (from..to).contains(&(written + 5)) {
+                found = true;
+            }
+            // Whatever lies between runs reads as zeros.
+            let mut gap = vec![1u8; (from - at) as usize];
+            file.read_at(&mut gap, at).expect("read");
+            assert!(gap.iter().all(|b| *b == 0), "non-zero bytes outside a run at {at}..{from}");
+            if to >= len {
+                break;
+            }
+            at = to;
+        }
+        assert!(found, "the written byte lies in a data run");
+    }
 }
