@@ -476,7 +476,17 @@ impl Node {
     pub fn episode(&self, id: &str) -> Result<Option<EpisodeView>> {
         let slot = self.settled();
         let mat = readable(&self.wal, &slot)?;
-        Ok(mat.get(id)?.and_then(EpisodeView::from_row))
+        let row = mat.get(id)?;
+        // A stopped projection (kept readable, a full disk most often) lacks the ops logged
+        // after it stopped: an id it does not know may be one of them, so "not found" would
+        // be a guess.
+        if row.is_none()
+            && let Some(fault) = self.wal.derived_fault()
+            && mat.applied_lsn()? < self.wal.durable_lsn()
+        {
+            return Err(Error::Paused { code: Code::EpisodesUnavailable, reason: fault.detail });
+        }
+        Ok(row.and_then(EpisodeView::from_row))
     }
 
     /// Live episodes, newest first, at most `limit`, optionally of one session.
