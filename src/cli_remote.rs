@@ -46,6 +46,17 @@ impl Remote {
             .map_err(|e| fail(1, format!("the running node's API: {e}")))
     }
 
+    /// One request; the answer as it came (for bodies that are not one JSON value).
+    pub(crate) fn raw(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Result<feral_memory::client::Answer, Failure> {
+        self.client
+            .send_blocking(feral_memory::client::Call::new(method, path))
+            .map_err(|e| fail(1, format!("the running node's API: {e}")))
+    }
+
     /// A request whose non-2xx answer becomes the command's failure (507 → exit 75).
     pub(crate) fn expect_ok(
         &self,
@@ -97,6 +108,7 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
     match command {
         C::Episodes(args) => crate::cli_read::list_remote(remote, args),
         C::Search(args) => crate::cli_read::remote(remote, args),
+        C::Watch(args) => crate::cli_watch::remote(remote, args),
         C::Get { id, json } => {
             let view = remote.expect_ok("GET", &format!("/v1/episodes/{}", segment(&id)), None)?;
             crate::print_json(&view, !json)

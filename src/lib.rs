@@ -6,6 +6,7 @@
 pub mod api;
 mod applier;
 pub mod backup;
+pub mod changes;
 #[cfg(feature = "server")]
 pub mod client;
 pub mod error;

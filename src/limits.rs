@@ -59,3 +59,20 @@ pub const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const API_PEER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest body of an error answer the framework made that is rewritten into the JSON shape.
 pub const API_ERROR_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Changes per page of `GET /v1/changes` unless `limit` says otherwise.
+pub const CHANGES_LIMIT_DEFAULT: usize = 100;
+/// Largest `limit` of `GET /v1/changes`.
+pub const CHANGES_LIMIT_MAX: usize = 1_000;
+/// Log records one change-feed read looks through for changes of the asked tables before it
+/// answers with what it has (possibly nothing, with `more`).
+pub const CHANGES_SCAN_RECORDS_MAX: usize = 10_000;
+/// Tables one change-feed request may filter on.
+pub const CHANGES_TABLES_MAX: usize = 16;
+/// Longest long-poll `wait` of `GET /v1/changes`.
+pub const CHANGES_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Change-feed requests (long polls and event streams) served at once; past it, 503 `busy`.
+pub const CHANGES_SUBSCRIBERS_MAX: usize = 32;
+/// An event stream with nothing to send says so this often (a comment line), so the API's
+/// idle timeout closes only streams whose client stopped reading.
+pub const CHANGES_HEARTBEAT: Duration = Duration::from_secs(15);

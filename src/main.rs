@@ -6,6 +6,7 @@ mod cli_append;
 mod cli_read;
 mod cli_remote;
 mod cli_sync;
+mod cli_watch;
 mod demo;
 mod out;
 mod progress;
@@ -66,6 +67,8 @@ pub(crate) enum Command {
     Episodes(cli_read::ListArgs),
     /// Search episodes by their words (BM25 over summary and detail), best first.
     Search(cli_read::SearchArgs),
+    /// Print the change feed: every op of the log in order, following a running node's.
+    Watch(cli_watch::WatchArgs),
     /// Show one episode.
     Get {
         /// Episode id.
@@ -382,6 +385,12 @@ fn run(command: Command, data: &Path) -> Outcome {
         Command::Search(args) => {
             let node = open(data)?;
             let status = cli_read::local(&node, args)?;
+            node.close()?;
+            Ok(status)
+        }
+        Command::Watch(args) => {
+            let node = open(data)?;
+            let status = cli_watch::local(&node, args)?;
             node.close()?;
             Ok(status)
         }

@@ -154,6 +154,11 @@ impl Service {
         })
     }
 
+    /// Turns true when the service is told to stop (long-lived API streams end on it).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
     /// The QUIC address sync is served on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

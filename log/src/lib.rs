@@ -37,7 +37,7 @@ pub use code::Code;
 pub use error::{Error, Location, Result};
 pub use hlc::{Clock, Hlc, SystemTime, TimeSource};
 pub use op::{Op, OpDraft, OpId, OpKind, Origin};
-pub use read::Record;
+pub use read::{Record, ScanPosition};
 pub use snapshot::{Snapshot, SnapshotFile};
 pub use storage::{FsStorage, Storage, StorageFile};
 pub use wal::{Appended, Config, Lsn, Pause, PauseKind, Status, Wal};

@@ -116,6 +116,19 @@ fn decode(path: &Path, offset: u64, payload: &[u8]) -> Result<Op> {
     })
 }
 
+/// Where a page of records ended: the next record's LSN and where its frame starts (segment
+/// base LSN and offset). Handed back to [`Wal::read_page`], it lets a follower of the log read
+/// only what is new instead of each segment from its first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanPosition {
+    /// The next record's LSN.
+    pub next_lsn: Lsn,
+    /// Base LSN of the segment its frame is in (0: not known).
+    pub segment: Lsn,
+    /// Offset of its frame in that segment.
+    pub offset: u64,
+}
+
 /// A segment kept open across reads of consecutive records.
 pub(crate) struct OpenSegment {
     base: Lsn,
@@ -127,6 +140,82 @@ pub(crate) struct OpenSegment {
 impl Wal {
     pub(crate) fn segment_path(&self, base: Lsn) -> PathBuf {
         self.wal_dir().join(segment::segment_name(base))
+    }
+
+    /// At most `max` durable records from `from` on, in LSN order, and the position after the
+    /// last one. With a `hint` an earlier call returned for this same `from`, the read starts
+    /// at that frame; a hint that does not hold there (its frame is not LSN `from`) is ignored
+    /// and the segment is read from its first frame.
+    pub fn read_page(
+        &self,
+        from: Lsn,
+        hint: Option<ScanPosition>,
+        max: usize,
+    ) -> Result<(Vec<Record>, ScanPosition)> {
+        let from = from.max(1);
+        let (segments, durable, corruption) = self.segments_snapshot();
+        let mut pos = match hint {
+            Some(h) if h.next_lsn == from => h,
+            _ => ScanPosition { next_lsn: from, segment: 0, offset: 0 },
+        };
+        let mut out = Vec::new();
+        if from > durable || max == 0 {
+            return Ok((out, pos));
+        }
+        let to = durable.min(from.saturating_add(max as u64 - 1));
+        let first = segments.partition_point(|base| *base <= from).saturating_sub(1);
+        for (i, base) in segments.iter().enumerate().skip(first) {
+            if pos.next_lsn > to {
+                break;
+            }
+            let path = self.segment_path(*base);
+            let segment_end = segments.get(i + 1).map_or(to, |b| (b - 1).min(to));
+            let mut reader = open_reader(self.storage(), &path)?;
+            let header = recovery::read_header(&reader, &path, *base).map_err(Error::Corruption)?;
+            let hinted = pos.segment == *base && pos.offset >= segment::HEADER_BYTES;
+            let mut scan = |start: (u64, Lsn), out: &mut Vec<Record>| {
+                segment::scan_frames_from(
+                    &mut reader,
+                    &header,
+                    start,
+                    header.data_limit(),
+                    segment_end,
+                    &mut |offset, frame| {
+                        if frame.lsn >= from {
+                            let op = decode(&path, offset, frame.payload)?;
+                            out.push(Record { lsn: frame.lsn, segment: *base, offset, op });
+                        }
+                        Ok(())
+                    },
+                )
+                .map_err(|failure| scan_error(&path, failure))
+            };
+            let mut end = if hinted {
+                scan((pos.offset, pos.next_lsn), &mut out)?
+            } else {
+                scan((segment::HEADER_BYTES, header.base_lsn), &mut out)?
+            };
+            if hinted && end.records == 0 && end.next_lsn <= segment_end {
+                // The hint's frame is not the record it named: read the segment whole.
+                end = scan((segment::HEADER_BYTES, header.base_lsn), &mut out)?;
+            }
+            if end.next_lsn <= segment_end {
+                let reason = match end.stop {
+                    ScanStop::Bad { reason } => reason,
+                    _ => "log ends before an acknowledged record",
+                };
+                return Err(Error::Corruption(location(&path, end.next_offset, reason)));
+            }
+            pos = ScanPosition { next_lsn: end.next_lsn, segment: *base, offset: end.next_offset };
+        }
+        if pos.next_lsn <= to {
+            return Err(Error::Corruption(corruption.unwrap_or_else(|| Location {
+                segment: String::new(),
+                offset: 0,
+                reason: format!("no segment holds LSN {}", pos.next_lsn),
+            })));
+        }
+        Ok((out, pos))
     }
 
     /// Visits durable records from `from` on, in LSN order, until `visit` returns `Ok(false)`.

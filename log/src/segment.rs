@@ -250,8 +250,20 @@ pub fn scan_frames(
     last_lsn: u64,
     visit: &mut dyn FnMut(u64, &Frame<'_>) -> crate::Result<()>,
 ) -> crate::Result<ScanEnd, ScanFailure> {
-    let mut at = HEADER_BYTES;
-    let mut next_lsn = header.base_lsn;
+    scan_frames_from(reader, header, (HEADER_BYTES, header.base_lsn), end, last_lsn, visit)
+}
+
+/// [`scan_frames`] starting at the frame at offset `start.0`, which must hold LSN `start.1`
+/// (a position an earlier scan returned); `records` counts from there.
+pub fn scan_frames_from(
+    reader: &mut SegmentReader,
+    header: &Header,
+    start: (u64, u64),
+    end: u64,
+    last_lsn: u64,
+    visit: &mut dyn FnMut(u64, &Frame<'_>) -> crate::Result<()>,
+) -> crate::Result<ScanEnd, ScanFailure> {
+    let (mut at, mut next_lsn) = start;
     let mut records = 0;
     let payload_max = header.payload_max();
     let stop = loop {

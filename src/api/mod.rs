@@ -6,6 +6,7 @@
 //! the framework's own included, is `{"error": code, "message": text}` with a stable code; a
 //! full disk is 507.
 
+mod changes;
 mod guard;
 mod metrics;
 pub mod read;
@@ -77,6 +78,8 @@ impl Default for ApiConfig {
 pub(crate) struct Api {
     service: Arc<Service>,
     body_bytes_max: usize,
+    /// Change-feed followers at once (both listeners).
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 /// An API error: status and `{"error", "message"}`.
@@ -538,7 +541,8 @@ async fn json_errors(request: Request, next: Next) -> Response {
 /// Unix socket (none). They share one cap on requests in flight.
 pub fn routers(service: Arc<Service>, config: &ApiConfig, token: String) -> (Router, Router) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.requests_in_flight_max));
-    let api = Api { service, body_bytes_max: config.body_bytes_max };
+    let api =
+        Api { service, body_bytes_max: config.body_bytes_max, subscribers: changes::subscribers() };
     let guard = |token: Option<Arc<str>>| {
         Arc::new(guard::Guard {
             hosts: config.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -564,6 +568,7 @@ fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
         .route("/v1/tables/{table}/rows/{row_id}/history", get(read::row_history))
         .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode).patch(patch_episode))
         .route("/v1/search", get(read::search))
+        .route("/v1/changes", get(changes::changes))
         .route("/v1/ops", post(post_ops))
         .route("/v1/revocations", post(post_revocations))
         .route("/v1/conflicts/{origin}/resolve", post(resolve_conflict))
