@@ -109,6 +109,7 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
         C::Episodes(args) => crate::cli_read::list_remote(remote, args),
         C::Search(args) => crate::cli_read::remote(remote, args),
         C::Watch(args) => crate::cli_watch::remote(remote, args),
+        C::Peers { json } => peers(remote, json),
         C::Get { id, json } => {
             let view = remote.expect_ok("GET", &format!("/v1/episodes/{}", segment(&id)), None)?;
             crate::print_json(&view, !json)
@@ -267,6 +268,48 @@ fn append(remote: &Remote, file: Option<&Path>, strict: bool, json: bool) -> Out
     }
     if refused > 0 {
         return Err(fail(1, format!("{refused} lines refused")));
+    }
+    Ok(0)
+}
+
+/// `feral-node peers`: one line per peer.
+fn peers(remote: &Remote, json: bool) -> Outcome {
+    let list = remote.expect_ok("GET", "/v1/peers", None)?;
+    if json {
+        return crate::print_json(&list, false);
+    }
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    out!(
+        "{:<22} {:<10} {:<8} {:<9} {:>9} {:>8} {:>9} {:>9} {}",
+        "PEER",
+        "NODE",
+        "SOURCE",
+        "IN_FLIGHT",
+        "LAST_SYNC",
+        "FAILURES",
+        "IT_LACKS",
+        "WE_LACK",
+        "LAST_ERROR"
+    );
+    for p in list.as_array().into_iter().flatten() {
+        let s = &p["sync"];
+        let node = text(&p["node_id"]);
+        out!(
+            "{:<22} {:<10} {:<8} {:<9} {:>9} {:>8} {:>9} {:>9} {}",
+            text(&p["addr"]),
+            node.get(..8).unwrap_or(&node),
+            text(&p["source"]),
+            if s["in_flight"] == true { "yes" } else { "no" },
+            s["last_sync_secs_ago"].as_u64().map_or("never".to_string(), |n| format!("{n}s ago")),
+            text(&s["failures"]),
+            text(&s["peer_lacked"]),
+            text(&s["lacked"]),
+            if p["revoked"] == true { "revoked".to_string() } else { text(&s["last_error"]) }
+        );
     }
     Ok(0)
 }

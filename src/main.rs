@@ -69,6 +69,13 @@ pub(crate) enum Command {
     Search(cli_read::SearchArgs),
     /// Print the change feed: every op of the log in order, following a running node's.
     Watch(cli_watch::WatchArgs),
+    /// The running node's peers as a table: sessions in flight, last sync, last error, and
+    /// how far apart the two were at the last session.
+    Peers {
+        /// The API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one episode.
     Get {
         /// Episode id.
@@ -388,6 +395,10 @@ fn run(command: Command, data: &Path) -> Outcome {
             node.close()?;
             Ok(status)
         }
+        Command::Peers { .. } => Err(fail(
+            1,
+            "no node is running on this store: its peers are known to a running node (feral-node run)",
+        )),
         Command::Watch(args) => {
             let node = open(data)?;
             let status = cli_watch::local(&node, args)?;

@@ -186,11 +186,23 @@ impl Service {
         }
         let result = sync_once(&self.syncer, known.as_ref(), peer).await;
         self.metrics.record(&result);
-        let failures = self.schedule.lock().unwrap_or_else(|p| p.into_inner()).record(
-            peer,
-            tokio::time::Instant::now().into_std(),
-            result.error.clone(),
-        );
+        if result.error.as_deref() == Some("already_syncing") {
+            // The schedule's own session with the peer is running: its outcome is the one
+            // to record, not a backoff for this refusal.
+            return Ok(result);
+        }
+        let failures = {
+            let now = tokio::time::Instant::now().into_std();
+            let mut schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+            // A peer new to the book is in the schedule from now on, with this session's
+            // outcome (and no second session at once: this one just ended).
+            let known: Vec<SocketAddr> = self.book.list().iter().map(|p| p.addr).collect();
+            schedule.set_peers(&known, now);
+            if result.success {
+                schedule.note_behind(peer, result.peer_lacked, result.lacked);
+            }
+            schedule.record(peer, now, result.error.clone())
+        };
         forget_if_failing(&self.book, peer, &result, failures);
         Ok(result)
     }
@@ -267,11 +279,13 @@ async fn schedule_loop(
                     tracing::warn!(%peer, error = ?result.error, "scheduled sync failed");
                 }
                 let now = tokio::time::Instant::now().into_std();
-                let failures = schedule.lock().unwrap_or_else(|p| p.into_inner()).record(
-                    peer,
-                    now,
-                    result.error.clone(),
-                );
+                let failures = {
+                    let mut schedule = schedule.lock().unwrap_or_else(|p| p.into_inner());
+                    if result.success {
+                        schedule.note_behind(peer, result.peer_lacked, result.lacked);
+                    }
+                    schedule.record(peer, now, result.error.clone())
+                };
                 forget_if_failing(&book, peer, &result, failures);
             });
         }

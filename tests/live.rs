@@ -111,3 +111,58 @@ fn a_peer_that_is_down_does_not_hold_up_the_push_to_the_others() {
     }
     assert!(a.stop() && b.stop());
 }
+
+#[test]
+fn peers_show_sessions_what_each_side_lacked_and_the_last_error() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let b = RunningNode::start(&root.path().join("b"), &[]);
+    for i in 0..5 {
+        write(&b.api(), &format!("on-b-{i}"));
+    }
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let down = silent.local_addr().expect("addr");
+    let a = RunningNode::start(&root.path().join("a"), &["--peers", &down.to_string()]);
+    let api = a.api();
+    // A session on demand reports how far apart the two were when it began.
+    let (status, result) = api
+        .call("POST", "/v1/sync", Some(&json!({"peer": b.sync_addr.to_string()})))
+        .expect("sync");
+    assert_eq!(status, 200, "{result}");
+    let result = &result[0];
+    assert_eq!(
+        (result["lacked"].as_u64(), result["peer_lacked"].as_u64()),
+        (Some(5), Some(0)),
+        "{result}"
+    );
+    let entry = |addr: std::net::SocketAddr| {
+        let (_, list) = get(&api, "/v1/peers");
+        list.as_array()
+            .and_then(|l| l.iter().find(|p| p["addr"] == addr.to_string()).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let sync_b = entry(b.sync_addr)["sync"].clone();
+    assert!(sync_b["last_sync_secs_ago"].is_u64(), "{sync_b}");
+    assert!(sync_b["lacked"].is_u64() && sync_b["peer_lacked"].is_u64(), "{sync_b}");
+    assert!(sync_b["in_flight"].is_boolean(), "{sync_b}");
+    wait_for("the silent peer's failure", Duration::from_secs(30), || {
+        entry(down)["sync"]["last_error"].is_string()
+    });
+    let metrics =
+        api.send_blocking(feral_memory::client::Call::new("GET", "/metrics")).expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    for name in ["peer_ahead_ops", "peer_lacked_ops", "peer_sessions_in_flight"] {
+        let line = format!("feral_{name}{{peer=\"{}\"}} ", b.sync_addr);
+        assert!(text.contains(&line), "{line} in /metrics");
+    }
+    // The same as a table.
+    let printed =
+        common::feral_node().arg("--data").arg(&a.data).arg("peers").output().expect("peers");
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let table = String::from_utf8_lossy(&printed.stdout);
+    assert!(table.lines().next().is_some_and(|h| h.starts_with("PEER")), "{table}");
+    let row = table.lines().find(|l| l.starts_with(&b.sync_addr.to_string())).expect("B's row");
+    assert!(row.contains("ago"), "{row}");
+    let row = table.lines().find(|l| l.starts_with(&down.to_string())).expect("the silent row");
+    assert!(row.contains("never"), "{row}");
+    assert!(a.stop() && b.stop());
+}

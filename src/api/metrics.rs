@@ -101,19 +101,42 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
         "Sync stream bytes received.",
         m.bytes_received.load(Ordering::Relaxed),
     );
-    let lag: Vec<(String, u64)> = api
-        .service
-        .schedule()
-        .into_iter()
-        .map(|p| (p.addr.to_string(), p.last_sync_secs_ago.unwrap_or(u64::MAX)))
-        .collect();
-    let samples: Vec<_> = lag.iter().map(|(addr, v)| (Some(("peer", addr.as_str())), *v)).collect();
-    f.add(
-        "peer_seconds_since_sync",
-        "gauge",
-        "Seconds since the last successful sync per peer.",
-        &samples,
-    );
+    let schedule = api.service.schedule();
+    let per_peer = |value: &dyn Fn(&feral_transport::scheduler::PeerSchedule) -> Option<u64>| {
+        schedule.iter().filter_map(|p| Some((p.addr.to_string(), value(p)?))).collect::<Vec<_>>()
+    };
+    let gauges: [PeerGauge<'_>; 5] = [
+        (
+            "peer_seconds_since_sync",
+            "Seconds since the last successful sync per peer.",
+            per_peer(&|p| Some(p.last_sync_secs_ago.unwrap_or(u64::MAX))),
+        ),
+        (
+            "peer_sessions_in_flight",
+            "Sync sessions running with the peer (0 or 1).",
+            per_peer(&|p| Some(u64::from(p.in_flight))),
+        ),
+        (
+            "peer_lacked_ops",
+            "Ops this node held that the peer lacked, at the last successful session's start.",
+            per_peer(&|p| p.peer_lacked),
+        ),
+        (
+            "peer_ahead_ops",
+            "Ops the peer held that this node lacked, at the last successful session's start.",
+            per_peer(&|p| p.lacked),
+        ),
+        (
+            "peer_failures",
+            "Failed syncs in a row per peer.",
+            per_peer(&|p| Some(u64::from(p.failures))),
+        ),
+    ];
+    for (name, help, values) in &gauges {
+        let samples: Vec<_> =
+            values.iter().map(|(addr, v)| (Some(("peer", addr.as_str())), *v)).collect();
+        f.add(name, "gauge", help, &samples);
+    }
     let discovery = api.service.book.counters();
     f.one(
         "mdns_peers_refused_total",
@@ -178,6 +201,9 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
     );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], f.out).into_response())
 }
+
+/// One per-peer gauge: name, help, and (peer, value) samples.
+type PeerGauge<'a> = (&'a str, &'a str, Vec<(String, u64)>);
 
 #[cfg(test)]
 mod tests {

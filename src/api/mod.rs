@@ -478,11 +478,18 @@ async fn sync(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResu
     Ok(json_response(StatusCode::OK, &results))
 }
 
-/// Known peers, each with `revoked`: true when the cluster CA revoked its node id (its
-/// handshakes are refused).
+/// Known peers, each with `revoked` (true when the cluster CA revoked its node id: its
+/// handshakes are refused) and `sync`: its schedule and what the last session found (null
+/// before the schedule has seen it).
 async fn peers(State(api): State<Api>) -> ApiResult<Response> {
     let revoked: std::collections::HashSet<String> =
         api.service.node.revoked().into_iter().map(|r| r.node_id).collect();
+    let schedule: std::collections::HashMap<SocketAddr, Value> = api
+        .service
+        .schedule()
+        .into_iter()
+        .map(|s| (s.addr, serde_json::to_value(&s).unwrap_or(Value::Null)))
+        .collect();
     let list: Vec<Value> = api
         .service
         .peers()
@@ -491,6 +498,7 @@ async fn peers(State(api): State<Api>) -> ApiResult<Response> {
             let is_revoked = p.node_id.as_ref().is_some_and(|id| revoked.contains(id));
             let mut value = serde_json::to_value(&p).unwrap_or(Value::Null);
             value["revoked"] = Value::Bool(is_revoked);
+            value["sync"] = schedule.get(&p.addr).cloned().unwrap_or(Value::Null);
             value
         })
         .collect();

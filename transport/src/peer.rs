@@ -74,6 +74,10 @@ pub struct SyncResult {
     pub bytes_sent: u64,
     /// Stream bytes received.
     pub bytes_received: u64,
+    /// At the handshake: ops this node held that the peer lacked (by their heads).
+    pub peer_lacked: u64,
+    /// At the handshake: ops the peer held that this node lacked.
+    pub lacked: u64,
     /// The failure's stable code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -100,6 +104,8 @@ impl SyncResult {
             received: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            peer_lacked: 0,
+            lacked: 0,
             error: Some(code),
             detail: Some(detail),
             io_paused,
@@ -195,6 +201,8 @@ impl<H: SyncHost> Syncer<H> {
                         received: transfer.stats.received,
                         bytes_sent: transfer.bytes_sent,
                         bytes_received: transfer.bytes_received,
+                        peer_lacked: transfer.stats.peer_lacked,
+                        lacked: transfer.stats.lacked,
                         error: None,
                         detail: None,
                         io_paused: false,

@@ -26,6 +26,8 @@ struct PeerState {
     again: bool,
     /// A push starts no session before this: `PUSH_REPEAT_GAP` after the last one ended.
     push_after: Instant,
+    /// At the last successful session's handshake: (ops the peer lacked, ops this node lacked).
+    behind: Option<(u64, u64)>,
 }
 
 /// One peer's schedule, for status.
@@ -44,6 +46,14 @@ pub struct PeerSchedule {
     /// The last failure's code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// A session with it is running now (never more than one).
+    pub in_flight: bool,
+    /// Ops this node held that the peer lacked, as of the last successful session's start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_lacked: Option<u64>,
+    /// Ops the peer held that this node lacked, as of the same moment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lacked: Option<u64>,
 }
 
 /// The schedule of every known peer.
@@ -78,6 +88,7 @@ impl Schedule {
                 running: false,
                 again: false,
                 push_after: now,
+                behind: None,
             });
         }
     }
@@ -151,6 +162,14 @@ impl Schedule {
         state.failures
     }
 
+    /// What the last successful session found at its handshake: (ops the peer lacked, ops
+    /// this node lacked).
+    pub fn note_behind(&mut self, peer: SocketAddr, peer_lacked: u64, lacked: u64) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.behind = Some((peer_lacked, lacked));
+        }
+    }
+
     /// The earliest time a peer is due (for sleeping until then).
     pub fn next_due(&self) -> Option<Instant> {
         self.peers.values().filter(|s| !s.running).map(|s| s.next).min()
@@ -169,6 +188,9 @@ impl Schedule {
                 backoff_secs: s.backoff.as_secs(),
                 next_in_secs: s.next.saturating_duration_since(now).as_secs(),
                 last_error: s.last_error.clone(),
+                in_flight: s.running,
+                peer_lacked: s.behind.map(|b| b.0),
+                lacked: s.behind.map(|b| b.1),
             })
             .collect()
     }

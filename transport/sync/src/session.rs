@@ -176,6 +176,10 @@ pub struct SyncStats {
     pub received: u64,
     /// Received ops that were new here.
     pub applied: u64,
+    /// At the handshake: ops this side held that the peer lacked, by the two sides' heads.
+    pub peer_lacked: u64,
+    /// At the handshake: ops the peer held that this side lacked, by the two sides' heads.
+    pub lacked: u64,
 }
 
 /// A stretch of one origin's ops the peer lacks.
@@ -601,8 +605,17 @@ impl SyncSession {
                 Err(_) => 0,
             };
             if head.seq > known {
+                self.stats.peer_lacked += head.seq - known;
                 self.plan.push_back(Range { origin: head.origin, next: known + 1, last: head.seq });
             }
+        }
+        for peer_head in &theirs {
+            let mine = match self.local_heads.binary_search_by(|h| h.origin.cmp(&peer_head.origin))
+            {
+                Ok(i) => self.local_heads[i].seq,
+                Err(_) => 0,
+            };
+            self.stats.lacked += peer_head.seq.saturating_sub(mine);
         }
         self.peer = Some(hello);
         Ok(())
