@@ -24,7 +24,8 @@ struct PeerState {
     running: bool,
     /// New ops came while a session ran: sync again as soon as it ends well.
     again: bool,
-    /// A push starts no session before this: `PUSH_REPEAT_GAP` after the last one ended.
+    /// A push starts no session before this: `PUSH_REPEAT_GAP` after the last session ended,
+    /// when ops came during it (a stream of writes); else when it ended.
     push_after: Instant,
     /// At the last successful session's handshake: (ops the peer lacked, ops this node lacked).
     behind: Option<(u64, u64)>,
@@ -103,8 +104,9 @@ impl Schedule {
     }
 
     /// New ops to pass on: every peer not backing off is due at once (or `PUSH_REPEAT_GAP`
-    /// after its last session ended, so a stream of writes shares sessions), or, if a session
-    /// with it is running (it may have passed the new ops by), once more after it ends.
+    /// after its last session ended, if ops came during that one: a stream of writes shares
+    /// sessions), or, if a session with it is running (it may have passed the new ops by),
+    /// once more after it ends.
     /// A peer backing off stays on its backoff: a push never makes a failing peer a storm.
     pub fn push(&mut self, now: Instant) {
         for state in self.peers.values_mut() {
@@ -145,7 +147,9 @@ impl Schedule {
                 state.backoff = Duration::ZERO;
                 state.last_success = Some(now);
                 state.last_error = None;
-                state.push_after = now + PUSH_REPEAT_GAP;
+                // Ops came during the session: a stream of writes, whose next session waits
+                // the gap so it carries many. After a quiet session a push goes at once.
+                state.push_after = if again { now + PUSH_REPEAT_GAP } else { now };
                 state.next = if again { state.push_after } else { now + interval };
             }
             Some(code) => {
@@ -259,10 +263,17 @@ mod tests {
         s.record(addr(2), t2, None);
         s.record(addr(1), t2, None);
         assert!(s.take_due(t2).is_empty(), "a burst of pushes costs one more session each");
-        s.push(t2 + Duration::from_millis(1));
-        assert!(s.take_due(t2 + Duration::from_millis(1)).is_empty(), "too soon after a session");
-        let t3 = t2 + PUSH_REPEAT_GAP;
-        assert_eq!(s.take_due(t3), [addr(1), addr(2)], "then both, once");
+        // After quiet sessions, a push goes at once.
+        let t3 = t2 + Duration::from_millis(1);
+        s.push(t3);
+        assert_eq!(s.take_due(t3), [addr(1), addr(2)], "both, once");
+        // A push during a session: the next one waits the gap after it.
+        s.push(t3);
+        s.record(addr(1), t3, None);
+        s.record(addr(2), t3, None);
+        s.push(t3 + Duration::from_millis(1));
+        assert!(s.take_due(t3 + Duration::from_millis(1)).is_empty(), "a stream waits the gap");
+        assert_eq!(s.take_due(t3 + PUSH_REPEAT_GAP), [addr(1), addr(2)]);
         assert_eq!(
             s.next_due(),
             Some(t1 + Duration::from_secs(4)),
