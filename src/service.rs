@@ -225,7 +225,8 @@ impl Service {
             let _ = tokio::task::spawn_blocking(move || discovery.shutdown()).await;
         }
         self.syncer.endpoint.close(0u32.into(), b"stopping");
-        self.syncer.endpoint.wait_idle().await;
+        let drain = feral_transport::limits::SHUTDOWN_DRAIN_MAX;
+        let _ = tokio::time::timeout(drain, self.syncer.endpoint.wait_idle()).await;
     }
 }
 

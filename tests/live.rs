@@ -166,3 +166,33 @@ fn peers_show_sessions_what_each_side_lacked_and_the_last_error() {
     assert!(row.contains("never"), "{row}");
     assert!(a.stop() && b.stop());
 }
+
+/// `run` stops promptly on SIGTERM even with a session in flight: a peer that never answers
+/// holds a session for its connect timeout and retries (seconds), and the stop does not wait
+/// for it.
+#[test]
+fn run_stops_at_once_on_sigterm_with_a_session_in_flight() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let down = silent.local_addr().expect("addr").to_string();
+    let mut a = RunningNode::start(&root.path().join("a"), &["--peers", &down]);
+    let api = a.api();
+    wait_for("a session with the silent peer in flight", Duration::from_secs(10), || {
+        let (_, peers) = get(&api, "/v1/peers");
+        peers.as_array().is_some_and(|p| p.iter().any(|p| p["sync"]["in_flight"] == true))
+    });
+    let started = Instant::now();
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+    // The session would hold it 5 s per attempt, and an unanswered connection's drain 3 s.
+    let within = Duration::from_secs(2);
+    let status = loop {
+        if let Some(status) = a.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < within, "still running {within:?} after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    eprintln!("stopped in {} ms", started.elapsed().as_millis());
+}

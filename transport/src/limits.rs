@@ -22,6 +22,11 @@ pub const PUSH_COALESCE_WINDOW: Duration = Duration::from_millis(2);
 /// After a session that new ops came during, the next one with that peer waits this long, so
 /// a stream of writes is carried by a few sessions of many ops, not one session per write.
 pub const PUSH_REPEAT_GAP: Duration = Duration::from_millis(25);
+/// How long a stopping endpoint waits for its closed connections to drain. Their close frames
+/// are out by then; a connection whose handshake never got an answer would otherwise hold the
+/// stop for its whole probe backoff (about 3 s), and a peer that missed a close times out on
+/// its own.
+pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_millis(250);
 /// The scheduler's first wait after a failed sync; it doubles after each failure.
 pub const SCHEDULE_BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// The scheduler's longest wait after failures.

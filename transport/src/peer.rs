@@ -259,5 +259,5 @@ pub async fn serve<H: SyncHost>(
     }
     endpoint.close(0u32.into(), b"shutting down");
     while tasks.join_next().await.is_some() {}
-    endpoint.wait_idle().await;
+    let _ = tokio::time::timeout(crate::limits::SHUTDOWN_DRAIN_MAX, endpoint.wait_idle()).await;
 }
