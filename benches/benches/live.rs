@@ -21,15 +21,6 @@ use feral_benches::search::p50_p99;
 use feral_memory::client::{ApiClient, Call, Endpoint};
 use serde_json::json;
 
-fn node_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FERAL_NODE_BIN") {
-        return Some(p.into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("feral-node");
-    bin.exists().then_some(bin)
-}
-
 fn writes() -> usize {
     std::env::var("FERAL_BENCH_LIVE_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
 }
@@ -258,7 +249,7 @@ fn oneshot_store(bin: &Path, config: &Path, dir: &Path, i: usize) {
 }
 
 fn live(c: &mut Criterion) {
-    let Some(bin) = node_bin() else {
+    let Some(bin) = feral_benches::node_bin() else {
         println!(
             "SKIPPED live: no feral-node beside the bench (cargo build --release --bin feral-node, or FERAL_NODE_BIN)"
         );

@@ -55,6 +55,19 @@ fn feral_search(node: &Node, text: &str, session: &str) -> usize {
     node.search(&query(text, session)).expect("search").0.len()
 }
 
+/// `iters` raw tantivy builds of `docs`, each in a fresh directory: their time alone.
+fn time_raw_builds(iters: u64, docs: &[serde_json::Value]) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+        feral_benches::settle();
+        let start = Instant::now();
+        RawSearch::build(dir.path(), docs, WRITER_BYTES).expect("raw tantivy");
+        total += start.elapsed();
+    }
+    total
+}
+
 /// p50 and p99 of `run` over `queries`, printed on one line.
 fn latency(name: &str, queries: &[(String, String)], run: &mut dyn FnMut(&str, &str) -> usize) {
     let mut samples = Vec::with_capacity(queries.len());
@@ -147,17 +160,7 @@ fn search_group(c: &mut Criterion) {
         .warm_up_time(feral_benches::warm_up(Duration::from_secs(1)));
     group.throughput(Throughput::Elements(n));
     group.bench_function("raw_tantivy_build", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-                feral_benches::settle();
-                let start = Instant::now();
-                RawSearch::build(dir.path(), &docs, WRITER_BYTES).expect("raw tantivy");
-                total += start.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| time_raw_builds(iters, &docs))
     });
     group.bench_function("feral_rebuild_search", |b| {
         b.iter_custom(|iters| {
@@ -186,17 +189,7 @@ fn ingest_group(c: &mut Criterion) {
         .warm_up_time(feral_benches::warm_up(Duration::from_secs(1)));
     group.throughput(Throughput::Elements(INGEST_EPISODES));
     group.bench_function("raw_tantivy_index", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-                feral_benches::settle();
-                let start = Instant::now();
-                RawSearch::build(dir.path(), &docs, WRITER_BYTES).expect("raw tantivy");
-                total += start.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| time_raw_builds(iters, &docs))
     });
     group.bench_function(BenchmarkId::new("feral_ingest", BATCH), |b| {
         b.iter_custom(|iters| {

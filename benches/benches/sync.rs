@@ -216,16 +216,6 @@ fn catch_up_n(c: &mut Criterion, n: usize) {
     drop((stop, rstop));
 }
 
-/// The `feral-node` binary: `$FERAL_NODE_BIN`, else in the target directory above the bench.
-fn node_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FERAL_NODE_BIN") {
-        return Some(p.into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("feral-node");
-    bin.exists().then_some(bin)
-}
-
 /// A closed store of `fill` episodes with a certificate from `ca`, for a `feral-node` process.
 fn process_store(ca: &Ca, fill: usize) -> tempfile::TempDir {
     let s = side(ca, fill);
@@ -300,7 +290,7 @@ fn process_catch_up(
 
 /// Catch-up between two real processes, with each side's peak RSS (target: under 256 MiB).
 fn catch_up_processes(c: &mut Criterion) {
-    let Some(bin) = node_bin() else {
+    let Some(bin) = feral_benches::node_bin() else {
         println!(
             "SKIPPED sync_catch_up_processes: no feral-node beside the bench (cargo build --release --bin feral-node, or FERAL_NODE_BIN)"
         );

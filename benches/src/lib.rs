@@ -444,3 +444,14 @@ pub fn sealed_batches(ops: &[feral_log::OpBytes], max: usize) -> Vec<Vec<feral_l
     }
     out
 }
+
+/// The `feral-node` binary for the benches that run processes: `$FERAL_NODE_BIN`, else the one
+/// in the target directory above the bench.
+pub fn node_bin() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("FERAL_NODE_BIN") {
+        return Some(p.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("feral-node");
+    bin.exists().then_some(bin)
+}
