@@ -199,7 +199,7 @@ impl Service {
             let known: Vec<SocketAddr> = self.book.list().iter().map(|p| p.addr).collect();
             schedule.set_peers(&known, now);
             if result.success {
-                schedule.note_behind(peer, result.peer_lacked, result.lacked);
+                schedule.note_behind(peer, &result);
             }
             schedule.record(peer, now, result.error.clone())
         };
@@ -283,7 +283,7 @@ async fn schedule_loop(
                 let failures = {
                     let mut schedule = schedule.lock().unwrap_or_else(|p| p.into_inner());
                     if result.success {
-                        schedule.note_behind(peer, result.peer_lacked, result.lacked);
+                        schedule.note_behind(peer, &result);
                     }
                     schedule.record(peer, now, result.error.clone())
                 };

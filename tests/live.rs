@@ -134,6 +134,10 @@ fn peers_show_sessions_what_each_side_lacked_and_the_last_error() {
         (Some(5), Some(0)),
         "{result}"
     );
+    // Per origin: B's one origin, five ops this node lacked.
+    let (_, b_status) = get(&b.api(), "/v1/status");
+    let b_origin = b_status["origin"].as_str().expect("origin").to_string();
+    assert_eq!(result["by_origin"][&b_origin], json!({"peer_lacked": 0, "lacked": 5}), "{result}");
     let entry = |addr: std::net::SocketAddr| {
         let (_, list) = get(&api, "/v1/peers");
         list.as_array()
@@ -144,6 +148,7 @@ fn peers_show_sessions_what_each_side_lacked_and_the_last_error() {
     assert!(sync_b["last_sync_secs_ago"].is_u64(), "{sync_b}");
     assert!(sync_b["lacked"].is_u64() && sync_b["peer_lacked"].is_u64(), "{sync_b}");
     assert!(sync_b["in_flight"].is_boolean(), "{sync_b}");
+    assert!(sync_b.get("by_origin").is_none_or(Value::is_object), "{sync_b}");
     wait_for("the silent peer's failure", Duration::from_secs(30), || {
         entry(down)["sync"]["last_error"].is_string()
     });

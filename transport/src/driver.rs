@@ -36,10 +36,12 @@ pub trait SyncHost: Send + Sync + 'static {
 }
 
 /// What one session moved: ops (from the state machine) and bytes on the stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transfer {
     /// Op counters.
     pub stats: SyncStats,
+    /// Where the two sides differed at the hello, per origin (see [`SyncSession::apart`]).
+    pub apart: Vec<(feral_log::Origin, u64, u64)>,
     /// Stream bytes written (frames, prefixes included).
     pub bytes_sent: u64,
     /// Stream bytes read.
@@ -311,6 +313,7 @@ async fn session_over<H: SyncHost>(
     let mut transfer = Transfer::default();
     let result = run_session(host, session, streams, &mut transfer, timeouts).await;
     transfer.stats = session.stats();
+    transfer.apart = session.apart().to_vec();
     result.map(|()| transfer)
 }
 

@@ -13,4 +13,6 @@ pub mod tls;
 
 pub use driver::{SyncHost, Timeouts};
 pub use error::TransportError;
-pub use peer::{PeerLocks, Sleeper, SyncOptions, SyncResult, Syncer, TokioSleeper, serve};
+pub use peer::{
+    OriginApart, PeerLocks, Sleeper, SyncOptions, SyncResult, Syncer, TokioSleeper, serve,
+};

@@ -78,6 +78,9 @@ pub struct SyncResult {
     pub peer_lacked: u64,
     /// At the handshake: ops the peer held that this node lacked.
     pub lacked: u64,
+    /// The same two counts per origin, for the origins where the two differed.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub by_origin: std::collections::BTreeMap<String, OriginApart>,
     /// The failure's stable code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -86,6 +89,29 @@ pub struct SyncResult {
     pub detail: Option<String>,
     /// True when the node is paused (disk full…).
     pub io_paused: bool,
+}
+
+/// How far two nodes were apart on one origin when a session began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OriginApart {
+    /// Ops of the origin this node held that the peer lacked.
+    pub peer_lacked: u64,
+    /// Ops of the origin the peer held that this node lacked.
+    pub lacked: u64,
+}
+
+impl OriginApart {
+    fn map(
+        apart: &[(feral_log::Origin, u64, u64)],
+    ) -> std::collections::BTreeMap<String, OriginApart> {
+        let mut out = std::collections::BTreeMap::<String, OriginApart>::new();
+        for (origin, peer_lacked, lacked) in apart {
+            let entry = out.entry(origin.to_string()).or_default();
+            entry.peer_lacked += peer_lacked;
+            entry.lacked += lacked;
+        }
+        out
+    }
 }
 
 impl SyncResult {
@@ -106,6 +132,7 @@ impl SyncResult {
             bytes_received: 0,
             peer_lacked: 0,
             lacked: 0,
+            by_origin: std::collections::BTreeMap::new(),
             error: Some(code),
             detail: Some(detail),
             io_paused,
@@ -203,6 +230,7 @@ impl<H: SyncHost> Syncer<H> {
                         bytes_received: transfer.bytes_received,
                         peer_lacked: transfer.stats.peer_lacked,
                         lacked: transfer.stats.lacked,
+                        by_origin: OriginApart::map(&transfer.apart),
                         error: None,
                         detail: None,
                         io_paused: false,

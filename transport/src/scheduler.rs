@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::limits::{
     PUSH_REPEAT_GAP, SCHEDULE_BACKOFF_BASE, SCHEDULE_BACKOFF_MAX, SYNC_INTERVAL_DEFAULT,
 };
+use crate::peer::{OriginApart, SyncResult};
 
 #[derive(Debug, Clone)]
 struct PeerState {
@@ -29,6 +30,8 @@ struct PeerState {
     push_after: Instant,
     /// At the last successful session's handshake: (ops the peer lacked, ops this node lacked).
     behind: Option<(u64, u64)>,
+    /// The same per origin.
+    by_origin: BTreeMap<String, OriginApart>,
 }
 
 /// One peer's schedule, for status.
@@ -55,6 +58,9 @@ pub struct PeerSchedule {
     /// Ops the peer held that this node lacked, as of the same moment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lacked: Option<u64>,
+    /// The same two counts per origin where the two differed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_origin: BTreeMap<String, OriginApart>,
 }
 
 /// The schedule of every known peer.
@@ -90,6 +96,7 @@ impl Schedule {
                 again: false,
                 push_after: now,
                 behind: None,
+                by_origin: BTreeMap::new(),
             });
         }
     }
@@ -168,9 +175,10 @@ impl Schedule {
 
     /// What the last successful session found at its handshake: (ops the peer lacked, ops
     /// this node lacked).
-    pub fn note_behind(&mut self, peer: SocketAddr, peer_lacked: u64, lacked: u64) {
+    pub fn note_behind(&mut self, peer: SocketAddr, result: &SyncResult) {
         if let Some(state) = self.peers.get_mut(&peer) {
-            state.behind = Some((peer_lacked, lacked));
+            state.behind = Some((result.peer_lacked, result.lacked));
+            state.by_origin = result.by_origin.clone();
         }
     }
 
@@ -195,6 +203,7 @@ impl Schedule {
                 in_flight: s.running,
                 peer_lacked: s.behind.map(|b| b.0),
                 lacked: s.behind.map(|b| b.1),
+                by_origin: s.by_origin.clone(),
             })
             .collect()
     }

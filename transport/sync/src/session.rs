@@ -206,6 +206,9 @@ pub struct SyncSession {
     local_heads: Vec<Head>,
     hello_sent: bool,
     peer: Option<Hello>,
+    /// Per origin where the two differed at the hello: (origin, ops the peer lacked, ops this
+    /// side lacked). At most `HELLO_ORIGINS_MAX` × 2 entries.
+    apart: Vec<(Origin, u64, u64)>,
     /// The peer's heads below ours, whose op_id must be the one held here.
     checks: VecDeque<Head>,
     plan: VecDeque<Range>,
@@ -264,6 +267,7 @@ impl SyncSession {
             refusal: None,
             failed: false,
             stats: SyncStats::default(),
+            apart: Vec::new(),
             expected_peer: None,
             forks: 0,
             timeouts,
@@ -275,6 +279,12 @@ impl SyncSession {
     /// The node id the peer's certificate proves: a hello naming another is refused.
     pub fn expect_peer_node_id(&mut self, node_id: [u8; 16]) {
         self.expected_peer = Some(node_id);
+    }
+
+    /// Where the two sides differed at the hello, per origin: (origin, ops the peer lacked,
+    /// ops this side lacked), an origin at most once in each role.
+    pub fn apart(&self) -> &[(Origin, u64, u64)] {
+        &self.apart
     }
 
     /// The peer's handshake, once received.
@@ -606,6 +616,7 @@ impl SyncSession {
             };
             if head.seq > known {
                 self.stats.peer_lacked += head.seq - known;
+                self.apart.push((head.origin, head.seq - known, 0));
                 self.plan.push_back(Range { origin: head.origin, next: known + 1, last: head.seq });
             }
         }
@@ -615,7 +626,11 @@ impl SyncSession {
                 Ok(i) => self.local_heads[i].seq,
                 Err(_) => 0,
             };
-            self.stats.lacked += peer_head.seq.saturating_sub(mine);
+            let lacked = peer_head.seq.saturating_sub(mine);
+            if lacked > 0 {
+                self.stats.lacked += lacked;
+                self.apart.push((peer_head.origin, 0, lacked));
+            }
         }
         self.peer = Some(hello);
         Ok(())
