@@ -21,6 +21,11 @@ use crate::node::Node;
 
 /// How often the scheduler looks at its peers (new ones are synced within this).
 const SCHEDULER_TICK: Duration = Duration::from_secs(1);
+/// How long a sync on demand waits for a running session with the same peer to end before it
+/// answers `already_syncing`.
+const MANUAL_SYNC_WAIT: Duration = Duration::from_secs(30);
+/// How often it looks whether that session ended.
+const MANUAL_SYNC_RETRY: Duration = Duration::from_millis(10);
 
 /// What `run` was asked to do.
 #[derive(Debug, Clone)]
@@ -184,11 +189,21 @@ impl Service {
         if known.is_none() {
             self.book.add(PeerInfo { addr: peer, node_id: None, source: PeerSource::Manual })?;
         }
-        let result = sync_once(&self.syncer, known.as_ref(), peer).await;
+        // A scheduled or pushed session with the peer may be running (they are frequent with
+        // push on write): wait for it to end, then run this one, within a bound.
+        let deadline = tokio::time::Instant::now() + MANUAL_SYNC_WAIT;
+        let result = loop {
+            let result = sync_once(&self.syncer, known.as_ref(), peer).await;
+            let busy = result.error.as_deref() == Some("already_syncing");
+            if !busy || tokio::time::Instant::now() >= deadline {
+                break result;
+            }
+            tokio::time::sleep(MANUAL_SYNC_RETRY).await;
+        };
         self.metrics.record(&result);
         if result.error.as_deref() == Some("already_syncing") {
-            // The schedule's own session with the peer is running: its outcome is the one
-            // to record, not a backoff for this refusal.
+            // The schedule's own session with the peer is still running: its outcome is the
+            // one to record, not a backoff for this refusal.
             return Ok(result);
         }
         let failures = {
