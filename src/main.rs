@@ -540,6 +540,26 @@ fn init(data: &Path, segment_bytes: Option<u64>) -> Outcome {
     if let Some(bytes) = segment_bytes {
         config.segment_bytes = bytes;
     }
+    if !existed {
+        // Each segment is reserved whole when it is created: a store whose first segment does
+        // not fit could take no write at all.
+        let free = feral_log::storage::available_bytes(data).map_err(|e| {
+            fail(1, format!("cannot read the free space at {}: {e}", data.display()))
+        })?;
+        if config.segment_bytes > free {
+            return Err(fail(
+                1,
+                format!(
+                    "refusing to create a store at {} with segments of {} bytes ({:.1} MiB): the volume has {free} bytes ({:.1} MiB) free, and each segment is reserved whole when it is created; free space, or give --segment-bytes of at most {} (a multiple of 4096)",
+                    data.display(),
+                    config.segment_bytes,
+                    config.segment_bytes as f64 / 1048576.0,
+                    free as f64 / 1048576.0,
+                    free / 2 / 4096 * 4096,
+                ),
+            ));
+        }
+    }
     let node = Node::open(data, config)?;
     let (id, origin) = (node.node_id(), node.wal().origin());
     node.close()?;

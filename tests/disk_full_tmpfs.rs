@@ -100,3 +100,25 @@ fn disk_full_on_a_real_tmpfs_pauses_loses_nothing_and_resumes() {
     assert!(node.check().ok);
     node.close().expect("close");
 }
+
+/// `init` on a volume smaller than one segment refuses, naming the segment size and the free
+/// space, and creates nothing; a segment size that fits is taken.
+#[test]
+fn init_refuses_a_segment_larger_than_the_free_space() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let data = fs.path().join("store");
+    let out = feral_node().arg("--data").arg(&data).arg("init").output().expect("init");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("67108864 bytes") && stderr.contains("free"), "names both: {stderr}");
+    assert!(stderr.contains("--segment-bytes"), "says what to do: {stderr}");
+    assert!(!data.exists(), "a refused init creates nothing");
+    let out = feral_node()
+        .arg("--data")
+        .arg(&data)
+        .args(["init", "--segment-bytes", "1048576"])
+        .output()
+        .expect("init");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(data.join("wal").read_dir().expect("wal").next().is_some(), "the first segment");
+}

@@ -195,3 +195,61 @@ fn run_refuses_shared_data_and_keys_and_new_ca_refuses_to_overwrite() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not for this node's key"));
 }
+
+/// Under power loss a directory entry is durable only once its parent is synced: `init` of a
+/// data directory whose parents do not exist yet fsyncs each new directory's parent after
+/// creating it, and the data directory after creating `index.redb` and `episodes.redb` in it
+/// (seen by strace: each creation is followed by an fsync of the directory that holds it).
+#[test]
+fn init_makes_every_directory_and_store_file_it_creates_durable_in_its_parent() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs strace (.ci/run)");
+        println!("SKIPPED: no strace on this machine (apt-get install strace)");
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = tempfile::tempdir().expect("config");
+    let data = root.path().join("a/b/data");
+    let trace = root.path().join("trace");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=mkdir,mkdirat,openat,fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_feral-node"))
+        .env("XDG_CONFIG_HOME", config.path())
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .expect("strace feral-node init");
+    ok(out, "init under strace");
+    let trace = std::fs::read_to_string(&trace).expect("trace");
+    let lines: Vec<&str> = trace.lines().collect();
+    // The first successful call of `what` at or after line `from` that names `path`: as its
+    // argument (`"path"`, a creation) or as the directory behind its descriptor (`<path>`).
+    let find = |from: usize, what: &str, named: String| {
+        let hit = |l: &&str| l.contains(what) && l.contains(&named) && !l.contains("= -1");
+        lines.iter().enumerate().skip(from).find(|(_, l)| hit(l)).map(|(i, _)| i)
+    };
+    let arg = |p: &Path| format!("\"{}\"", p.display());
+    let fd = |p: &Path| format!("<{}>)", p.display());
+    let created = [root.path().join("a"), root.path().join("a/b"), data.clone()];
+    for dir in &created {
+        let made = find(0, "mkdir", arg(dir))
+            .unwrap_or_else(|| panic!("no mkdir of {} in\n{trace}", dir.display()));
+        let parent = dir.parent().expect("parent");
+        assert!(
+            find(made, "fsync(", fd(parent)).is_some(),
+            "{} was created but its parent {} was not fsynced after it:\n{trace}",
+            dir.display(),
+            parent.display()
+        );
+    }
+    for file in ["index.redb", "episodes.redb"] {
+        let path = data.join(file);
+        let made = find(0, "O_CREAT", arg(&path))
+            .unwrap_or_else(|| panic!("no creation of {} in\n{trace}", path.display()));
+        assert!(
+            find(made, "fsync(", fd(&data)).is_some(),
+            "{file} was created but the data directory was not fsynced after it:\n{trace}"
+        );
+    }
+}

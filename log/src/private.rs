@@ -15,14 +15,42 @@ pub const FILE_MODE: u32 = 0o600;
 pub const SHARED_BITS: u32 = 0o077;
 
 /// Creates `dir` and any missing parents with mode 0700; an existing `dir` keeps its mode
-/// (the start-up check reports it when it is shared).
+/// (the start-up check reports it when it is shared). Each directory created is made durable
+/// in its parent (the parent is fsynced after it), so a power loss right after cannot take
+/// away a directory a store was then created in.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
-    // The umask may have removed bits from 0700 but never adds any; set it exactly.
-    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+    // The missing directories, outermost first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+        missing.push(path);
+        at = path.parent();
+    }
+    for path in missing.into_iter().rev() {
+        match DirBuilder::new().mode(DIR_MODE).create(path) {
+            Ok(()) => {}
+            // Another process made it in between: it is there, which is what was asked.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        // The umask may have removed bits from 0700 but never adds any; set it exactly.
+        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))?;
+        sync_parent(path)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs the directory that holds `path` (the current directory for a bare name), so that
+/// the entry of a file or directory just created or renamed there survives a power loss.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
 }
 
 /// Options that create a file with mode 0600 (the umask can only remove bits from it).
@@ -33,10 +61,11 @@ pub fn options() -> OpenOptions {
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist, so that a library that creates
-/// the file itself (redb) finds a private one.
+/// the file itself (redb) finds a private one. A file created here is made durable in its
+/// directory (the directory is fsynced).
 pub fn precreate(path: &Path) -> io::Result<()> {
     match options().write(true).create_new(true).open(path) {
-        Ok(_) => Ok(()),
+        Ok(_) => sync_parent(path),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }

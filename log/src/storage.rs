@@ -181,6 +181,32 @@ pub fn read_exact_at(file: &dyn StorageFile, buf: &mut [u8], offset: u64) -> io:
     Ok(())
 }
 
+/// Bytes an unprivileged writer can still allocate on the filesystem that holds `path` (or,
+/// when `path` does not exist yet, its nearest existing ancestor): `statvfs`'s `f_bavail`
+/// blocks of `f_frsize` bytes.
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut at = path;
+    while !at.exists() {
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    let name = std::ffi::CString::new(at.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    // SAFETY: `name` is a valid NUL-terminated string and `stats` a properly sized buffer
+    // that statvfs fills in; nothing else is touched.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(name.as_ptr(), &mut stats) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
