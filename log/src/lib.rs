@@ -26,6 +26,7 @@ pub mod private;
 pub mod read;
 pub mod record;
 pub mod recovery;
+pub mod salvage;
 pub mod segment;
 pub mod snapshot;
 pub mod storage;

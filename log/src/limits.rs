@@ -64,3 +64,6 @@ pub const CHECK_YIELD: std::time::Duration = std::time::Duration::from_micros(10
 /// being spawned by another thread holds a copy of every descriptor (and so the flock) from
 /// its fork until its exec closes them, so a handle just closed can look held for a moment.
 pub const LOCK_SELF_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Damaged stretches a salvage report lists one by one; past it they are counted.
+pub const SALVAGE_DAMAGED_LISTED_MAX: usize = 1024;

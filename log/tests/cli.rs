@@ -52,6 +52,27 @@ fn append_check_dump_round_trip_and_corruption_exit_code() {
     assert_eq!(report["ok"], false);
     assert_eq!(report["error"], "wal_corruption");
     assert_eq!(report["wal_detail"]["segment"], "00000000000000000001.seg", "{report}");
+
+    // The normal dump stops at the damage; the salvage lists every other op, names the
+    // damaged stretch on stderr and exits 65.
+    assert!(!feral_wal(&["dump", data, "--json"]).status.success());
+    let salvage = feral_wal(&["dump", data, "--json", "--salvage"]);
+    assert_eq!(salvage.status.code(), Some(65), "{}", String::from_utf8_lossy(&salvage.stderr));
+    let mut salvaged: Vec<String> = String::from_utf8_lossy(&salvage.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["op_id"].to_string())
+        .collect();
+    salvaged.sort();
+    assert_eq!(salvaged.len(), 39, "one frame damaged");
+    assert!(salvaged.iter().all(|id| sorted.contains(id)));
+    let report: serde_json::Value =
+        serde_json::from_slice(&salvage.stderr).expect("the salvage report on stderr");
+    let damaged = &report["salvage"]["damaged"][0];
+    assert_eq!(damaged["segment"], "00000000000000000001.seg", "{report}");
+    assert!(
+        damaged["from_offset"].as_u64() <= Some(200) && damaged["to_offset"].as_u64() > Some(200)
+    );
+    assert_eq!(report["salvage"]["missing_lsns"], 1, "{report}");
 }
 
 #[test]
