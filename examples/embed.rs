@@ -49,6 +49,7 @@ fn main() -> Result<()> {
     let result = rt.block_on(async {
         let config = ServiceConfig {
             timeouts: Default::default(),
+            scrub: Default::default(),
             listen: "127.0.0.1:0".parse()?,
             sync_interval: Duration::from_secs(3600),
             mdns: false,

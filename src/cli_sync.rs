@@ -10,7 +10,7 @@ use clap::Subcommand;
 use feral_memory::Node;
 use feral_memory::identity::NodeId;
 use feral_memory::revocation::Statement;
-use feral_memory::service::{Service, ServiceConfig};
+use feral_memory::service::{Scrub, Service, ServiceConfig};
 use feral_transport::driver::{Timeouts, client_endpoint};
 use feral_transport::tls::{CA_CERT_FILE, Ca, Credentials, NODE_CERT_FILE, signing_request};
 use feral_transport::{PeerLocks, SyncOptions, Syncer};
@@ -344,6 +344,8 @@ pub(crate) struct RunFlags {
     pub(crate) peers: Option<String>,
     pub(crate) api: Option<SocketAddr>,
     pub(crate) config: Option<PathBuf>,
+    pub(crate) scrub_rate: Option<u64>,
+    pub(crate) scrub_every: Option<u64>,
 }
 
 /// The optional config file (`feral.toml`): every key optional, unknown keys refused.
@@ -353,6 +355,8 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     api: Option<SocketAddr>,
     sync_interval_secs: Option<u64>,
+    scrub_bytes_per_sec: Option<u64>,
+    scrub_every_secs: Option<u64>,
     mdns: Option<bool>,
     #[serde(default)]
     peers: Vec<String>,
@@ -453,6 +457,18 @@ fn resolve(data: &Path, flags: RunFlags) -> Result<Resolved, Failure> {
         mdns: !flags.no_mdns && file.mdns.unwrap_or(true),
         static_peers,
         timeouts: timeouts(&file),
+        scrub: Scrub {
+            bytes_per_sec: flags
+                .scrub_rate
+                .or(file.scrub_bytes_per_sec)
+                .unwrap_or(feral_memory::service::SCRUB_BYTES_PER_SEC),
+            every: std::time::Duration::from_secs(
+                flags
+                    .scrub_every
+                    .or(file.scrub_every_secs)
+                    .unwrap_or(feral_memory::service::SCRUB_EVERY.as_secs()),
+            ),
+        },
     };
     let api = flags.api.or(file.api).unwrap_or(([127, 0, 0, 1], 7412).into());
     let drift_ms_max = file
@@ -632,6 +648,8 @@ mod tests {
             peers: None,
             api: None,
             config: None,
+            scrub_rate: None,
+            scrub_every: None,
         }
     }
 

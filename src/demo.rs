@@ -87,6 +87,7 @@ pub(crate) fn run(data: Option<&Path>) -> Result<(), Failure> {
             sync_interval: Duration::from_secs(3600),
             mdns: false,
             static_peers: vec![],
+            scrub: Default::default(),
         };
         let served =
             Service::start(desktop.1.clone(), &desktop.2, service_config).map_err(transport)?;

@@ -171,10 +171,17 @@ pub(crate) enum Command {
         #[arg(long)]
         api: Option<std::net::SocketAddr>,
         /// A TOML config file [default <data>/feral.toml, if present]: listen, api,
-        /// sync_interval_secs, mdns, peers, connect_timeout_ms, handshake_timeout_ms. Flags win
-        /// over it.
+        /// sync_interval_secs, mdns, peers, connect_timeout_ms, handshake_timeout_ms,
+        /// scrub_bytes_per_sec, scrub_every_secs. Flags win over it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Bytes per second the background scrub of sealed segments reads at most [default
+        /// 8388608]; 0 turns it off.
+        #[arg(long)]
+        scrub_rate: Option<u64>,
+        /// Seconds between two scrub passes over the sealed segments [default 600].
+        #[arg(long)]
+        scrub_every: Option<u64>,
     },
     /// Run one sync session with a peer and print the result object.
     Sync {
@@ -510,8 +517,26 @@ fn run(command: Command, data: &Path) -> Outcome {
         }
         Command::Demo => Ok(0), // handled before a data directory is chosen
         Command::Certs { command } => cli_sync::certs(command, data),
-        Command::Run { listen, sync_interval, no_mdns, peers, api, config } => {
-            let flags = cli_sync::RunFlags { listen, sync_interval, no_mdns, peers, api, config };
+        Command::Run {
+            listen,
+            sync_interval,
+            no_mdns,
+            peers,
+            api,
+            config,
+            scrub_rate,
+            scrub_every,
+        } => {
+            let flags = cli_sync::RunFlags {
+                listen,
+                sync_interval,
+                no_mdns,
+                peers,
+                api,
+                config,
+                scrub_rate,
+                scrub_every,
+            };
             cli_sync::run(data, flags)
         }
         Command::Sync { peer, json } => cli_sync::sync(data, peer, json),

@@ -378,6 +378,11 @@ impl Node {
     /// the log writes their bytes, and the ops come back from it to be projected, not copied.
     pub fn ingest_encoded(&self, ops: Vec<EncodedOp>) -> Result<usize> {
         let (ops, _refused) = self.verifier.verify(&self.wal, ops)?;
+        // Verified copies of records found damaged here heal them (the log rewrites a
+        // damaged segment once it holds a copy of each of its damaged records).
+        if let Err(e) = self.wal.heal_from(&ops) {
+            tracing::warn!(error = %e, "received copies of damaged records could not be taken");
+        }
         // Revocations in the batch are learned before it is appended: the revoked node's ops
         // past what this node holds now are refused, in this batch too.
         self.revocations.learn_from(&self.wal, &ops, self.time.now_ms())?;

@@ -113,6 +113,12 @@ pub struct NodeStatus {
     pub durable_lsn: u64,
     /// Segment files.
     pub segments: usize,
+    /// Records found damaged in the log (by the scrub of sealed segments, `check`, or a
+    /// read), with the ops they held: the node serves and syncs everything else and never
+    /// sends these. Empty when none.
+    pub damage: Vec<feral_log::damage::DamagedRange>,
+    /// LSNs of damaged records, over every range in `damage`.
+    pub damaged_lsns: u64,
     /// Bytes of segment files on disk.
     pub log_bytes: u64,
     /// Highest contiguous seq per origin.
@@ -198,6 +204,8 @@ impl NodeStatus {
             origin: log.origin,
             data_dir: node.dir.display().to_string(),
             io_paused: log.pause.is_some(),
+            damage: node.wal.damage(),
+            damaged_lsns: node.wal.damaged_lsns(),
             pause: log.pause,
             projection_fault: fault,
             search_fault,

@@ -40,7 +40,31 @@ pub struct ServiceConfig {
     pub static_peers: Vec<SocketAddr>,
     /// Connect and handshake timeouts, for the sessions this node starts and serves.
     pub timeouts: Timeouts,
+    /// The background scrub of sealed segments.
+    pub scrub: Scrub,
 }
+
+/// The scrub: every sealed segment's checksum verified in the background, at a bounded rate,
+/// pass after pass, so damage shows in status (and is served around) before a read or a
+/// sync meets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scrub {
+    /// Bytes read per second at most (0: no scrub).
+    pub bytes_per_sec: u64,
+    /// Pause between two passes over the sealed segments.
+    pub every: Duration,
+}
+
+impl Default for Scrub {
+    fn default() -> Scrub {
+        Scrub { bytes_per_sec: SCRUB_BYTES_PER_SEC, every: SCRUB_EVERY }
+    }
+}
+
+/// The scrub's default rate: a 64 MiB segment in 8 s, a fraction of any disk's bandwidth.
+pub const SCRUB_BYTES_PER_SEC: u64 = 8 * 1024 * 1024;
+/// The default pause between scrub passes.
+pub const SCRUB_EVERY: Duration = Duration::from_secs(600);
 
 /// A running node service.
 #[derive(Debug)]
@@ -58,6 +82,8 @@ pub struct Service {
     discovery: Mutex<Option<Discovery>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Set on stop, for work on blocking threads (the scrub) to end promptly.
+    stop_flag: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Counters the service keeps for `/metrics`.
@@ -106,6 +132,7 @@ impl Service {
             options: SyncOptions { timeouts: config.timeouts, ..SyncOptions::default() },
         });
         let (stop, stopped) = watch::channel(false);
+        let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         let mut on_stop = stopped.clone();
         tasks.spawn(serve(
@@ -144,6 +171,15 @@ impl Service {
             metrics.clone(),
             stopped,
         ));
+        if config.scrub.bytes_per_sec > 0 {
+            tasks.spawn(scrub_loop(
+                node.clone(),
+                config.scrub,
+                stop_flag.clone(),
+                stop.subscribe(),
+                (schedule.clone(), wake.clone()),
+            ));
+        }
         tracing::info!(%addr, node_id = %node.node_id(), mdns = config.mdns, "serving sync");
         Ok(Service {
             node,
@@ -156,6 +192,7 @@ impl Service {
             tasks: Mutex::new(tasks),
             discovery: Mutex::new(discovery),
             metrics,
+            stop_flag,
         })
     }
 
@@ -232,6 +269,7 @@ impl Service {
     /// Stops everything it started and waits for it: no task outlives the service.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
+        self.stop_flag.store(true, std::sync::atomic::Ordering::Relaxed);
         self.wake.notify_one();
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         while tasks.join_next().await.is_some() {}
@@ -244,6 +282,73 @@ impl Service {
         let _ = tokio::time::timeout(drain, self.syncer.endpoint.wait_idle()).await;
     }
 }
+
+/// The scrub: each sealed segment in turn on a blocking thread, at most `scrub.bytes_per_sec`
+/// (it sleeps after each chunk for as long as the chunk's share of a second), then a pause of
+/// `scrub.every`. Damage found goes to the log's damage register (status, metrics); the node
+/// goes on serving around it.
+async fn scrub_loop(
+    node: Arc<Node>,
+    scrub: Scrub,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    mut stopped: watch::Receiver<bool>,
+    (schedule, wake): (Arc<Mutex<Schedule>>, Arc<Notify>),
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let pass = {
+        let stop = stop.clone();
+        move || {
+            let started = std::time::Instant::now();
+            let (mut bytes, mut damaged) = (0u64, 0u64);
+            for base in node.wal().sealed_segments() {
+                let mut pace = |n: usize| {
+                    bytes += n as u64;
+                    let due = Duration::from_secs_f64(bytes as f64 / scrub.bytes_per_sec as f64);
+                    let ahead = due.saturating_sub(started.elapsed());
+                    // Sleep in short steps so a stop is seen within one.
+                    let mut left = ahead;
+                    while !left.is_zero() && !stop.load(Relaxed) {
+                        let step = left.min(SCRUB_STOP_POLL);
+                        std::thread::sleep(step);
+                        left -= step;
+                    }
+                    !stop.load(Relaxed)
+                };
+                match node.wal().scrub_segment(base, &mut pace) {
+                    Ok(feral_log::damage::Scrubbed::Damaged(n)) => damaged += n,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, base, "scrub could not read a segment"),
+                }
+                if stop.load(Relaxed) {
+                    break;
+                }
+            }
+            tracing::debug!(bytes, damaged, secs = started.elapsed().as_secs_f64(), "scrub pass");
+            damaged
+        }
+    };
+    while !stop.load(Relaxed) {
+        let pass = pass.clone();
+        let Ok(damaged) = tokio::task::spawn_blocking(pass).await else {
+            tracing::error!("a scrub pass panicked; the scrub stops");
+            return;
+        };
+        if damaged > 0 {
+            // Every peer now, so the damaged records' copies come at once (each session's
+            // hello asks for them) rather than at the next scheduled sync.
+            let now = tokio::time::Instant::now().into_std();
+            schedule.lock().unwrap_or_else(|p| p.into_inner()).request(None, now);
+            wake.notify_one();
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(scrub.every) => {}
+        }
+    }
+}
+
+/// The longest a scrub sleeps between two looks at the stop flag (on its blocking thread).
+const SCRUB_STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Push on write: new ops (written here or received from a peer) make every healthy peer due,
 /// after [`PUSH_COALESCE_WINDOW`] so a burst shares its sessions. Ops received from one peer

@@ -45,6 +45,7 @@ async fn start(ca: &Ca, dir: &std::path::Path) -> Running {
     let creds = Credentials::from_pem(&cert, node.key(), &ca.cert_pem).expect("creds");
     let config = ServiceConfig {
         timeouts: Default::default(),
+        scrub: Default::default(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         sync_interval: Duration::from_secs(3600),
         mdns: false,

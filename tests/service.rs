@@ -40,6 +40,7 @@ fn member(ca: &Ca, name: &str) -> Member {
 fn config(mdns: bool, static_peers: Vec<SocketAddr>) -> ServiceConfig {
     ServiceConfig {
         timeouts: Default::default(),
+        scrub: Default::default(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         sync_interval: Duration::from_secs(30),
         mdns,

@@ -163,6 +163,7 @@ async fn an_mdns_peer_whose_certificate_proves_another_node_id_is_dropped_and_co
     let ((a, ca_creds), (b, cb_creds)) = (member(da.path()), member(db.path()));
     let config = |peers: Vec<SocketAddr>| ServiceConfig {
         timeouts: Default::default(),
+        scrub: Default::default(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         sync_interval: Duration::from_secs(3600),
         mdns: false,

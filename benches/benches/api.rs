@@ -90,6 +90,7 @@ fn api_append(c: &mut Criterion) {
                 total += rt.block_on(async {
                     let config = ServiceConfig {
                         timeouts: Default::default(),
+                        scrub: Default::default(),
                         listen: "127.0.0.1:0".parse().expect("addr"),
                         sync_interval: Duration::from_secs(3600),
                         mdns: false,

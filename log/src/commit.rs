@@ -170,14 +170,19 @@ impl Wal {
         if head == 0 {
             return Ok(Chain { open: None, link: proof::LINK_NONE });
         }
-        let from = head.saturating_sub(GROUP_RECORDS_MAX as u64).max(1);
-        let ops = self.payloads_by_origin_within(
-            &self.inner.origin,
-            from,
-            head,
-            GROUP_RECORDS_MAX + 1,
-            usize::MAX,
-        )?;
+        // The last ops only, in windows that double until one holds a seal: a read of the
+        // origin's older ops (which may hold a damaged record the node serves around) is not
+        // needed, and every commit closes its runs, so the first window almost always does.
+        let mut window = CHAIN_WINDOW_OPS.min(GROUP_RECORDS_MAX);
+        let (from, ops) = loop {
+            let from = head.saturating_sub(window as u64 - 1).max(1);
+            let ops =
+                self.payloads_by_origin_within(&self.inner.origin, from, head, window, usize::MAX)?;
+            if from == 1 || window >= GROUP_RECORDS_MAX || ops.iter().any(OpBytes::is_sealed) {
+                break (from, ops);
+            }
+            window = (window * 2).min(GROUP_RECORDS_MAX + 1);
+        };
         let after = ops.iter().rposition(OpBytes::is_sealed).map_or(0, |i| i + 1);
         if after == 0 && from > 1 {
             tracing::error!(
@@ -460,3 +465,6 @@ fn assert_frames(buf: &[u8], salt: u64, payload_max: u32, entries: &[IndexEntry]
     }
     assert_eq!(seen, entries.len(), "frames in the buffer");
 }
+
+/// The own origin's last ops read first when its chain is recovered (see `recover_chain`).
+const CHAIN_WINDOW_OPS: usize = 16;

@@ -67,3 +67,9 @@ pub const LOCK_SELF_WAIT: std::time::Duration = std::time::Duration::from_secs(2
 
 /// Damaged stretches a salvage report lists one by one; past it they are counted.
 pub const SALVAGE_DAMAGED_LISTED_MAX: usize = 1024;
+
+/// Damaged segments the damage register lists (past it, more damage is logged, not listed).
+pub const DAMAGED_SEGMENTS_MAX: usize = 256;
+
+/// Damaged ops listed per segment in the damage register (the rest are counted).
+pub const DAMAGED_OPS_LISTED_MAX: usize = 4096;

@@ -228,7 +228,19 @@ impl Wal {
             let state = self.state();
             (state.durable_lsn, state.corruption.clone())
         };
-        self.verify(durable, known, reader, false)
+        let report = self.verify(durable, known, reader, false);
+        // Damage inside a segment goes to the register, which names the ops it cost (the
+        // check stops at the first bad frame; the register reads the whole segment).
+        if let Some(base) = report
+            .wal_detail
+            .as_ref()
+            .filter(|_| report.wal == crate::check::PartStatus::Corruption)
+            .and_then(|at| crate::segment::parse_segment_name(std::path::Path::new(&at.segment)))
+            && let Err(e) = self.note_damage(base, crate::damage::FoundBy::Check)
+        {
+            tracing::warn!(error = %e, "could not read the damaged segment's records one by one");
+        }
+        report
     }
 
     /// The check while nothing writes (the caller is the leader, the indexer drained).

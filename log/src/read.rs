@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::codec;
+use crate::damage::FoundBy;
 use crate::error::{Error, Location, Result};
 use crate::index::IndexEntry;
 use crate::limits::{POINT_READ_CHUNK_BYTES, SCAN_CHUNK_BYTES};
@@ -328,7 +329,20 @@ impl Wal {
         let mut out = Vec::with_capacity(entries.len());
         let mut bytes = 0usize;
         for entry in &entries {
-            let (item, size) = read(self, &mut open, entry)?;
+            let (item, size) = match read(self, &mut open, entry) {
+                Ok(read) => read,
+                Err(e @ Error::Corruption(_)) => {
+                    // A damaged record: registered (once per segment), so status shows it
+                    // and a sender can stop before it.
+                    if self.first_damaged_seq(origin, entry.seq, entry.seq).is_none()
+                        && let Err(note) = self.note_damage(entry.segment, FoundBy::Read)
+                    {
+                        tracing::warn!(error = %note, "could not register a damaged record");
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             bytes = bytes.saturating_add(size);
             if bytes > bytes_max && !out.is_empty() {
                 break;

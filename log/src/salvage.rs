@@ -30,6 +30,8 @@ pub struct Salvaged {
     pub segment: Lsn,
     /// Frame offset in that segment.
     pub offset: u64,
+    /// The frame's synced LSN (the highest LSN durable when it was written).
+    pub synced_lsn: Lsn,
     /// The payload as stored: the op's encoding and its proof trailer.
     pub bytes: OpBytes,
 }
@@ -102,31 +104,57 @@ pub fn salvage(
     let mut report = SalvageReport::default();
     let mut last_lsn: Option<Lsn> = None;
     for (base, path) in crate::recovery::list_segments(storage, wal_dir)? {
-        report.segments += 1;
-        let name = segment::segment_name(base);
-        let file = match storage.open(&path, false) {
-            Ok(file) => file,
-            Err(e) => {
-                report.unreadable.push((name, e.to_string()));
-                continue;
-            }
-        };
-        let mut reader = SegmentReader::new(file);
-        let header = match lenient_header(&reader, base) {
-            Ok(header) => header,
-            Err(why) => {
-                report.unreadable.push((name, why));
-                continue;
-            }
-        };
-        scan_segment(&mut reader, &header, &name, &mut last_lsn, &mut report, visit)?;
+        salvage_one(storage, &path, base, &mut last_lsn, &mut report, visit)?;
     }
     Ok(report)
 }
 
+/// [`salvage`] of the one segment file `path` (base LSN `base`).
+pub(crate) fn salvage_segment(
+    storage: &Arc<dyn Storage>,
+    path: &Path,
+    base: Lsn,
+    visit: &mut dyn FnMut(Salvaged) -> Result<()>,
+) -> Result<SalvageReport> {
+    let mut report = SalvageReport::default();
+    salvage_one(storage, path, base, &mut None, &mut report, visit)?;
+    Ok(report)
+}
+
+fn salvage_one(
+    storage: &Arc<dyn Storage>,
+    path: &Path,
+    base: Lsn,
+    last_lsn: &mut Option<Lsn>,
+    report: &mut SalvageReport,
+    visit: &mut dyn FnMut(Salvaged) -> Result<()>,
+) -> Result<()> {
+    report.segments += 1;
+    let name = segment::segment_name(base);
+    let file = match storage.open(path, false) {
+        Ok(file) => file,
+        Err(e) => {
+            report.unreadable.push((name, e.to_string()));
+            return Ok(());
+        }
+    };
+    let mut reader = SegmentReader::new(file);
+    let header = match lenient_header(&reader, base) {
+        Ok(header) => header,
+        Err(why) => {
+            report.unreadable.push((name, why));
+            return Ok(());
+        }
+    };
+    scan_segment(&mut reader, &header, &name, last_lsn, report, visit)
+}
+
 /// The header's fields, taken even when its own CRC fails: the salt is what matters, and a
 /// wrong salt makes every frame fail its CRC, so a damaged salt cannot pass off bad frames.
-fn lenient_header(reader: &SegmentReader, base: Lsn) -> std::result::Result<Header, String> {
+pub(crate) fn lenient_header(
+    reader: &SegmentReader,
+    base: Lsn,
+) -> std::result::Result<Header, String> {
     let mut bytes = [0u8; HEADER_BYTES as usize];
     crate::storage::read_exact_at(reader.file(), &mut bytes, 0)
         .map_err(|e| format!("header unreadable: {e}"))?;
@@ -162,7 +190,8 @@ fn scan_segment(
             .map_err(|e| Error::from_io(name, e))?;
         match decoded {
             Decoded::Frame(frame) => {
-                let (lsn, frame_len) = (frame.lsn, frame.frame_len as u64);
+                let (lsn, frame_len, synced_lsn) =
+                    (frame.lsn, frame.frame_len as u64, frame.synced_lsn);
                 let bytes = OpBytes::new(frame.payload.to_vec());
                 if let Some((from, reason)) = bad.take() {
                     report.damaged(Damaged {
@@ -181,7 +210,13 @@ fn scan_segment(
                     report.missing_lsns += lsn.saturating_sub(expected);
                     *last_lsn = Some(last_lsn.map_or(lsn, |l| l.max(lsn)));
                     report.records += 1;
-                    visit(Salvaged { lsn, segment: header.base_lsn, offset: at, bytes })?;
+                    visit(Salvaged {
+                        lsn,
+                        segment: header.base_lsn,
+                        offset: at,
+                        synced_lsn,
+                        bytes,
+                    })?;
                 }
                 at += frame_len;
             }

@@ -261,6 +261,8 @@ pub(crate) struct Core {
     pub(crate) maintenance: Mutex<()>,
     /// Group commits so far (a check's scan steps aside while it moves).
     pub(crate) commits: std::sync::atomic::AtomicU64,
+    /// Damaged records found in sealed segments (the log serves around them).
+    pub(crate) damage: crate::damage::DamageRegister,
     pub(crate) _lock: DirLock,
 }
 
@@ -455,6 +457,7 @@ impl Wal {
             zeroer: crate::zeroer::Zeroer::default(),
             maintenance: Mutex::new(()),
             commits: std::sync::atomic::AtomicU64::new(0),
+            damage: Default::default(),
             dir,
             wal_dir,
             config,

@@ -69,6 +69,12 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
         status.projection.applied_lsn,
     );
     f.one(
+        "damaged_records",
+        "gauge",
+        "Log records found damaged (scrub, check or a read); served and synced around, never sent.",
+        status.damaged_lsns,
+    );
+    f.one(
         "ops_received_total",
         "counter",
         "Ops received by sync sessions this node started.",

@@ -217,6 +217,24 @@ pub fn attach_certificate(payload: &mut Vec<u8>, certificate: &[u8]) -> bool {
     true
 }
 
+/// Takes the certificate block off a genesis payload that has one (the certificate is
+/// outside the signed part): the payload as a writer stores its genesis before it attached
+/// one. False, and nothing changed, when there is none.
+pub fn detach_certificate(payload: &mut Vec<u8>) -> bool {
+    let Some(&flags) = payload.last() else { return false };
+    if flags & FLAG_CERTIFICATE == 0 || payload.len() < 3 {
+        return false;
+    }
+    let at = payload.len() - 3;
+    let len = u16::from_le_bytes([payload[at], payload[at + 1]]) as usize;
+    if at < len {
+        return false;
+    }
+    payload.truncate(at - len);
+    payload.push(flags & !FLAG_CERTIFICATE);
+    true
+}
+
 /// The origin id a key and nonce make: the first 16 bytes of
 /// SHA-256("feral-origin/1" | spki | nonce).
 pub fn origin_of(spki: &[u8], nonce: &[u8; NONCE_BYTES]) -> Origin {

@@ -2,7 +2,7 @@
 //! (`cargo run --example seed_corpus` in transport/fuzz).
 
 use feral_log::{EncodedOp, Hlc, Op, OpBytes, OpId, OpKind, Origin};
-use feral_sync::message::{Head, Hello, SyncMessage, encode_frame};
+use feral_sync::message::{Head, Hello, Want, SyncMessage, encode_frame};
 
 fn main() {
     let origin = Origin([7; 16]);
@@ -25,6 +25,7 @@ fn main() {
             origin,
             hlc,
             heads: vec![Head { origin, seq: 2, op_id: OpId([2; 16]) }],
+            wants: vec![Want { origin, from: 1, to: 2 }],
         }),
         SyncMessage::Ops(vec![OpBytes::new(EncodedOp::encode(op(1)).into_parts().1), OpBytes::new(EncodedOp::encode(op(2)).into_parts().1)]),
         SyncMessage::Done { sent: 2 },

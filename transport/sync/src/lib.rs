@@ -9,7 +9,7 @@ pub mod message;
 pub mod session;
 
 pub use error::{Stage, SyncError};
-pub use message::{FrameDecoder, Head, Hello, SyncMessage, encode_frame};
+pub use message::{FrameDecoder, Head, Hello, SyncMessage, Want, encode_frame};
 pub use session::{
     Identity, Request, Response, SessionStart, SyncSession, SyncStats, SyncStore, Timeouts,
     execute, local_heads,

@@ -1,8 +1,9 @@
 //! Every limit of the sync protocol in one place.
 
 /// The protocol version this build speaks (3: ops travel as their stored bytes, each with its
-/// proof trailer, and a sender frames only whole sealed runs).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// proof trailer, and a sender frames only whole sealed runs; 4: a `Hello` lists the ranges
+/// its sender wants again, below its heads, to heal damaged records).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest frame (length prefix excluded) a peer may send; a larger length is refused before
 /// anything is allocated for it. A sender closes an `Ops` frame past
 /// [`FRAME_OPS_BYTES_TARGET`] (1 MiB), so its largest frame is that plus one op of at most
@@ -18,6 +19,9 @@ pub const FRAME_OPS_MAX: usize = 1024;
 pub const FRAME_OPS_BYTES_TARGET: usize = 1024 * 1024;
 /// Most origins a `Hello` may list.
 pub const HELLO_ORIGINS_MAX: usize = 64 * 1024;
+/// Most ranges a `Hello` may want again (damaged records to heal); a node with more damage
+/// asks for the first ones, and for the rest once those are healed.
+pub const HELLO_WANTS_MAX: usize = 256;
 /// Capacity an empty frame decoder keeps after a large frame; more is given back.
 pub const DECODER_IDLE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Received frames a session holds while one is being applied; past it the driver stops

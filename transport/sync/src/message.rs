@@ -45,6 +45,21 @@ pub struct Hello {
     /// Highest contiguous seq held per origin, with the op_id held there (two stores that
     /// hold different ops at one (origin, seq) are split brain, even with equal heads).
     pub heads: Vec<Head>,
+    /// Ranges below the sender's heads it wants sent again: its copies of those ops were
+    /// found damaged. At most `HELLO_WANTS_MAX`.
+    pub wants: Vec<Want>,
+}
+
+/// A stretch of one origin's ops a side wants again (it holds them, damaged): from the first
+/// seq of the run that holds the first damaged op, to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Want {
+    /// The origin.
+    pub origin: Origin,
+    /// First seq wanted (a run's first).
+    pub from: u64,
+    /// Last seq wanted.
+    pub to: u64,
 }
 
 /// One origin's head in a `Hello`.
@@ -155,6 +170,7 @@ mod tests {
             origin: Origin([5; 16]),
             hlc: Hlc { wall_ms: 6, counter: 7, node: Origin([5; 16]) },
             heads: vec![Head { origin: Origin([5; 16]), seq: 9, op_id: OpId([6; 16]) }],
+            wants: vec![Want { origin: Origin([5; 16]), from: 2, to: 4 }],
         })
     }
 

@@ -22,10 +22,10 @@ use feral_types::{Hlc, OpBytes, OpId, Origin};
 
 use crate::error::{Stage, SyncError};
 use crate::limits::{
-    FRAME_OPS_BYTES_TARGET, FRAME_OPS_MAX, HANDSHAKE_TIMEOUT, HELLO_ORIGINS_MAX, INBOX_FRAMES_MAX,
-    PROGRESS_TIMEOUT, PROTOCOL_VERSION, SESSION_TIMEOUT,
+    FRAME_OPS_BYTES_TARGET, FRAME_OPS_MAX, HANDSHAKE_TIMEOUT, HELLO_ORIGINS_MAX, HELLO_WANTS_MAX,
+    INBOX_FRAMES_MAX, PROGRESS_TIMEOUT, PROTOCOL_VERSION, SESSION_TIMEOUT,
 };
-use crate::message::{Head, Hello, SyncMessage};
+use crate::message::{Head, Hello, SyncMessage, Want};
 
 /// What a driver needs from the local store to run a session's requests.
 pub trait SyncStore {
@@ -125,12 +125,16 @@ pub struct SessionStart {
     pub hlc: Hlc,
     /// From [`local_heads`].
     pub heads: Vec<Head>,
+    /// Ranges this side wants again (damaged records to heal), at most `HELLO_WANTS_MAX`.
+    pub wants: Vec<Want>,
 }
 
 impl SessionStart {
     /// The session, starting at `now`.
     pub fn session(self, timeouts: Timeouts, now: Instant) -> SyncSession {
-        SyncSession::new(self.identity, self.hlc, self.heads, timeouts, now)
+        let mut session = SyncSession::new(self.identity, self.hlc, self.heads, timeouts, now);
+        session.want(self.wants);
+        session
     }
 }
 
@@ -180,6 +184,9 @@ pub struct SyncStats {
     pub peer_lacked: u64,
     /// At the handshake: ops the peer held that this side lacked, by the two sides' heads.
     pub lacked: u64,
+    /// At the handshake: ops this side planned to send again because the peer wanted them
+    /// (its copies were damaged) and this side held them.
+    pub wanted: u64,
 }
 
 /// A stretch of one origin's ops the peer lacks.
@@ -204,6 +211,8 @@ pub struct SyncSession {
     identity: Identity,
     hlc: Hlc,
     local_heads: Vec<Head>,
+    /// What this side's hello asks for again.
+    wants: Vec<Want>,
     hello_sent: bool,
     peer: Option<Hello>,
     /// Per origin where the two differed at the hello: (origin, ops the peer lacked, ops this
@@ -252,6 +261,7 @@ impl SyncSession {
             identity,
             hlc,
             local_heads,
+            wants: Vec::new(),
             hello_sent: false,
             peer: None,
             checks: VecDeque::new(),
@@ -274,6 +284,13 @@ impl SyncSession {
             started: now,
             progress: now,
         }
+    }
+
+    /// Ranges this side's hello asks the peer to send again (its damaged records); past
+    /// `HELLO_WANTS_MAX` the rest wait for a later session.
+    pub fn want(&mut self, mut wants: Vec<Want>) {
+        wants.truncate(HELLO_WANTS_MAX);
+        self.wants = wants;
     }
 
     /// The node id the peer's certificate proves: a hello naming another is refused.
@@ -474,6 +491,7 @@ impl SyncSession {
                 origin: self.identity.origin,
                 hlc: self.hlc,
                 heads: self.local_heads.clone(),
+                wants: self.wants.clone(),
             }));
         }
         self.peer.as_ref()?;
@@ -631,6 +649,20 @@ impl SyncSession {
                 self.stats.lacked += lacked;
                 self.apart.push((peer_head.origin, 0, lacked));
             }
+        }
+        if hello.wants.len() > HELLO_WANTS_MAX {
+            return Err(SyncError::Malformed(format!("{} wants in a hello", hello.wants.len())));
+        }
+        for want in &hello.wants {
+            let Ok(i) = self.local_heads.binary_search_by(|h| h.origin.cmp(&want.origin)) else {
+                continue;
+            };
+            let last = want.to.min(self.local_heads[i].seq);
+            if want.from == 0 || want.from > last {
+                continue; // nothing of it held here (or a range that is empty)
+            }
+            self.stats.wanted += last - want.from + 1;
+            self.plan.push_back(Range { origin: want.origin, next: want.from, last });
         }
         self.peer = Some(hello);
         Ok(())

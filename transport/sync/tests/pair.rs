@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use feral_sync::limits::HELLO_WANTS_MAX;
 use feral_sync::{
-    FrameDecoder, Identity, Request, Response, SyncError, SyncMessage, SyncSession, SyncStore,
-    Timeouts, encode_frame, execute, local_heads,
+    FrameDecoder, Hello, Identity, Request, Response, SyncError, SyncMessage, SyncSession,
+    SyncStore, Timeouts, Want, encode_frame, execute, local_heads,
 };
 use feral_types::{EncodedOp, Hlc, Op, OpBytes, OpId, OpKind, Origin};
 
@@ -444,4 +445,45 @@ fn the_ops_of_many_small_origins_share_frames() {
     assert!(a.is_finished() && b.is_finished());
     assert_eq!(sb.ops.len(), 600);
     assert_eq!(frames_from_a, 3, "hello, one Ops frame, done");
+}
+
+/// A hello's wants (records the sender found damaged, below its heads) are sent again by a
+/// peer that holds them: only within what it holds, never for an origin it lacks, and a
+/// hello with more than `HELLO_WANTS_MAX` wants is malformed.
+#[test]
+fn wanted_ranges_below_the_heads_are_sent_again() {
+    let mut sa = store(&[(1, 100)], 100);
+    let mut sb = store(&[(1, 100)], 100);
+    let (mut a, mut b) = (session(1, &sa), session(2, &sb));
+    b.want(vec![
+        Want { origin: Origin([1; 16]), from: 40, to: 45 },
+        Want { origin: Origin([1; 16]), from: 98, to: 120 },
+        Want { origin: Origin([9; 16]), from: 1, to: 5 },
+    ]);
+    let (_, error) = pump(&mut a, &mut sa, &mut b, &mut sb, None);
+    assert_eq!(error, None);
+    assert!(a.is_finished() && b.is_finished());
+    assert_eq!(a.stats().wanted, 6 + 3, "40..=45 and 98..=100: what A holds");
+    assert_eq!((a.stats().sent, b.stats().received, b.stats().applied), (9, 9, 0));
+    assert_eq!(sa, sb);
+
+    let mut a = session(1, &sa);
+    let mut b = session(2, &sb);
+    let too_many = vec![Want { origin: Origin([1; 16]), from: 1, to: 1 }; HELLO_WANTS_MAX];
+    b.want(too_many.iter().copied().chain([too_many[0]]).collect());
+    // `want` keeps at most the limit; a peer that sends more is refused.
+    let (_, error) = pump(&mut a, &mut sa, &mut b, &mut sb, None);
+    assert_eq!(error, None, "{HELLO_WANTS_MAX} wants are taken");
+    let hello = Hello {
+        version: feral_sync::limits::PROTOCOL_VERSION,
+        cluster_id: [7; 32],
+        node_id: [2; 16],
+        origin: Origin([2; 16]),
+        hlc: Hlc::default(),
+        heads: vec![],
+        wants: vec![too_many[0]; HELLO_WANTS_MAX + 1],
+    };
+    let mut a = session(1, &sa);
+    let refused = a.handle(SyncMessage::Hello(hello), Instant::now());
+    assert!(matches!(refused, Err(SyncError::Malformed(_))), "{refused:?}");
 }

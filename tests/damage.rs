@@ -1,0 +1,235 @@
+//! Damage is contained: a record damaged in a sealed segment is found (by a sync's read, by
+//! the scrub, by `check`), shown in status with the op it held, and the node goes on: writes
+//! are taken, and a peer's sync of it completes over real QUIC for everything it can verify:
+//! the other origins whole, and the damaged origin up to the run before the damage. The
+//! damaged op is never sent. A running `feral-node` finds damage on its own with its scrub.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+
+use common::quic::{Peer, ok, peer, start_server, stop_all, syncer};
+use common::{RunningNode, SMALL_SEGMENT_BYTES, all_ops, doc, feral_node};
+use feral_log::damage::{FoundBy, Scrubbed};
+use feral_memory::materializer::Episode;
+use feral_transport::SyncOptions;
+use feral_transport::tls::Ca;
+
+fn episodes(p: &Peer, prefix: &str, batches: usize, per: usize) {
+    for b in 0..batches {
+        let batch = (0..per)
+            .map(|i| {
+                let d = doc(&format!("{prefix}-{b}-{i}"), "s", (b * per + i) as f64);
+                (Episode::from_input(&d, 2e9).expect("valid"), None)
+            })
+            .collect();
+        p.node.append_episodes(batch).expect("append");
+    }
+}
+
+/// Flips one payload byte of the record at `record`'s frame.
+fn flip(p: &Peer, record: &feral_log::Record) {
+    let path =
+        p.node.wal().dir().join("wal").join(feral_log::segment::segment_name(record.segment));
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("segment");
+    let at = record.offset + 24 + 10;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at).expect("read");
+    file.write_all_at(&[byte[0] ^ 0x20], at).expect("write");
+}
+
+#[test]
+fn damage_is_found_shown_and_synced_around() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _guard = rt.enter();
+    let ca = Ca::generate().expect("ca");
+    let (a, b, x) = (peer(&ca), peer(&ca), peer(&ca));
+    // X's ops reach A first: A holds two origins.
+    episodes(&x, "x", 5, 10);
+    let (x_addr, x_stop, x_task) = start_server(&x);
+    ok(&rt.block_on(syncer(&a, SyncOptions::default()).sync_with_peer(x_addr)));
+    episodes(&a, "a", 30, 10);
+    assert!(a.node.wal().sealed_segments().len() >= 3, "several sealed segments");
+    // Damage one of A's own ops in the middle of a sealed segment.
+    let own = a.node.wal().origin();
+    let sealed = a.node.wal().sealed_segments();
+    let records = all_ops(&a.node);
+    let victims: Vec<_> =
+        records.iter().filter(|r| r.op.origin == own && sealed[1..].contains(&r.segment)).collect();
+    let victim = victims[victims.len() / 2].clone();
+    flip(&a, &victim);
+    assert!(a.node.status().damage.is_empty(), "not found yet");
+
+    // B syncs from A: the read meets the damage, registers it, and the session goes on.
+    let (a_addr, a_stop, a_task) = start_server(&a);
+    let result = rt.block_on(syncer(&b, SyncOptions::default()).sync_with_peer(a_addr));
+    ok(&result);
+    let status = a.node.status();
+    assert_eq!(status.damaged_lsns, 1, "{:?}", status.damage);
+    let range = &status.damage[0];
+    assert_eq!(
+        (range.from_lsn, range.to_lsn, range.found_by),
+        (victim.lsn, victim.lsn, FoundBy::Read)
+    );
+    assert_eq!(range.ops.len(), 1);
+    let op = &range.ops[0];
+    assert_eq!((op.op_id, op.origin, op.seq), (victim.op.op_id, own, victim.op.seq));
+    assert!(!status.io_paused, "damage does not stop the node");
+    // B took X's ops whole and A's up to the run before the damage, and never the damaged op.
+    let heads: std::collections::BTreeMap<_, _> =
+        b.node.wal().heads().expect("heads").into_iter().collect();
+    assert_eq!(heads.get(&x.node.wal().origin()), Some(&50), "X's origin whole");
+    let a_head = heads.get(&own).copied().unwrap_or(0);
+    assert!(
+        a_head < victim.op.seq && a_head > 0,
+        "A's origin up to before seq {}: {a_head}",
+        victim.op.seq
+    );
+    assert!(b.node.wal().get(&victim.op.op_id).expect("get").is_none(), "never sent");
+
+    // Writes go on; the scrub and check find the same damage.
+    episodes(&a, "after", 1, 5);
+    let scrubbed = a.node.wal().scrub_segment(victim.segment, &mut |_| true).expect("scrub");
+    assert_eq!(scrubbed, Scrubbed::Damaged(1));
+    assert_eq!(a.node.status().damage[0].found_by, FoundBy::Scrub);
+    for base in a.node.wal().sealed_segments().into_iter().filter(|b| *b != victim.segment) {
+        let clean = a.node.wal().scrub_segment(base, &mut |_| true).expect("scrub");
+        assert_eq!(clean, Scrubbed::Clean, "segment {base}");
+    }
+    let report = a.node.check();
+    assert!(!report.ok);
+    let status = a.node.status();
+    assert_eq!((status.damaged_lsns, status.damage[0].found_by), (1, FoundBy::Check));
+    // A second sync: again a success, nothing new past the damage.
+    ok(&rt.block_on(syncer(&b, SyncOptions::default()).sync_with_peer(a_addr)));
+    rt.block_on(stop_all(vec![(a_addr, a_stop, a_task), (x_addr, x_stop, x_task)]));
+}
+
+/// A running node's scrub finds a flipped byte in a sealed segment on its own and shows it in
+/// status and metrics while it keeps taking writes.
+#[test]
+fn a_running_nodes_scrub_finds_damage_on_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("store");
+    let segment = SMALL_SEGMENT_BYTES.to_string();
+    let init = feral_node()
+        .arg("--data")
+        .arg(&data)
+        .args(["init", "--segment-bytes", &segment])
+        .output()
+        .expect("init");
+    assert!(init.status.success());
+    let mut records = Vec::new();
+    {
+        let node = feral_memory::Node::open(&data, common::config()).expect("open");
+        for b in 0..20 {
+            let batch = (0..10)
+                .map(|i| {
+                    let d = doc(&format!("e-{b}-{i}"), "s", (b * 10 + i) as f64);
+                    (Episode::from_input(&d, 2e9).expect("valid"), None)
+                })
+                .collect();
+            node.append_episodes(batch).expect("append");
+        }
+        records.extend(all_ops(&node));
+        let sealed = node.wal().sealed_segments();
+        records.retain(|r| r.segment == sealed[0]);
+        node.close().expect("close");
+    }
+    let running = RunningNode::start(&data, &["--scrub-rate", "100000000", "--scrub-every", "1"]);
+    let victim = &records[records.len() / 2];
+    let path = data.join("wal").join(feral_log::segment::segment_name(victim.segment));
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("segment");
+    file.write_all_at(&[0xff, 0xee], victim.offset + 24 + 12).expect("write");
+    let api = running.api();
+    let mut status = serde_json::Value::Null;
+    common::wait_for("the scrub to report the damage", std::time::Duration::from_secs(30), || {
+        status = api.call("GET", "/v1/status", None).expect("status").1;
+        status["damaged_lsns"] == 1
+    });
+    let range = &status["damage"][0];
+    assert_eq!(range["from_lsn"], victim.lsn, "{status}");
+    assert_eq!(range["found_by"], "scrub");
+    assert_eq!(range["ops"][0]["op_id"], victim.op.op_id.to_string());
+    assert_eq!(status["io_paused"], false);
+    let metrics =
+        api.send_blocking(feral_memory::client::Call::new("GET", "/metrics")).expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(text.contains("feral_damaged_records 1"), "{text}");
+    let add = api
+        .call("POST", "/v1/episodes", Some(&doc("after", "s", 1.0)))
+        .expect("append after the damage");
+    assert!(add.0 == 200 || add.0 == 201, "{add:?}");
+    assert!(running.stop(), "stops cleanly");
+}
+
+/// Self-heal: B holds all of A's ops; a byte flips in two of A's sealed segments (one of its
+/// own ops, one of X's). A's next sync with B asks for them again (its hello's wants), takes
+/// B's copies only after their seals verify, rewrites both segments whole, keeps the damaged
+/// files under `damaged/`, and `check` is clean, with digests equal. With no peer holding a
+/// damaged op (a fresh peer), the damage stays listed, naming the op.
+#[test]
+fn a_damaged_segment_heals_from_a_peer() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _guard = rt.enter();
+    let ca = Ca::generate().expect("ca");
+    let (a, b, x, fresh) = (peer(&ca), peer(&ca), peer(&ca), peer(&ca));
+    episodes(&x, "x", 10, 10);
+    let (x_addr, x_stop, x_task) = start_server(&x);
+    ok(&rt.block_on(syncer(&a, SyncOptions::default()).sync_with_peer(x_addr)));
+    episodes(&a, "a", 30, 10);
+    let (b_addr, b_stop, b_task) = start_server(&b);
+    ok(&rt.block_on(syncer(&a, SyncOptions::default()).sync_with_peer(b_addr)));
+    let sealed = a.node.wal().sealed_segments();
+    let records = all_ops(&a.node);
+    let own = a.node.wal().origin();
+    let pick = |mine: bool, not_in: Option<u64>| {
+        let mut candidates: Vec<_> = records
+            .iter()
+            .filter(|r| (r.op.origin == own) == mine && sealed.contains(&r.segment))
+            .filter(|r| not_in != Some(r.segment))
+            .collect();
+        candidates.retain(|r| r.op.seq > 1);
+        candidates[candidates.len() / 2].clone()
+    };
+    let mine = pick(true, None);
+    let theirs = pick(false, Some(mine.segment));
+    flip(&a, &mine);
+    flip(&a, &theirs);
+    let digest_before = b.node.digest().expect("digest");
+    for base in [mine.segment, theirs.segment] {
+        assert!(matches!(
+            a.node.wal().scrub_segment(base, &mut |_| true).expect("scrub"),
+            Scrubbed::Damaged(1)
+        ));
+    }
+    assert_eq!(a.node.status().damaged_lsns, 2);
+
+    // A fresh peer holds neither: the session succeeds, the damage stays, naming the ops.
+    let (f_addr, f_stop, f_task) = start_server(&fresh);
+    ok(&rt.block_on(syncer(&a, SyncOptions::default()).sync_with_peer(f_addr)));
+    let status = a.node.status();
+    assert_eq!(status.damaged_lsns, 2, "no peer held them");
+    let named: Vec<_> = status.damage.iter().flat_map(|r| &r.ops).map(|o| o.op_id).collect();
+    assert!(named.contains(&mine.op.op_id) && named.contains(&theirs.op.op_id), "{named:?}");
+
+    // B holds both: one session heals.
+    let result = rt.block_on(syncer(&a, SyncOptions::default()).sync_with_peer(b_addr));
+    ok(&result);
+    let status = a.node.status();
+    assert_eq!(status.damaged_lsns, 0, "healed: {:?}", status.damage);
+    let report = a.node.check();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(a.node.digest().expect("digest"), digest_before, "A equals B again");
+    let kept = std::fs::read_dir(a.node.wal().dir().join("damaged")).expect("damaged/").count();
+    assert_eq!(kept, 2, "both damaged files kept for forensics");
+    // The healed records read back as they were.
+    assert_eq!(a.node.wal().get(&mine.op.op_id).expect("read").expect("held").op, mine.op);
+    assert_eq!(a.node.wal().get(&theirs.op.op_id).expect("read").expect("held").op, theirs.op);
+    // And a reopen finds nothing wrong.
+    rt.block_on(stop_all(vec![
+        (x_addr, x_stop, x_task),
+        (b_addr, b_stop, b_task),
+        (f_addr, f_stop, f_task),
+    ]));
+}
