@@ -19,6 +19,8 @@ pub(crate) const API_ADDR_FILE: &str = "api.addr";
 /// A running node's API, when the data directory belongs to one.
 pub(crate) struct Remote {
     client: ApiClient,
+    /// Its data directory.
+    pub(crate) data: std::path::PathBuf,
 }
 
 impl Remote {
@@ -31,7 +33,8 @@ impl Remote {
         let addr: Option<SocketAddr> = std::fs::read_to_string(data.join(API_ADDR_FILE))
             .ok()
             .and_then(|text| text.trim().parse().ok());
-        ApiClient::for_data_dir(data, addr).map(|client| Remote { client })
+        ApiClient::for_data_dir(data, addr)
+            .map(|client| Remote { client, data: data.to_path_buf() })
     }
 
     /// One request; returns the status and the body as JSON.
@@ -148,6 +151,22 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             Ok(if result["success"] == true { 0 } else { 1 })
         }
         C::Append { file, strict, json } => append(remote, file.as_deref(), strict, json),
+        C::Backup { to, json } => {
+            // The running node takes it (it holds the store); the path must mean the same to it.
+            let to =
+                std::path::absolute(&to).map_err(|e| fail(1, format!("{}: {e}", to.display())))?;
+            let body = serde_json::json!({"to": to.display().to_string()});
+            let manifest: feral_memory::backup::Manifest =
+                serde_json::from_value(remote.expect_ok("POST", "/v1/backup", Some(&body))?)
+                    .map_err(|e| fail(1, format!("the running node's backup answer: {e}")))?;
+            crate::print_backup(&manifest, &to, json)
+        }
+        C::Certs {
+            command: crate::cli_sync::Certs::Issue { ca } | crate::cli_sync::Certs::Renew { ca },
+        } => crate::cli_sync::renew_running(remote, &ca),
+        C::Certs { command: crate::cli_sync::Certs::Install { from } } => {
+            crate::cli_sync::install_running(remote, &from)
+        }
         C::Certs { command: crate::cli_sync::Certs::Revoke { node_id, ca, reason, json } } => {
             let statement = crate::cli_sync::statement(&node_id, &ca, &reason)?;
             let body = serde_json::to_value(&statement).map_err(|e| fail(1, e.to_string()))?;

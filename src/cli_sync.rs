@@ -206,6 +206,58 @@ pub(crate) fn certs(command: Certs, data: &Path) -> Outcome {
     }
 }
 
+/// `certs issue` / `certs renew` while a node runs: the certificate is issued for the key in
+/// the data directory and written there, and the running node takes it at once (new
+/// sessions present it; no restart).
+pub(crate) fn renew_running(remote: &crate::cli_remote::Remote, ca: &Path) -> Outcome {
+    let ca = Ca::load(ca).map_err(transport)?;
+    let (key, id) = feral_memory::identity::load_or_create(&remote.data)?;
+    let cert = ca.issue_default(&key).map_err(transport)?;
+    let creds = Credentials::from_pem(&cert, &key, &ca.cert_pem).map_err(transport)?;
+    creds.verify_own().map_err(transport)?;
+    take_running(remote, &cert, &ca.cert_pem, &id.to_string())
+}
+
+/// `certs install` while a node runs: checked, written, and taken by the running node.
+pub(crate) fn install_running(remote: &crate::cli_remote::Remote, from: &Path) -> Outcome {
+    let cert = read_text(&from.join(NODE_CERT_FILE))?;
+    let ca_cert = read_text(&from.join(CA_CERT_FILE))?;
+    let (key, id) = feral_memory::identity::load_or_create(&remote.data)?;
+    let creds = Credentials::from_pem(&cert, &key, &ca_cert).map_err(transport)?;
+    creds.verify_own().map_err(transport)?;
+    take_running(remote, &cert, &ca_cert, &id.to_string())
+}
+
+fn take_running(
+    remote: &crate::cli_remote::Remote,
+    cert: &str,
+    ca_cert: &str,
+    node_id: &str,
+) -> Outcome {
+    // The node checks the cluster before it takes anything; the old files are kept until it
+    // did, so a refused certificate leaves the node as it was.
+    let (cert_path, ca_path) = (remote.data.join(NODE_CERT_FILE), remote.data.join(CA_CERT_FILE));
+    let old = (std::fs::read_to_string(&cert_path).ok(), std::fs::read_to_string(&ca_path).ok());
+    write(&cert_path, cert)?;
+    write(&ca_path, ca_cert)?;
+    match remote.expect_ok("POST", "/v1/certs/reload", None) {
+        Ok(answer) => {
+            let until = answer["certificate"]["not_after_unix_s"].as_i64().unwrap_or(0);
+            out!(
+                "the running node {node_id} took its new certificate (valid until unix {until}); new sessions present it"
+            );
+            Ok(0)
+        }
+        Err(refused) => {
+            if let (Some(c), Some(a)) = old {
+                write(&cert_path, &c)?;
+                write(&ca_path, &a)?;
+            }
+            Err(refused)
+        }
+    }
+}
+
 /// The signing request file `certs csr` writes by default.
 const CSR_FILE: &str = "node.csr";
 

@@ -503,17 +503,7 @@ fn run(command: Command, data: &Path) -> Outcome {
             let node = open(data)?;
             let what = format!("backing up to {}", to.display());
             let manifest = progress::with_progress(what, || node.backup(&to))?;
-            if json {
-                return print_json(&manifest, false);
-            }
-            let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
-            out!(
-                "backed up {} files ({bytes} bytes, through LSN {}) to {}",
-                manifest.files.len(),
-                manifest.durable_lsn,
-                to.display()
-            );
-            Ok(0)
+            print_backup(&manifest, &to, json)
         }
         Command::Demo => Ok(0), // handled before a data directory is chosen
         Command::Certs { command } => cli_sync::certs(command, data),
@@ -593,6 +583,25 @@ fn init(data: &Path, segment_bytes: Option<u64>) -> Outcome {
     if existed && segment_bytes.is_some() {
         eprintln!("feral-node: note: --segment-bytes only applies when a store is created");
     }
+    Ok(0)
+}
+
+/// Prints what a backup wrote.
+pub(crate) fn print_backup(
+    manifest: &feral_memory::backup::Manifest,
+    to: &Path,
+    json: bool,
+) -> Outcome {
+    if json {
+        return print_json(manifest, false);
+    }
+    let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    out!(
+        "backed up {} files ({bytes} bytes, through LSN {}) to {}",
+        manifest.files.len(),
+        manifest.durable_lsn,
+        to.display()
+    );
     Ok(0)
 }
 

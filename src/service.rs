@@ -74,7 +74,11 @@ pub struct Service {
     /// Known peers.
     pub book: Arc<PeerBook>,
     schedule: Arc<Mutex<Schedule>>,
-    syncer: Arc<Syncer<Node>>,
+    /// The client side: replaced whole when the certificate is renewed (sessions in flight
+    /// keep the one they started with).
+    syncer: SyncerSlot,
+    /// The server endpoint (its configuration is replaced when the certificate is renewed).
+    server: feral_transport::Endpoint,
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     wake: Arc<Notify>,
@@ -84,6 +88,13 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     /// Set on stop, for work on blocking threads (the scrub) to end promptly.
     stop_flag: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The client side of sync, as of the last certificate installed.
+type SyncerSlot = Arc<std::sync::RwLock<Arc<Syncer<Node>>>>;
+
+fn current(slot: &SyncerSlot) -> Arc<Syncer<Node>> {
+    slot.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Counters the service keeps for `/metrics`.
@@ -131,6 +142,8 @@ impl Service {
             locks: Arc::new(PeerLocks::default()),
             options: SyncOptions { timeouts: config.timeouts, ..SyncOptions::default() },
         });
+        let syncer: SyncerSlot = Arc::new(std::sync::RwLock::new(syncer));
+        let server = endpoint.clone();
         let (stop, stopped) = watch::channel(false);
         let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = JoinSet::new();
@@ -186,6 +199,7 @@ impl Service {
             book,
             schedule,
             syncer,
+            server,
             addr,
             stop,
             wake,
@@ -230,7 +244,7 @@ impl Service {
         // push on write): wait for it to end, then run this one, within a bound.
         let deadline = tokio::time::Instant::now() + MANUAL_SYNC_WAIT;
         let result = loop {
-            let result = sync_once(&self.syncer, known.as_ref(), peer).await;
+            let result = sync_once(&current(&self.syncer), known.as_ref(), peer).await;
             let busy = result.error.as_deref() == Some("already_syncing");
             if !busy || tokio::time::Instant::now() >= deadline {
                 break result;
@@ -266,6 +280,34 @@ impl Service {
         self.wake.notify_one();
     }
 
+    /// Takes a renewed certificate (for this node's key, from the same cluster CA) without a
+    /// restart: sessions served and started from now on present it; sessions in flight finish
+    /// with the one they started with.
+    pub fn renew(&self, creds: &Credentials) -> Result<(), TransportError> {
+        creds.verify_own()?;
+        let old = current(&self.syncer);
+        if creds.cluster_id() != old.cluster_id {
+            return Err(TransportError::Certificate {
+                code: "wrong_cluster",
+                reason: "the new certificate is from another cluster CA; a node changes cluster only with a restart".into(),
+            });
+        }
+        let bind: SocketAddr =
+            if self.addr.is_ipv6() { ([0u16; 8], 0).into() } else { ([0u8; 4], 0).into() };
+        let renewed = Arc::new(Syncer {
+            host: old.host.clone(),
+            endpoint: client_endpoint(creds, bind, true)?,
+            cluster_id: old.cluster_id,
+            locks: old.locks.clone(),
+            options: old.options.clone(),
+        });
+        self.server.set_server_config(Some(feral_transport::driver::server_config(creds)?));
+        *self.syncer.write().unwrap_or_else(|p| p.into_inner()) = renewed;
+        // The old client endpoint ends once its sessions do.
+        tracing::info!("took a renewed certificate: new sessions present it");
+        Ok(())
+    }
+
     /// Stops everything it started and waits for it: no task outlives the service.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
@@ -277,9 +319,10 @@ impl Service {
         if let Some(discovery) = discovery {
             let _ = tokio::task::spawn_blocking(move || discovery.shutdown()).await;
         }
-        self.syncer.endpoint.close(0u32.into(), b"stopping");
+        let syncer = current(&self.syncer);
+        syncer.endpoint.close(0u32.into(), b"stopping");
         let drain = feral_transport::limits::SHUTDOWN_DRAIN_MAX;
-        let _ = tokio::time::timeout(drain, self.syncer.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(drain, syncer.endpoint.wait_idle()).await;
     }
 }
 
@@ -299,22 +342,10 @@ async fn scrub_loop(
         let stop = stop.clone();
         move || {
             let started = std::time::Instant::now();
-            let (mut bytes, mut damaged) = (0u64, 0u64);
+            let mut pace = feral_log::damage::Pace::new(scrub.bytes_per_sec, &stop);
+            let mut damaged = 0u64;
             for base in node.wal().sealed_segments() {
-                let mut pace = |n: usize| {
-                    bytes += n as u64;
-                    let due = Duration::from_secs_f64(bytes as f64 / scrub.bytes_per_sec as f64);
-                    let ahead = due.saturating_sub(started.elapsed());
-                    // Sleep in short steps so a stop is seen within one.
-                    let mut left = ahead;
-                    while !left.is_zero() && !stop.load(Relaxed) {
-                        let step = left.min(SCRUB_STOP_POLL);
-                        std::thread::sleep(step);
-                        left -= step;
-                    }
-                    !stop.load(Relaxed)
-                };
-                match node.wal().scrub_segment(base, &mut pace) {
+                match node.wal().scrub_segment(base, &mut |n| pace.step(n)) {
                     Ok(feral_log::damage::Scrubbed::Damaged(n)) => damaged += n,
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, base, "scrub could not read a segment"),
@@ -323,7 +354,8 @@ async fn scrub_loop(
                     break;
                 }
             }
-            tracing::debug!(bytes, damaged, secs = started.elapsed().as_secs_f64(), "scrub pass");
+            let secs = started.elapsed().as_secs_f64();
+            tracing::debug!(bytes = pace.bytes(), damaged, secs, "scrub pass");
             damaged
         }
     };
@@ -346,9 +378,6 @@ async fn scrub_loop(
         }
     }
 }
-
-/// The longest a scrub sleeps between two looks at the stop flag (on its blocking thread).
-const SCRUB_STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Push on write: new ops (written here or received from a peer) make every healthy peer due,
 /// after [`PUSH_COALESCE_WINDOW`] so a burst shares its sessions. Ops received from one peer
@@ -376,7 +405,7 @@ async fn push_loop(
 async fn schedule_loop(
     book: Arc<PeerBook>,
     schedule: Arc<Mutex<Schedule>>,
-    syncer: Arc<Syncer<Node>>,
+    syncer: SyncerSlot,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<bool>,
@@ -391,7 +420,7 @@ async fn schedule_loop(
             s.take_due(now)
         };
         for peer in due {
-            let (syncer, schedule, metrics) = (syncer.clone(), schedule.clone(), metrics.clone());
+            let (syncer, schedule, metrics) = (current(&syncer), schedule.clone(), metrics.clone());
             let book = book.clone();
             running.spawn(async move {
                 let result = sync_once(&syncer, book.get(peer).as_ref(), peer).await;

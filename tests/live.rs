@@ -201,3 +201,69 @@ fn run_stops_at_once_on_sigterm_with_a_session_in_flight() {
     assert!(status.success(), "{status}");
     eprintln!("stopped in {} ms", started.elapsed().as_millis());
 }
+
+/// `certs renew` while the node runs: the new certificate is written and taken by the running
+/// node at once, and syncing goes on both ways (B pushes to A and pulls from A) with it. A
+/// certificate from another cluster's CA is refused and the old one stays.
+#[test]
+fn a_certificate_renewed_while_running_keeps_syncing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let ca_dir = root.path().join("ca");
+    let other_ca = root.path().join("other-ca");
+    for dir in [&ca_dir, &other_ca] {
+        let out = common::feral_node().args(["certs", "new-ca", "--out"]).arg(dir).output();
+        assert!(out.expect("new-ca").status.success());
+    }
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    for data in [&a_dir, &b_dir] {
+        for args in [vec!["init"], vec!["certs", "issue", "--ca", ca_dir.to_str().expect("utf-8")]]
+        {
+            let out = common::feral_node().arg("--data").arg(data).args(&args).output();
+            assert!(out.expect("run").status.success(), "{args:?}");
+        }
+    }
+    let a = RunningNode::start(&a_dir, &[]);
+    // B pulls from A every second (A knows no peer: what it writes reaches B by B's pulls).
+    let b =
+        RunningNode::start(&b_dir, &["--peers", &a.sync_addr.to_string(), "--sync-interval", "1"]);
+    let before = std::fs::read_to_string(a_dir.join("node.pem")).expect("node.pem");
+    let renew = |ca: &std::path::Path| {
+        common::feral_node()
+            .arg("--data")
+            .arg(&a_dir)
+            .args(["certs", "renew", "--ca"])
+            .arg(ca)
+            .output()
+            .expect("renew")
+    };
+    let out = renew(&ca_dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("took its new certificate"));
+    let after = std::fs::read_to_string(a_dir.join("node.pem")).expect("node.pem");
+    assert_ne!(before, after, "a new certificate");
+    // Both directions keep working with it.
+    let (code, _) = get(&a.api(), "/v1/status");
+    assert_eq!(code, 200);
+    let post = |n: &RunningNode, id: &str| {
+        let (code, _) =
+            n.api().call("POST", "/v1/episodes", Some(&common::doc(id, "s", 1.0))).expect("post");
+        assert!(code == 200 || code == 201);
+    };
+    post(&a, "from-a");
+    post(&b, "from-b");
+    let has = |n: &RunningNode, id: &str| get(&n.api(), &format!("/v1/episodes/{id}")).0 == 200;
+    wait_for("both writes on both nodes", Duration::from_secs(30), || {
+        has(&b, "from-a") && has(&a, "from-b")
+    });
+    // Another cluster's certificate is refused, and the node keeps the one it has.
+    let out = renew(&other_ca);
+    assert!(!out.status.success(), "another cluster's CA is refused");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cluster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(a_dir.join("node.pem")).expect("node.pem"), after);
+    post(&a, "after-refusal");
+    wait_for("syncing still works", Duration::from_secs(30), || has(&b, "after-refusal"));
+}

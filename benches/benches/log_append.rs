@@ -195,6 +195,82 @@ fn during_check(c: &mut Criterion) {
     );
 }
 
+/// Appends while the background scrub (its default 8 MiB/s, `feral-node run`'s) reads the
+/// sealed segments of the same log over and over, beside the same appends with no scrub, in
+/// the same run (the target: the scrub costs appends less than 10 %); then a scrub pass at
+/// full speed, the raw read of the same segments (its limit).
+fn during_scrub(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let config = Config { segment_bytes: 8 * 1024 * 1024, ..Config::default() };
+    let wal = Wal::open(dir.path().join("log"), config).expect("open");
+    let filled = if std::env::var_os("FERAL_BENCH_QUICK").is_some() { 100_000 } else { 200_000 };
+    for start in (0..filled).step_by(4096) {
+        let drafts = (start..(start + 4096).min(filled)).map(|i| draft(2_000_000 + i)).collect();
+        wal.append_batch(drafts).expect("fill");
+    }
+    let n = 128;
+    let mut group = c.benchmark_group("log_append_during_scrub_256B");
+    timing(&mut group, 20);
+    group.throughput(Throughput::Elements(n as u64));
+    let mut next = 0usize;
+    let mut batch = || {
+        next += n;
+        (next..next + n).map(draft).collect::<Vec<_>>()
+    };
+    settle();
+    group.bench_function(BenchmarkId::new("feral_append_batch_alone", n), |b| {
+        b.iter_batched(
+            &mut batch,
+            |d| black_box(wal.append_batch(d).expect("append")),
+            BatchSize::SmallInput,
+        )
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let scrubbed = std::thread::scope(|s| {
+        let scrubber = s.spawn(|| {
+            let mut pace = feral_log::damage::Pace::new(8 * 1024 * 1024, &stop);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for base in wal.sealed_segments() {
+                    let found = wal.scrub_segment(base, &mut |n| pace.step(n)).expect("scrub");
+                    assert_ne!(found, feral_log::damage::Scrubbed::Damaged(0), "clean");
+                }
+            }
+            pace.bytes()
+        });
+        group.bench_function(BenchmarkId::new("feral_append_batch_beside_scrub", n), |b| {
+            b.iter_batched(
+                &mut batch,
+                |d| black_box(wal.append_batch(d).expect("append")),
+                BatchSize::SmallInput,
+            )
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        scrubber.join().expect("scrubber")
+    });
+    let segments = wal.sealed_segments();
+    group.throughput(Throughput::Bytes(segments.len() as u64 * 8 * 1024 * 1024));
+    group.bench_function("scrub_pass_full_speed", |b| {
+        b.iter(|| {
+            for base in &segments {
+                black_box(wal.scrub_segment(*base, &mut |_| true).expect("scrub"));
+            }
+        })
+    });
+    group.bench_function("raw_read_same_segments", |b| {
+        b.iter(|| {
+            let mut sum = 0u64;
+            for base in &segments {
+                let path = wal.dir().join("wal").join(feral_log::segment::segment_name(*base));
+                let bytes = std::fs::read(path).expect("read");
+                sum += u64::from(crc32fast::hash(&bytes));
+            }
+            black_box(sum)
+        })
+    });
+    group.finish();
+    eprintln!("log_append_during_scrub: the scrub read {scrubbed} bytes beside the appends");
+}
+
 /// The timing every group here uses: 1 s warm-up, 4 s of measurement, `samples` samples.
 fn timing(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -211,5 +287,5 @@ fn bench_dir() -> std::path::PathBuf {
     std::env::var_os("FERAL_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into)
 }
 
-criterion_group!(benches, append, concurrent, during_check, index_limit);
+criterion_group!(benches, append, concurrent, during_check, during_scrub, index_limit);
 criterion_main!(benches);

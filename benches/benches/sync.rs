@@ -338,5 +338,69 @@ fn catch_up_processes(c: &mut Criterion) {
     let _ = std::fs::write(dir.join("rss.json"), line);
 }
 
-criterion_group!(benches, catch_up, catch_up_processes);
+/// Healing a damaged 64 MiB segment from a loopback peer (target: under 5 s): one byte of
+/// the first sealed segment of A flipped and registered by a scrub, then the timed part: a
+/// sync with B, which holds every op, whose hello asks for the damaged record, and the
+/// rewrite of the whole segment (synced, verified). Beside it, the raw probe of its limit:
+/// copying the same segment file and syncing the copy.
+fn heal_segment(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ca = Ca::generate().expect("ca");
+    // About 170,000 episodes fill a 64 MiB segment.
+    let a = side(&ca, 200_000);
+    let b = side(&ca, 0);
+    let (b_addr, b_stop) = start(&rt, &b);
+    let s = syncer(&rt, &a);
+    assert!(rt.block_on(s.sync_with_peer(b_addr)).success, "B holds every op");
+    let base = *a.node.wal().sealed_segments().first().expect("a sealed 64 MiB segment");
+    let path = a.node.wal().dir().join("wal").join(feral_log::segment::segment_name(base));
+    let capacity = std::fs::metadata(&path).expect("segment").len();
+    let mut group = c.benchmark_group("heal_64MiB_segment");
+    group
+        .sample_size(10)
+        .measurement_time(feral_benches::measure(Duration::from_secs(20)))
+        .warm_up_time(feral_benches::warm_up(Duration::from_millis(1)));
+    group.throughput(Throughput::Bytes(capacity));
+    let mut flips = 0u64;
+    group.bench_function("feral_heal_from_peer", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                use std::os::unix::fs::FileExt;
+                let file =
+                    std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open");
+                let at = 64 + 24 + 4096 * (1 + flips % 1000);
+                flips += 1;
+                let mut byte = [0u8; 1];
+                file.read_exact_at(&mut byte, at).expect("read");
+                file.write_all_at(&[byte[0] ^ 0x01], at).expect("flip");
+                drop(file);
+                let found = a.node.wal().scrub_segment(base, &mut |_| true).expect("scrub");
+                assert!(matches!(found, feral_log::damage::Scrubbed::Damaged(_)), "{found:?}");
+                let t = Instant::now();
+                let result = rt.block_on(s.sync_with_peer(b_addr));
+                total += t.elapsed();
+                assert!(result.success, "{result:?}");
+                assert_eq!(a.node.wal().damaged_lsns(), 0, "healed");
+            }
+            total
+        })
+    });
+    let copy = a.node.wal().dir().join("raw-copy.seg");
+    group.bench_function("raw_copy_and_fsync_same_file", |bench| {
+        bench.iter(|| {
+            std::fs::copy(&path, &copy).expect("copy");
+            std::fs::File::open(&copy).expect("open").sync_all().expect("sync");
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_file(copy);
+    drop(b_stop);
+}
+
+criterion_group!(benches, catch_up, catch_up_processes, heal_segment);
 criterion_main!(benches);

@@ -119,6 +119,51 @@ impl DamageRegister {
     }
 }
 
+/// The scrub's rate limit: [`Pace::step`] after each chunk read sleeps until the bytes read so
+/// far are within `bytes_per_sec` of the time since the pace started, in steps of at most
+/// `SCRUB_STOP_POLL`, and says whether to go on (false once `stop` is set).
+#[derive(Debug)]
+pub struct Pace<'a> {
+    bytes_per_sec: u64,
+    stop: &'a std::sync::atomic::AtomicBool,
+    started: std::time::Instant,
+    bytes: u64,
+}
+
+/// The longest a paced scrub sleeps before it looks at its stop flag again.
+pub const SCRUB_STOP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl<'a> Pace<'a> {
+    /// A pace of `bytes_per_sec` (at least 1) from now, ending when `stop` is set.
+    pub fn new(bytes_per_sec: u64, stop: &'a std::sync::atomic::AtomicBool) -> Pace<'a> {
+        Pace {
+            bytes_per_sec: bytes_per_sec.max(1),
+            stop,
+            started: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// `n` more bytes were read: sleeps as long as the rate asks; false to stop.
+    pub fn step(&mut self, n: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.bytes += n as u64;
+        let due = std::time::Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
+        let mut left = due.saturating_sub(self.started.elapsed());
+        while !left.is_zero() && !self.stop.load(Relaxed) {
+            let step = left.min(SCRUB_STOP_POLL);
+            std::thread::sleep(step);
+            left -= step;
+        }
+        !self.stop.load(Relaxed)
+    }
+
+    /// Bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// What a scrub of one segment found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scrubbed {

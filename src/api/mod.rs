@@ -429,6 +429,64 @@ async fn resume(State(api): State<Api>) -> ApiResult<Response> {
     Ok(json_response(StatusCode::OK, &report))
 }
 
+/// An online backup into `to`, an absolute path to an absent or empty directory outside the
+/// data directory: the node keeps serving while it is taken (see `Node::backup`). Answers the
+/// manifest.
+async fn backup(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let body = read_body(&api, &headers, body).await?;
+    let to = parse_body(&body)?
+        .get("to")
+        .and_then(Value::as_str)
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| invalid_request("body must be {\"to\":\"/absolute/path\"}".into()))?;
+    let node = api.service.node.clone();
+    if !to.is_absolute() {
+        return Err(invalid_request(format!("{} is not an absolute path", to.display())));
+    }
+    if to.starts_with(node.dir()) || node.dir().starts_with(&to) {
+        return Err(invalid_request(format!(
+            "{} overlaps the data directory {}",
+            to.display(),
+            node.dir().display()
+        )));
+    }
+    if to.read_dir().is_ok_and(|mut d| d.next().is_some()) || (to.exists() && !to.is_dir()) {
+        return Err(invalid_request(format!(
+            "{} exists and is not an empty directory",
+            to.display()
+        )));
+    }
+    let manifest = blocking(move || node.backup(&to)).await??;
+    Ok(json_response(StatusCode::OK, &manifest))
+}
+
+/// Takes the certificate now in the data directory (`node.pem` and `ca.pem`, as `certs renew`
+/// or `certs install` wrote them) without a restart: checked (for this node's key, chained to
+/// its CA, of the same cluster), then presented by every session from now on.
+async fn reload_certificate(State(api): State<Api>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let creds = blocking(move || -> Result<_, ApiError> {
+        let read = |name: &str| {
+            let path = node.dir().join(name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| invalid_request(format!("{}: {e}", path.display())))
+        };
+        let (cert, ca) = (
+            read(feral_transport::tls::NODE_CERT_FILE)?,
+            read(feral_transport::tls::CA_CERT_FILE)?,
+        );
+        feral_transport::tls::Credentials::from_pem(&cert, node.key(), &ca)
+            .map_err(|e| invalid_request(format!("the certificate in the data directory: {e}")))
+    })
+    .await??;
+    api.service
+        .renew(&creds)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_certificate", e.to_string()))?;
+    let node = api.service.node.clone();
+    let status = blocking(move || node.status()).await?;
+    Ok(json_response(StatusCode::OK, &json!({"reloaded": true, "certificate": status.certificate})))
+}
+
 /// Liveness: answers while the process serves, without a token and without any data.
 async fn health() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
@@ -583,6 +641,8 @@ fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/check", get(check))
         .route("/v1/resume", post(resume))
+        .route("/v1/backup", post(backup))
+        .route("/v1/certs/reload", post(reload_certificate))
         .route("/v1/sync", post(sync))
         .route("/v1/peers", get(peers))
         .route("/metrics", get(metrics::metrics))

@@ -136,11 +136,19 @@ fn transport_config(server: bool) -> Arc<quinn::TransportConfig> {
 
 /// A server endpoint bound to `addr`.
 pub fn server_endpoint(creds: &Credentials, addr: SocketAddr) -> Result<Endpoint, TransportError> {
+    Endpoint::server(server_config(creds)?, addr)
+        .map_err(|e| TransportError::Connect(format!("bind {addr}: {e}")))
+}
+
+/// The server side's QUIC configuration for `creds` (its transport limits included): what
+/// [`server_endpoint`] serves with, and what a renewed certificate replaces it with
+/// (`Endpoint::set_server_config`: new connections use it, live ones keep theirs).
+pub fn server_config(creds: &Credentials) -> Result<quinn::ServerConfig, TransportError> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto(creds)?)
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config(true));
-    Endpoint::server(config, addr).map_err(|e| TransportError::Connect(format!("bind {addr}: {e}")))
+    Ok(config)
 }
 
 /// A client endpoint on an ephemeral port of `bind`; presents this node's certificate unless

@@ -16,3 +16,5 @@ pub use error::TransportError;
 pub use peer::{
     OriginApart, PeerLocks, Sleeper, SyncOptions, SyncResult, Syncer, TokioSleeper, serve,
 };
+/// The QUIC endpoint type the drivers serve and connect with.
+pub use quinn::Endpoint;
