@@ -186,6 +186,7 @@ fn command_name(command: &crate::Command) -> &'static str {
         C::Dump => "dump",
         C::Backup { .. } => "backup",
         C::Restore { .. } => "restore",
+        C::Salvage { .. } => "salvage",
         C::Certs { .. } => "certs",
         C::Run { .. } => "run",
         _ => "this command",

@@ -37,6 +37,9 @@ pub enum Error {
     /// A backup could not be taken or restored (the message says why and where).
     #[error("backup: {0}")]
     Backup(String),
+    /// A damaged directory could not be salvaged into a fresh store (why and where).
+    #[error("salvage: {0}")]
+    Salvage(String),
     /// The device is full.
     #[error("disk full under {path}: {source}")]
     DiskFull {
@@ -94,7 +97,7 @@ impl Error {
             Error::Paused { code, .. } => *code,
             Error::Identity(_) => Code::IdentityError,
             Error::Conflicts(_) => Code::Corruption,
-            Error::Backup(_) => Code::BackupError,
+            Error::Backup(_) | Error::Salvage(_) => Code::BackupError,
             Error::Revocation(_) => Code::InvalidRevocation,
             Error::DiskFull { .. } => Code::DiskFull,
             Error::Io { .. } => Code::IoError,

@@ -18,6 +18,7 @@ pub mod quarantine;
 pub mod report;
 pub mod revocation;
 pub mod rows;
+pub mod salvage;
 pub mod service;
 pub mod sync_store;
 pub mod verify;

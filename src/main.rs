@@ -196,6 +196,17 @@ pub(crate) enum Command {
     /// own CA: both write episodes, they sync over QUIC with mutual TLS, and the demo prints
     /// what moved, the time it took and the two equal digests.
     Demo,
+    /// The last resort for a damaged store with no backup and no peer: every intact record of
+    /// the data directory FROM (past damaged ones) into a fresh store at --data (absent or
+    /// empty), with FROM's node key and certificates and a new origin. FROM is only read.
+    Salvage {
+        /// The damaged data directory (for instance the one a restore moved aside).
+        #[arg(long)]
+        from: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Restore a backup into --data (absent or empty; --force moves an existing one aside).
     Restore {
         /// The backup directory.
@@ -530,6 +541,28 @@ fn run(command: Command, data: &Path) -> Outcome {
             cli_sync::run(data, flags)
         }
         Command::Sync { peer, json } => cli_sync::sync(data, peer, json),
+        Command::Salvage { from, json } => {
+            let what = format!("salvaging {}", from.display());
+            let salvaged = progress::with_progress(what, || {
+                feral_memory::salvage::salvage_into(&from, data, config())
+            })?;
+            if json {
+                print_json(&salvaged, false)?;
+            } else {
+                let s = &salvaged.salvage;
+                out!(
+                    "salvaged {} records of {} into {} (new origin {}); {} damaged stretches, {} LSNs missing between intact records, {} records refused",
+                    salvaged.imported,
+                    from.display(),
+                    data.display(),
+                    salvaged.origin,
+                    s.damaged.len() as u64 + s.damaged_unlisted,
+                    s.missing_lsns,
+                    salvaged.refused
+                );
+            }
+            Ok(if salvaged.salvage.clean() && salvaged.refused == 0 { 0 } else { EXIT_CORRUPTION })
+        }
         Command::Restore { from, force, json } => {
             let restored = backup::restore(&from, data, force, Config::default())?;
             if json {

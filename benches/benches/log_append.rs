@@ -143,30 +143,15 @@ fn concurrent(c: &mut Criterion) {
 /// log in the same run: the check reads durable records and an index snapshot without the
 /// state lock, so appends keep their pace (the target is at least 80 %).
 fn during_check(c: &mut Criterion) {
-    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-    let wal = Wal::open(dir.path().join("log"), Config::default()).expect("open");
     let filled = if std::env::var_os("FERAL_BENCH_QUICK").is_some() { 50_000 } else { 200_000 };
-    for start in (0..filled).step_by(4096) {
-        let drafts = (start..(start + 4096).min(filled)).map(|i| draft(1_000_000 + i)).collect();
-        wal.append_batch(drafts).expect("fill");
-    }
+    let (_dir, wal) = filled_log(Config::default(), filled, 1_000_000);
     let n = 128;
     let mut group = c.benchmark_group("log_append_during_check_256B");
     timing(&mut group, 20);
     group.throughput(Throughput::Elements(n as u64));
     let mut next = 0usize;
-    let mut batch = || {
-        next += n;
-        (next..next + n).map(draft).collect::<Vec<_>>()
-    };
     settle();
-    group.bench_function(BenchmarkId::new("feral_append_batch_alone", n), |b| {
-        b.iter_batched(
-            &mut batch,
-            |d| black_box(wal.append_batch(d).expect("append")),
-            BatchSize::SmallInput,
-        )
-    });
+    bench_batches(&mut group, "feral_append_batch_alone", &wal, n, &mut next);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let checks = std::thread::scope(|s| {
         let checker = s.spawn(|| {
@@ -177,13 +162,7 @@ fn during_check(c: &mut Criterion) {
             }
             (checks, started.elapsed())
         });
-        group.bench_function(BenchmarkId::new("feral_append_batch_beside_check", n), |b| {
-            b.iter_batched(
-                &mut batch,
-                |d| black_box(wal.append_batch(d).expect("append")),
-                BatchSize::SmallInput,
-            )
-        });
+        bench_batches(&mut group, "feral_append_batch_beside_check", &wal, n, &mut next);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         checker.join().expect("checker")
     });
@@ -200,31 +179,16 @@ fn during_check(c: &mut Criterion) {
 /// the same run (the target: the scrub costs appends less than 10 %); then a scrub pass at
 /// full speed, the raw read of the same segments (its limit).
 fn during_scrub(c: &mut Criterion) {
-    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let config = Config { segment_bytes: 8 * 1024 * 1024, ..Config::default() };
-    let wal = Wal::open(dir.path().join("log"), config).expect("open");
     let filled = if std::env::var_os("FERAL_BENCH_QUICK").is_some() { 100_000 } else { 200_000 };
-    for start in (0..filled).step_by(4096) {
-        let drafts = (start..(start + 4096).min(filled)).map(|i| draft(2_000_000 + i)).collect();
-        wal.append_batch(drafts).expect("fill");
-    }
+    let (_dir, wal) = filled_log(config, filled, 2_000_000);
     let n = 128;
     let mut group = c.benchmark_group("log_append_during_scrub_256B");
     timing(&mut group, 20);
     group.throughput(Throughput::Elements(n as u64));
     let mut next = 0usize;
-    let mut batch = || {
-        next += n;
-        (next..next + n).map(draft).collect::<Vec<_>>()
-    };
     settle();
-    group.bench_function(BenchmarkId::new("feral_append_batch_alone", n), |b| {
-        b.iter_batched(
-            &mut batch,
-            |d| black_box(wal.append_batch(d).expect("append")),
-            BatchSize::SmallInput,
-        )
-    });
+    bench_batches(&mut group, "feral_append_batch_alone", &wal, n, &mut next);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let scrubbed = std::thread::scope(|s| {
         let scrubber = s.spawn(|| {
@@ -237,13 +201,7 @@ fn during_scrub(c: &mut Criterion) {
             }
             pace.bytes()
         });
-        group.bench_function(BenchmarkId::new("feral_append_batch_beside_scrub", n), |b| {
-            b.iter_batched(
-                &mut batch,
-                |d| black_box(wal.append_batch(d).expect("append")),
-                BatchSize::SmallInput,
-            )
-        });
+        bench_batches(&mut group, "feral_append_batch_beside_scrub", &wal, n, &mut next);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         scrubber.join().expect("scrubber")
     });
@@ -269,6 +227,39 @@ fn during_scrub(c: &mut Criterion) {
     });
     group.finish();
     eprintln!("log_append_during_scrub: the scrub read {scrubbed} bytes beside the appends");
+}
+
+/// A log of `filled` ops (`first` + i), then the 128-op batches the "beside" groups append:
+/// their numbering continues from 0 (other ids than the fill's).
+fn filled_log(config: Config, filled: usize, first: usize) -> (tempfile::TempDir, Wal) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let wal = Wal::open(dir.path().join("log"), config).expect("open");
+    for start in (0..filled).step_by(4096) {
+        let drafts = (start..(start + 4096).min(filled)).map(|i| draft(first + i)).collect();
+        wal.append_batch(drafts).expect("fill");
+    }
+    (dir, wal)
+}
+
+/// Benches `wal.append_batch` of the next `n` ops under `id` (`next` numbers them).
+fn bench_batches(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    wal: &Wal,
+    n: usize,
+    next: &mut usize,
+) {
+    let mut batch = || {
+        *next += n;
+        (*next..*next + n).map(draft).collect::<Vec<_>>()
+    };
+    group.bench_function(BenchmarkId::new(id, n), |b| {
+        b.iter_batched(
+            &mut batch,
+            |d| black_box(wal.append_batch(d).expect("append")),
+            BatchSize::SmallInput,
+        )
+    });
 }
 
 /// The timing every group here uses: 1 s warm-up, 4 s of measurement, `samples` samples.

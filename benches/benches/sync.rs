@@ -115,6 +115,15 @@ async fn raw_stream(server: &Side, client: &Side, bytes: u64) -> Duration {
     start.elapsed()
 }
 
+/// The runtime every in-process group here runs its endpoints on: two workers, as the machine.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn catch_up(c: &mut Criterion) {
     for n in ops_counts() {
         catch_up_n(c, n);
@@ -122,11 +131,7 @@ fn catch_up(c: &mut Criterion) {
 }
 
 fn catch_up_n(c: &mut Criterion, n: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let ca = Ca::generate().expect("ca");
     let started = Instant::now();
     let sender = side(&ca, n);
@@ -344,11 +349,7 @@ fn catch_up_processes(c: &mut Criterion) {
 /// rewrite of the whole segment (synced, verified). Beside it, the raw probe of its limit:
 /// copying the same segment file and syncing the copy.
 fn heal_segment(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let ca = Ca::generate().expect("ca");
     // About 170,000 episodes fill a 64 MiB segment.
     let a = side(&ca, 200_000);
