@@ -139,6 +139,9 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             crate::print_conflicts(&status["conflicts"], json)
         }
         C::Check { json } => report(&remote.expect_ok("GET", "/v1/check", None)?, json),
+        C::Rebuild { json } => {
+            crate::print_rebuilt(&remote.expect_ok("POST", "/v1/rebuild", None)?, json)
+        }
         C::Resume { json } => report(&remote.expect_ok("POST", "/v1/resume", None)?, json),
         C::Sync { peer, json } => {
             let results = remote.expect_ok(

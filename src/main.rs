@@ -482,17 +482,10 @@ fn run(command: Command, data: &Path) -> Outcome {
             progress.finish();
             let (indexed, projected) = rebuilt?;
             node.close()?;
-            #[derive(Serialize)]
-            struct Rebuilt {
-                ops_indexed_through_lsn: u64,
-                ops_projected: usize,
-            }
-            let out = Rebuilt { ops_indexed_through_lsn: indexed, ops_projected: projected };
-            if json {
-                return print_json(&out, false);
-            }
-            out!("index rebuilt through LSN {indexed}; {projected} ops projected");
-            Ok(0)
+            let out = serde_json::json!({
+                "ops_indexed_through_lsn": indexed, "ops_projected": projected,
+            });
+            print_rebuilt(&out, json)
         }
         Command::Digest { json } => {
             let node = open(data)?;
@@ -616,6 +609,19 @@ fn init(data: &Path, segment_bytes: Option<u64>) -> Outcome {
     if existed && segment_bytes.is_some() {
         eprintln!("feral-node: note: --segment-bytes only applies when a store is created");
     }
+    Ok(0)
+}
+
+/// Prints what a rebuild did (`ops_indexed_through_lsn`, `ops_projected`).
+pub(crate) fn print_rebuilt(rebuilt: &serde_json::Value, json: bool) -> Outcome {
+    if json {
+        return print_json(rebuilt, false);
+    }
+    out!(
+        "index rebuilt through LSN {}; {} ops projected",
+        rebuilt["ops_indexed_through_lsn"],
+        rebuilt["ops_projected"]
+    );
     Ok(0)
 }
 

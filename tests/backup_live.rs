@@ -69,7 +69,8 @@ fn a_backup_under_load_restores_to_a_consistent_prefix() {
 
 /// `feral-node backup` while a node runs goes through its API (`POST /v1/backup`) and does
 /// not stop it: three writers keep appending through the API meanwhile; the backup restores
-/// into a store whose check passes and whose episodes are all the source's.
+/// into a store whose check passes and whose episodes are all the source's. `rebuild` goes
+/// through the running node too.
 #[test]
 fn a_backup_through_a_running_node_under_three_writers_restores() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -121,6 +122,19 @@ fn a_backup_through_a_running_node_under_three_writers_restores() {
         .call("POST", "/v1/backup", Some(&serde_json::json!({"to": "relative/path"})))
         .expect("call");
     assert_eq!((code, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    // A rebuild through the running node: index, projection and search index recreated from
+    // the log, and the node goes on serving what it held.
+    let out = common::feral_node()
+        .arg("--data")
+        .arg(&data)
+        .args(["rebuild", "--json"])
+        .output()
+        .expect("rebuild");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rebuilt: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rebuilt");
+    assert!(rebuilt["ops_projected"].as_u64() > Some(0), "{rebuilt}");
+    let (code, _) = node.api().call("GET", "/v1/episodes/after", None).expect("read");
+    assert_eq!(code, 200, "a row written before the rebuild is read after it");
     assert!(node.stop());
     let restored = root.path().join("restored");
     let out = common::feral_node()

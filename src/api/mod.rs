@@ -487,6 +487,18 @@ async fn reload_certificate(State(api): State<Api>) -> ApiResult<Response> {
     Ok(json_response(StatusCode::OK, &json!({"reloaded": true, "certificate": status.certificate})))
 }
 
+/// Recreates the index, the projection and the search index from the log while the node
+/// runs: appends wait while the index is rebuilt, reads and the projection's applier while
+/// the projection is (the node keeps its connections and its sessions).
+async fn rebuild(State(api): State<Api>) -> ApiResult<Response> {
+    let node = api.service.node.clone();
+    let (indexed, projected) = blocking(move || node.rebuild()).await??;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"ops_indexed_through_lsn": indexed, "ops_projected": projected}),
+    ))
+}
+
 /// Liveness: answers while the process serves, without a token and without any data.
 async fn health() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
@@ -642,6 +654,7 @@ fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
         .route("/v1/check", get(check))
         .route("/v1/resume", post(resume))
         .route("/v1/backup", post(backup))
+        .route("/v1/rebuild", post(rebuild))
         .route("/v1/certs/reload", post(reload_certificate))
         .route("/v1/sync", post(sync))
         .route("/v1/peers", get(peers))
