@@ -96,10 +96,17 @@ pub(crate) fn segment(text: &str) -> String {
 
 /// A store command the running node cannot take over its API.
 pub(crate) fn refuse(remote: &Remote, what: &str) -> Outcome {
+    let how = if what == "restore" {
+        ": a restore replaces the directory the node runs on; stop the node (SIGTERM or \
+         Ctrl-C), run `feral-node restore --from DIR --force`, then start it again (a backup \
+         needs no stop: `feral-node backup --to DIR` goes through the running node)"
+    } else {
+        ""
+    };
     Err(fail(
         1,
         format!(
-            "a node is running on this data directory (API at {}); stop it before `{what}`",
+            "a node is running on this data directory (API at {}); stop it before `{what}`{how}",
             remote.client.endpoint
         ),
     ))

@@ -98,6 +98,11 @@ fn a_backup_through_a_running_node_under_three_writers_restores() {
                 })
             })
             .collect();
+        let api = node.api();
+        common::wait_for("the writers to have written", std::time::Duration::from_secs(30), || {
+            api.call("GET", "/v1/status", None).expect("status").1["durable_lsn"].as_u64()
+                >= Some(30)
+        });
         let out = common::feral_node()
             .arg("--data")
             .arg(&data)
@@ -133,6 +138,17 @@ fn a_backup_through_a_running_node_under_three_writers_restores() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rebuilt: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rebuilt");
     assert!(rebuilt["ops_projected"].as_u64() > Some(0), "{rebuilt}");
+    // A restore onto the running node's directory is refused, saying how to do it.
+    let out = common::feral_node()
+        .arg("--data")
+        .arg(&data)
+        .args(["restore", "--force", "--from"])
+        .arg(root.path().join("backup"))
+        .output()
+        .expect("restore");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("stop the node") && said.contains("then start it again"), "{said}");
     let (code, _) = node.api().call("GET", "/v1/episodes/after", None).expect("read");
     assert_eq!(code, 200, "a row written before the rebuild is read after it");
     assert!(node.stop());
