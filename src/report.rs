@@ -119,6 +119,9 @@ pub struct NodeStatus {
     pub damage: Vec<feral_log::damage::DamagedRange>,
     /// LSNs of damaged records, over every range in `damage`.
     pub damaged_lsns: u64,
+    /// Bytes of the disk-full reserve held (`<data>/reserve`): deleted when the disk fills so
+    /// derived state can commit and a resume can reopen it; 0 while released or without room.
+    pub reserve_bytes: u64,
     /// Bytes of segment files on disk.
     pub log_bytes: u64,
     /// Highest contiguous seq per origin.
@@ -206,6 +209,7 @@ impl NodeStatus {
             io_paused: log.pause.is_some(),
             damage: node.wal.damage(),
             damaged_lsns: node.wal.damaged_lsns(),
+            reserve_bytes: node.wal.reserve_bytes(),
             pause: log.pause,
             projection_fault: fault,
             search_fault,

@@ -122,3 +122,57 @@ fn init_refuses_a_segment_larger_than_the_free_space() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(data.join("wal").read_dir().expect("wal").next().is_some(), "the first segment");
 }
+
+/// The disk-full reserve: a store on a volume with room keeps a 16 MiB reserve file; when the
+/// disk fills, the store pauses and deletes it at once (its space goes to what must still
+/// commit), and freeing a few MiB is enough to resume, after which the reserve is taken again;
+/// nothing acknowledged is lost.
+#[test]
+fn the_reserve_lets_a_full_store_resume_once_a_few_mib_are_free() {
+    let Some(fs) = Tmpfs::mount("48m") else { return };
+    let data = fs.path().join("store");
+    let init = feral_node()
+        .arg("--data")
+        .arg(&data)
+        .args(["init", "--segment-bytes", "1048576"])
+        .output()
+        .expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let node = Node::open(&data, feral_log::Config::default()).expect("open");
+    let reserve = data.join(feral_log::reserve::RESERVE_FILE);
+    assert_eq!(node.status().reserve_bytes, feral_log::limits::RESERVE_BYTES);
+    assert_eq!(
+        std::fs::metadata(&reserve).expect("reserve").len(),
+        feral_log::limits::RESERVE_BYTES
+    );
+    let filler = fill_device(fs.path());
+    let mut acked = Vec::new();
+    let mut i = 0;
+    let err = loop {
+        i += 1;
+        match node.append_episode(&doc(&format!("r{i}"), "s", 1.0), None) {
+            Ok(_) => acked.push(format!("r{i}")),
+            Err(e) => break e,
+        }
+        assert!(i < 100_000, "the disk never filled");
+    };
+    assert!(err.is_disk_full(), "{err}");
+    assert!(node.io_paused());
+    assert!(!reserve.exists(), "the reserve is released on a full disk");
+    assert_eq!(node.status().reserve_bytes, 0);
+    // A few MiB freed are enough: the reserve's space covers the rest.
+    let f = std::fs::OpenOptions::new().write(true).open(&filler).expect("filler");
+    let len = f.metadata().expect("len").len();
+    f.set_len(len.saturating_sub(4 * 1024 * 1024)).expect("free 4 MiB");
+    drop(f);
+    let report = node.resume();
+    assert!(report.ok, "{report:?}");
+    assert!(!node.io_paused());
+    assert_eq!(node.status().reserve_bytes, feral_log::limits::RESERVE_BYTES, "taken again");
+    node.append_episode(&doc("after", "s", 1.0), None).expect("append after resume");
+    for id in acked.iter().chain(["after".to_string()].iter()) {
+        assert!(node.episode(id).expect("read").is_some(), "{id} lost");
+    }
+    assert!(node.check().ok);
+    node.close().expect("close");
+}

@@ -38,6 +38,21 @@ impl Wal {
         &self,
         items: Vec<Item>,
     ) -> Result<crate::wal::Ingested, crate::wal::Refused<Item>> {
+        let outcome = self.submit_inner(items);
+        if let Err((e, _)) = &outcome
+            && e.code() == crate::code::Code::DiskFull
+        {
+            // The store paused on a full disk: the reserve's space goes to what must still
+            // commit (no lock is held here).
+            self.release_reserve();
+        }
+        outcome
+    }
+
+    fn submit_inner(
+        &self,
+        items: Vec<Item>,
+    ) -> Result<crate::wal::Ingested, crate::wal::Refused<Item>> {
         if items.len() > SUBMIT_OPS_MAX {
             return Err((Error::BatchTooLarge { ops: items.len(), max: SUBMIT_OPS_MAX }, items));
         }

@@ -117,6 +117,9 @@ pub(crate) fn run(core: &Core) {
             }
             core.cond.notify_all();
         }
+        if matches!(&result, Err(Error::DiskFull { .. })) {
+            core.release_reserve();
+        }
         let mut queue = core.indexer.lock();
         queue.busy = false;
         let last_lsn = batch.last().map(|e| e.lsn);

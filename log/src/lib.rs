@@ -28,6 +28,7 @@ pub mod private;
 pub mod read;
 pub mod record;
 pub mod recovery;
+pub mod reserve;
 pub mod salvage;
 pub mod segment;
 pub mod snapshot;

@@ -73,3 +73,7 @@ pub const DAMAGED_SEGMENTS_MAX: usize = 256;
 
 /// Damaged ops listed per segment in the damage register (the rest are counted).
 pub const DAMAGED_OPS_LISTED_MAX: usize = 4096;
+
+/// The disk-full reserve: a preallocated file deleted when the disk fills, so derived state
+/// can commit and a resume can reopen it (see `reserve.rs`).
+pub const RESERVE_BYTES: u64 = 16 * 1024 * 1024;

@@ -345,6 +345,10 @@ impl Wal {
             });
         }
         self.release_leader(state);
+        if report.ok {
+            // Taken again only with room for it and a segment besides (else a warning).
+            self.hold_reserve();
+        }
         report
     }
 

@@ -263,6 +263,8 @@ pub(crate) struct Core {
     pub(crate) commits: std::sync::atomic::AtomicU64,
     /// Damaged records found in sealed segments (the log serves around them).
     pub(crate) damage: crate::damage::DamageRegister,
+    /// True while the disk-full reserve file is held (`reserve.rs`).
+    pub(crate) reserve_held: std::sync::atomic::AtomicBool,
     pub(crate) _lock: DirLock,
 }
 
@@ -458,6 +460,7 @@ impl Wal {
             maintenance: Mutex::new(()),
             commits: std::sync::atomic::AtomicU64::new(0),
             damage: Default::default(),
+            reserve_held: std::sync::atomic::AtomicBool::new(false),
             dir,
             wal_dir,
             config,
@@ -487,8 +490,12 @@ impl Wal {
         wal.load(&mut state, None)?;
         wal.start_first_segment(&state);
         state.leader = false;
+        let paused = state.faults.first().is_some();
         drop(state);
         wal.inner.zeroer.wake();
+        if !paused {
+            wal.hold_reserve();
+        }
         Ok(wal)
     }
 
@@ -540,9 +547,15 @@ impl Wal {
     /// are refused, with this pause, until [`Wal::clear_derived`]. A fault already recorded
     /// is kept (the first cause wins).
     pub fn stop_derived(&self, pause: Pause) {
-        let mut state = lock(&self.inner.state);
-        state.faults.derived.get_or_insert(pause);
-        self.inner.cond.notify_all();
+        let full = pause.kind == PauseKind::DiskFull;
+        {
+            let mut state = lock(&self.inner.state);
+            state.faults.derived.get_or_insert(pause);
+            self.inner.cond.notify_all();
+        }
+        if full {
+            self.release_reserve();
+        }
     }
 
     /// Clears the derived part's fault (its embedder reopened and caught it up).
