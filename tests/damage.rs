@@ -16,6 +16,11 @@ use feral_transport::SyncOptions;
 use feral_transport::tls::Ca;
 
 fn episodes(p: &Peer, prefix: &str, batches: usize, per: usize) {
+    append(&p.node, prefix, batches, per);
+}
+
+/// `batches` appends of `per` episodes each, `prefix-<batch>-<i>`.
+fn append(node: &feral_memory::Node, prefix: &str, batches: usize, per: usize) {
     for b in 0..batches {
         let batch = (0..per)
             .map(|i| {
@@ -23,7 +28,7 @@ fn episodes(p: &Peer, prefix: &str, batches: usize, per: usize) {
                 (Episode::from_input(&d, 2e9).expect("valid"), None)
             })
             .collect();
-        p.node.append_episodes(batch).expect("append");
+        node.append_episodes(batch).expect("append");
     }
 }
 
@@ -122,15 +127,7 @@ fn a_running_nodes_scrub_finds_damage_on_its_own() {
     let mut records = Vec::new();
     {
         let node = feral_memory::Node::open(&data, common::config()).expect("open");
-        for b in 0..20 {
-            let batch = (0..10)
-                .map(|i| {
-                    let d = doc(&format!("e-{b}-{i}"), "s", (b * 10 + i) as f64);
-                    (Episode::from_input(&d, 2e9).expect("valid"), None)
-                })
-                .collect();
-            node.append_episodes(batch).expect("append");
-        }
+        append(&node, "e", 20, 10);
         records.extend(all_ops(&node));
         let sealed = node.wal().sealed_segments();
         records.retain(|r| r.segment == sealed[0]);
@@ -392,15 +389,7 @@ fn salvage_imports_every_intact_record_into_a_fresh_store() {
     let damaged = root.path().join("damaged");
     let (records, stored, origin) = {
         let node = common::open(&damaged);
-        for b in 0..20 {
-            let batch = (0..10)
-                .map(|i| {
-                    let d = doc(&format!("e-{b}-{i}"), "s", (b * 10 + i) as f64);
-                    (Episode::from_input(&d, 2e9).expect("valid"), None)
-                })
-                .collect();
-            node.append_episodes(batch).expect("append");
-        }
+        append(&node, "e", 20, 10);
         let records = all_ops(&node);
         let stored = common::stored_ops(&node);
         let origin = node.wal().origin();
