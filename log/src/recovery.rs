@@ -253,14 +253,18 @@ fn recover_active(
         Err(ScanFailure::Visit(e)) => return Err(e),
     };
     let at = end.next_offset;
+    let garbage =
+        find_after(&mut reader, &header, at, end.next_lsn).map_err(|e| Error::from_io(path, e))?;
     let reason = match end.stop {
-        ScanStop::Limit if end.next_lsn > keep => Some("records after the last acknowledged LSN"),
+        // The scan stops at the last acknowledged LSN whether or not anything follows it:
+        // only bytes after it make a tail to cut.
+        ScanStop::Limit if end.next_lsn > keep && garbage.nonzero_end > at => {
+            Some("records after the last acknowledged LSN")
+        }
         ScanStop::Limit => None,
         ScanStop::Zero => None,
         ScanStop::Bad { reason } => Some(reason),
     };
-    let garbage =
-        find_after(&mut reader, &header, at, end.next_lsn).map_err(|e| Error::from_io(path, e))?;
     let mut torn = None;
     if reason.is_some() || garbage.nonzero_end > at {
         let reason = reason.unwrap_or("non-zero bytes after the last frame");

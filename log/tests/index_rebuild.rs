@@ -58,6 +58,7 @@ fn rebuild_gives_the_same_answers() {
     let wal = open(dir.path());
     let heads = wal.heads().expect("heads");
     assert_eq!(wal.rebuild().expect("rebuild"), 120);
+    assert_eq!(wal.status().torn_tail, None, "a whole log has no tail to cut");
     assert_eq!(wal.heads().expect("heads"), heads);
     for a in appended.iter().step_by(7) {
         let got = wal.get(&a.op_id).expect("get").expect("present");
