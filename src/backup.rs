@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use feral_log::Config;
+use feral_log::meter::{Meter, Unit};
 use feral_log::private;
 use feral_log::storage::{FsStorage, Storage};
 use feral_log::wal::WAL_DIR;
@@ -68,7 +69,7 @@ fn backup_error(what: impl std::fmt::Display) -> Error {
 }
 
 /// Copies the first `bytes` of `from` into a new file `to`, synced; returns its SHA-256.
-fn copy_prefix(from: &Path, to: &Path, bytes: u64) -> Result<String> {
+fn copy_prefix(from: &Path, to: &Path, bytes: u64, meter: &Meter) -> Result<String> {
     let mut src = File::open(from).map_err(|e| Error::io(from, e))?.take(bytes);
     let mut dst = feral_log::private::options()
         .write(true)
@@ -87,6 +88,7 @@ fn copy_prefix(from: &Path, to: &Path, bytes: u64) -> Result<String> {
         hash.update(&buf[..n]);
         dst.write_all(&buf[..n]).map_err(|e| Error::io(to, e))?;
         copied += n as u64;
+        meter.add(n as u64);
     }
     if copied != bytes {
         return Err(backup_error(format!(
@@ -128,10 +130,13 @@ impl Node {
             .and_then(|()| private::create_dir_all(&wal_to))
             .map_err(|e| Error::io(&wal_to, e))?;
         let mut files = Vec::with_capacity(snapshot.files.len() + 1);
+        let meter = self.wal.meter();
+        let total = snapshot.files.iter().map(|f| f.bytes).sum();
+        meter.stage("copying the log", Unit::Bytes, total);
         for file in &snapshot.files {
             let name = file.path.file_name().map(|n| n.to_string_lossy().into_owned());
             let name = name.ok_or_else(|| backup_error("segment without a file name"))?;
-            let sha256 = copy_prefix(&file.path, &wal_to.join(&name), file.bytes)?;
+            let sha256 = copy_prefix(&file.path, &wal_to.join(&name), file.bytes, meter)?;
             files.push(BackupFile {
                 name: format!("{WAL_DIR}/{name}"),
                 bytes: file.bytes,
@@ -150,7 +155,7 @@ impl Node {
                 }
                 Err(e) => return Err(Error::io(&from, e)),
             };
-            let sha256 = copy_prefix(&from, &to.join(name), bytes)?;
+            let sha256 = copy_prefix(&from, &to.join(name), bytes, &Meter::off())?;
             files.push(BackupFile { name: name.into(), bytes, capacity: bytes, sha256 });
         }
         sync_dir(&wal_to)?;
@@ -184,6 +189,11 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
 
 /// Reads and checks a backup's manifest (format, file names, sizes, SHA-256 of every file).
 pub fn verify(from: &Path) -> Result<Manifest> {
+    verify_metered(from, &Meter::off())
+}
+
+/// [`verify`], reporting the bytes read to `meter`.
+pub fn verify_metered(from: &Path, meter: &Meter) -> Result<Manifest> {
     let path = from.join(MANIFEST_FILE);
     let file = File::open(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
@@ -198,6 +208,7 @@ pub fn verify(from: &Path) -> Result<Manifest> {
     if manifest.format != MANIFEST_FORMAT {
         return Err(backup_error(format!("manifest format {} is not supported", manifest.format)));
     }
+    meter.stage("verifying the backup", Unit::Bytes, manifest.files.iter().map(|f| f.bytes).sum());
     for f in &manifest.files {
         let safe = IDENTITY_FILES.contains(&f.name.as_str())
             || f.name
@@ -209,7 +220,7 @@ pub fn verify(from: &Path) -> Result<Manifest> {
         let file_path = from.join(&f.name);
         let mut src = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
         let mut hash = Sha256::new();
-        let n = std::io::copy(&mut (&mut src).take(f.bytes + 1), &mut HashWriter(&mut hash))
+        let n = std::io::copy(&mut (&mut src).take(f.bytes + 1), &mut HashWriter(&mut hash, meter))
             .map_err(|e| Error::io(&file_path, e))?;
         if n != f.bytes || hex(&hash.finalize()) != f.sha256 {
             return Err(backup_error(format!(
@@ -221,11 +232,12 @@ pub fn verify(from: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
+struct HashWriter<'a>(&'a mut Sha256, &'a Meter);
 
 impl Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.update(buf);
+        self.1.add(buf.len() as u64);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -250,7 +262,7 @@ pub struct Restored {
 /// (then the old directory is moved aside, never deleted). The store is assembled in a staging
 /// directory and renamed into place, then opened once so index and projection are rebuilt.
 pub fn restore(from: &Path, into: &Path, force: bool, config: Config) -> Result<Restored> {
-    let manifest = verify(from)?;
+    let manifest = verify_metered(from, &config.meter)?;
     let name = into.file_name().map(|n| n.to_string_lossy().into_owned());
     let name =
         name.ok_or_else(|| backup_error(format!("{} has no directory name", into.display())))?;
@@ -260,9 +272,11 @@ pub fn restore(from: &Path, into: &Path, force: bool, config: Config) -> Result<
     let _ = fs::remove_dir_all(&staging);
     private::create_dir_all(&staging.join(WAL_DIR)).map_err(|e| Error::io(&staging, e))?;
     let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+    let total = manifest.files.iter().map(|f| f.bytes).sum();
+    config.meter.stage("copying the backup", Unit::Bytes, total);
     for f in &manifest.files {
         let to = staging.join(&f.name);
-        copy_prefix(&from.join(&f.name), &to, f.bytes)?;
+        copy_prefix(&from.join(&f.name), &to, f.bytes, &config.meter)?;
         if f.capacity > f.bytes {
             // The active segment: reserve its whole capacity again (so a full disk shows at a
             // segment roll, not inside a record); the space past the copy reads as zeros.

@@ -11,6 +11,7 @@ use feral_log::Code;
 use feral_memory::client::ApiClient;
 use serde_json::Value;
 
+use crate::progress::Spinner;
 use crate::{Failure, Outcome, fail};
 
 /// The file a running node writes its API address into.
@@ -147,7 +148,10 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
         }
         C::Check { json } => report(&remote.expect_ok("GET", "/v1/check", None)?, json),
         C::Rebuild { json } => {
-            crate::print_rebuilt(&remote.expect_ok("POST", "/v1/rebuild", None)?, json)
+            let spinner = Spinner::start("rebuild through the running node".into());
+            let rebuilt = remote.expect_ok("POST", "/v1/rebuild", None);
+            spinner.finish();
+            crate::print_rebuilt(&rebuilt?, json)
         }
         C::Resume { json } => report(&remote.expect_ok("POST", "/v1/resume", None)?, json),
         C::Sync { peer, json } => {
@@ -166,9 +170,11 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             let to =
                 std::path::absolute(&to).map_err(|e| fail(1, format!("{}: {e}", to.display())))?;
             let body = serde_json::json!({"to": to.display().to_string()});
-            let manifest: feral_memory::backup::Manifest =
-                serde_json::from_value(remote.expect_ok("POST", "/v1/backup", Some(&body))?)
-                    .map_err(|e| fail(1, format!("the running node's backup answer: {e}")))?;
+            let spinner = Spinner::start(format!("backup to {} by the running node", to.display()));
+            let answer = remote.expect_ok("POST", "/v1/backup", Some(&body));
+            spinner.finish();
+            let manifest: feral_memory::backup::Manifest = serde_json::from_value(answer?)
+                .map_err(|e| fail(1, format!("the running node's backup answer: {e}")))?;
             crate::print_backup(&manifest, &to, json)
         }
         C::Certs {

@@ -648,8 +648,9 @@ pub(crate) fn sync(data: &Path, peer: SocketAddr, json: bool) -> Outcome {
             locks: Arc::new(PeerLocks::default()),
             options: SyncOptions::default(),
         };
-        let progress = crate::progress::Progress::start(format!("syncing with {peer}"));
-        let start_lsn = node.wal().durable_lsn();
+        let what = format!("syncing with {peer}");
+        let progress = crate::progress::Spinner::start(what.clone());
+        let (start_lsn, started) = (node.wal().durable_lsn(), std::time::Instant::now());
         let result = {
             let work = syncer.sync_with_peer(peer);
             tokio::pin!(work);
@@ -658,7 +659,8 @@ pub(crate) fn sync(data: &Path, peer: SocketAddr, json: bool) -> Outcome {
                     result = &mut work => break result,
                     () = tokio::time::sleep(crate::progress::TICK) => {
                         let received = node.wal().durable_lsn().saturating_sub(start_lsn);
-                        progress.update(&format!("{received} ops received"));
+                        let rate = received as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                        progress.message(format!("{what}: {received} ops received, {rate:.0}/s"));
                     }
                 }
             }

@@ -475,13 +475,12 @@ fn run(command: Command, data: &Path) -> Outcome {
             outcome
         }
         Command::Rebuild { json } => {
-            let node = open(data)?;
-            let progress =
-                progress::Progress::start("rebuilding the index and the projection".into());
-            let rebuilt = node.rebuild();
-            progress.finish();
-            let (indexed, projected) = rebuilt?;
-            node.close()?;
+            let (indexed, projected) = progress::with_meter("rebuild", |meter| {
+                let node = open_with(data, Config { meter: meter.clone(), ..config() })?;
+                let rebuilt = node.rebuild()?;
+                node.close()?;
+                Ok::<_, Failure>(rebuilt)
+            })?;
             let out = serde_json::json!({
                 "ops_indexed_through_lsn": indexed, "ops_projected": projected,
             });
@@ -504,9 +503,11 @@ fn run(command: Command, data: &Path) -> Outcome {
             Ok(0)
         }
         Command::Backup { to, json } => {
-            let node = open(data)?;
-            let what = format!("backing up to {}", to.display());
-            let manifest = progress::with_progress(what, || node.backup(&to))?;
+            let what = format!("backup to {}", to.display());
+            let manifest = progress::with_meter(&what, |meter| {
+                let node = open_with(data, Config { meter: meter.clone(), ..config() })?;
+                Ok::<_, Failure>(node.backup(&to)?)
+            })?;
             print_backup(&manifest, &to, json)
         }
         Command::Demo => Ok(0), // handled before a data directory is chosen
@@ -535,9 +536,10 @@ fn run(command: Command, data: &Path) -> Outcome {
         }
         Command::Sync { peer, json } => cli_sync::sync(data, peer, json),
         Command::Salvage { from, json } => {
-            let what = format!("salvaging {}", from.display());
-            let salvaged = progress::with_progress(what, || {
-                feral_memory::salvage::salvage_into(&from, data, config())
+            let what = format!("salvage of {}", from.display());
+            let salvaged = progress::with_meter(&what, |meter| {
+                let config = Config { meter: meter.clone(), ..config() };
+                feral_memory::salvage::salvage_into(&from, data, config)
             })?;
             if json {
                 print_json(&salvaged, false)?;
@@ -557,7 +559,11 @@ fn run(command: Command, data: &Path) -> Outcome {
             Ok(if salvaged.salvage.clean() && salvaged.refused == 0 { 0 } else { EXIT_CORRUPTION })
         }
         Command::Restore { from, force, json } => {
-            let restored = backup::restore(&from, data, force, Config::default())?;
+            let what = format!("restore from {}", from.display());
+            let restored = progress::with_meter(&what, |meter| {
+                let config = Config { meter: meter.clone(), ..Config::default() };
+                backup::restore(&from, data, force, config)
+            })?;
             if json {
                 return print_json(&restored, false);
             }

@@ -126,7 +126,10 @@ pub fn salvage_into(from: &Path, into: &Path, config: feral_log::Config) -> Resu
         }
         take(std::mem::take(batch), out)
     };
+    let meter = config.meter.clone();
+    meter.stage("salvaging intact records", feral_log::meter::Unit::Records, 0);
     let report = feral_log::salvage::salvage(&storage, &wal_from, &mut |found| {
+        meter.add(1);
         if let Ok(op) = found.bytes.decode() {
             batch.push(op);
         }

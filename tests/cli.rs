@@ -209,3 +209,90 @@ fn a_reader_that_goes_away_is_not_an_error_and_a_full_output_is() {
         assert!(text(&out.stderr).contains("No space left"), "{}", text(&out.stderr));
     }
 }
+
+/// Runs `feral-node --data DATA ARGS` with its stderr on a new pseudo-terminal (200 columns);
+/// returns its exit code and everything it drew there.
+fn run_on_terminal(data: &Path, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize { ws_row: 40, ws_col: 200, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two descriptors it opened into the two ints; no name buffer,
+    // no termios, a valid winsize.
+    let rc = unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size)
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned here alone.
+    let (master, slave) =
+        unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
+    let mut child = feral_node()
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("spawn");
+    // The slave end now lives only in the child: the master reads EIO once it exits.
+    let reader = std::thread::spawn(move || {
+        let mut drawn = Vec::new();
+        let mut master = master;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            drawn.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&drawn).into_owned()
+    });
+    let code = child.wait().expect("wait").code();
+    (code, reader.join().expect("reader"))
+}
+
+#[test]
+fn long_operations_show_counts_and_rates_on_a_terminal_and_nothing_on_a_pipe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("store");
+    let lines: String = (0..5000)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"session_id\":\"s\",\"event_type\":\"chat\",\"summary\":\"note {i}\"}}\n"))
+        .collect();
+    let file = dir.path().join("episodes.jsonl");
+    std::fs::write(&file, lines).expect("write");
+    assert!(run(&data, &["init"], "").status.success());
+    let appended = feral_node()
+        .arg("--data")
+        .arg(&data)
+        .args(["append", "--file", file.to_str().expect("utf-8")])
+        .stdout(Stdio::null())
+        .status()
+        .expect("append");
+    assert!(appended.success());
+
+    // rebuild: its last stage re-indexes the 5,000 rows for search, drawn with its final count.
+    let (code, drawn) = run_on_terminal(&data, &["rebuild"]);
+    assert_eq!(code, Some(0), "{drawn}");
+    assert!(drawn.contains("rebuild: indexing rows for search"), "{drawn}");
+    assert!(drawn.contains("5,000 records"), "the count: {drawn}");
+    assert!(drawn.contains("/s"), "a rate: {drawn}");
+
+    // backup: bytes copied out of the log's total, and a rate.
+    let to = dir.path().join("bk");
+    let (code, drawn) = run_on_terminal(&data, &["backup", "--to", to.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{drawn}");
+    assert!(drawn.contains("copying the log"), "{drawn}");
+    assert!(drawn.contains("iB/s"), "a byte rate: {drawn}");
+
+    // restore: verified, copied, then indexed and projected by the open.
+    let into = dir.path().join("restored");
+    let (code, drawn) = run_on_terminal(&into, &["restore", "--from", to.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{drawn}");
+    assert!(drawn.contains("restore from"), "{drawn}");
+
+    // The same commands on a pipe draw nothing.
+    let out = run(&data, &["rebuild"], "");
+    assert!(out.status.success());
+    assert_eq!(text(&out.stderr), "", "no progress on a pipe");
+}

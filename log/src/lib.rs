@@ -24,6 +24,7 @@ mod le;
 pub mod limits;
 pub mod lock;
 mod maintenance;
+pub mod meter;
 pub mod private;
 pub mod read;
 pub mod record;

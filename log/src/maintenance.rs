@@ -192,6 +192,8 @@ impl Wal {
         state: &mut State,
     ) -> Result<()> {
         let mut batch: Vec<IndexEntry> = Vec::with_capacity(INDEX_REPLAY_BATCH_OPS.min(1024));
+        let meter = self.meter();
+        meter.stage("indexing the log", crate::meter::Unit::Records, (to + 1).saturating_sub(from));
         for_each_record(self.storage(), self.wal_dir(), segments, from, to, &mut |record| {
             state.clock.observe(&record.op.hlc);
             batch.push(IndexEntry {
@@ -206,11 +208,13 @@ impl Wal {
             });
             if batch.len() >= INDEX_REPLAY_BATCH_OPS {
                 index.commit(&batch, false)?;
+                meter.add(batch.len() as u64);
                 batch.clear();
             }
             Ok(true)
         })?;
         index.commit(&batch, true)?;
+        meter.add(batch.len() as u64);
         index.flush()
     }
 

@@ -52,6 +52,9 @@ pub struct Config {
     /// (see `feral_types::proof`). Without it (log tools and log tests), local ops carry no
     /// proof and no peer accepts them.
     pub signer: Option<Arc<Signer>>,
+    /// Where long operations (the index rebuilt at open or by `rebuild`) report how far they
+    /// got; off by default.
+    pub meter: crate::meter::Meter,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             storage: Arc::new(FsStorage),
             time: Arc::new(SystemTime),
             signer: None,
+            meter: crate::meter::Meter::off(),
         }
     }
 }
@@ -520,6 +524,11 @@ impl Wal {
     /// How far ahead of local time a received HLC (and a caller's `created_at`) may be.
     pub fn drift_ms_max(&self) -> u64 {
         self.inner.config.drift_ms_max
+    }
+
+    /// Where long operations on this log report how far they got (see [`crate::meter`]).
+    pub fn meter(&self) -> &crate::meter::Meter {
+        &self.inner.config.meter
     }
 
     /// Highest durable LSN.

@@ -444,9 +444,12 @@ impl Materializer {
         let mut batch: Vec<(Lsn, Op)> = Vec::new();
         let mut total = 0;
         let mut failure = None;
+        let meter = wal.meter();
+        meter.stage("projecting the log", feral_log::meter::Unit::Records, durable - applied);
         wal.scan(applied + 1, &mut |record| {
             batch.push((record.lsn, record.op));
             if batch.len() >= CATCH_UP_BATCH_OPS {
+                meter.add(batch.len() as u64);
                 match self.apply_ops(batch.iter().map(|(lsn, op)| (*lsn, op))) {
                     Ok(n) => total += n,
                     Err(e) => {

@@ -417,11 +417,14 @@ impl SearchIndex {
             return Ok(0);
         }
         let mut mirrored = 0;
+        let meter = wal.meter();
         if self.indexed_lsn == 0 {
+            meter.stage("indexing rows for search", feral_log::meter::Unit::Records, 0);
             let snapshot = mat.rows_snapshot()?;
             let replaces = self.docs() > 0 || self.uncommitted > 0;
             snapshot.for_each_row(&mut |id, row| {
                 mirrored += 1;
+                meter.add(1);
                 match &row.episode {
                     Some(e) => self.mirror(id, Some(e), replaces),
                     None => Ok(()),
@@ -433,7 +436,10 @@ impl SearchIndex {
         }
         let mut ids = BTreeSet::new();
         let mut failure = None;
+        let ops = target - self.indexed_lsn;
+        meter.stage("indexing the log for search", feral_log::meter::Unit::Records, ops);
         wal.scan(self.indexed_lsn + 1, &mut |record| {
+            meter.add(1);
             if record.lsn > target {
                 return Ok(false);
             }
