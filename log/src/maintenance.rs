@@ -69,20 +69,34 @@ impl Wal {
         let mut index_slot = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
         *index_slot = None;
         let mut found_pause = None;
-        let opened = Index::open(&self.inner.dir.join(INDEX_FILE)).and_then(|index| {
-            let meta = index.meta()?;
-            // LSNs are dense and each is one op, so a sound index has indexed exactly as many
-            // ops as its watermark. One that has not is damaged: its watermark is no evidence
-            // that the log lost acknowledged records (garbage could claim any LSN), and it is
-            // rebuilt from the log instead.
-            if meta.op_count != meta.indexed_lsn {
-                return Err(Error::IndexCorruption(format!(
-                    "the index's markers disagree: {} ops indexed through LSN {}",
-                    meta.op_count, meta.indexed_lsn
-                )));
+        let path = self.inner.dir.join(INDEX_FILE);
+        let open_index = || {
+            Index::open(&path).and_then(|index| {
+                let meta = index.meta()?;
+                // LSNs are dense and each is one op, so a sound index has indexed exactly as many
+                // ops as its watermark. One that has not is damaged: its watermark is no evidence
+                // that the log lost acknowledged records (garbage could claim any LSN), and it is
+                // rebuilt from the log instead.
+                if meta.op_count != meta.indexed_lsn {
+                    return Err(Error::IndexCorruption(format!(
+                        "the index's markers disagree: {} ops indexed through LSN {}",
+                        meta.op_count, meta.indexed_lsn
+                    )));
+                }
+                Ok((index, meta))
+            })
+        };
+        let opened = match open_index() {
+            // The index is derived from the log: a damaged one is set aside for forensics and
+            // rebuilt from the log at once (the replay below indexes every record). An index
+            // that is sound but ahead of the log is not this case: it is evidence that the log
+            // lost acknowledged records, and stays a pause.
+            Err(e @ (Error::IndexCorruption(_) | Error::Index(_))) => {
+                tracing::error!(error = %e, "the index is damaged; it is set aside and rebuilt from the log");
+                self.set_aside_index(&path).and_then(|()| open_index())
             }
-            Ok((index, meta))
-        });
+            other => other,
+        };
         let (index, meta) = match opened {
             Ok((index, meta)) => (Some(index), meta),
             Err(e) => {
@@ -179,6 +193,18 @@ impl Wal {
         state.faults.log = found_pause;
         *index_slot = index;
         Ok(())
+    }
+
+    /// Moves a damaged index to `damaged/index.redb.<unix ms>` (a rename: no space needed), so
+    /// a fresh one is made in its place.
+    fn set_aside_index(&self, path: &std::path::Path) -> Result<()> {
+        let kept = self.inner.dir.join(crate::heal::DAMAGED_DIR);
+        crate::private::create_dir_all(&kept).map_err(|e| Error::from_io(&kept, e))?;
+        let ms = self.inner.config.time.now_ms();
+        let to = kept.join(format!("{INDEX_FILE}.{ms}"));
+        std::fs::rename(path, &to).map_err(|e| Error::from_io(path, e))?;
+        crate::private::sync_parent(&to).map_err(|e| Error::from_io(&kept, e))?;
+        self.storage().sync_dir(&self.inner.dir).map_err(|e| Error::from_io(&self.inner.dir, e))
     }
 
     /// Indexes records `from..=to` from the log, raising the clock past each, then commits

@@ -1,11 +1,11 @@
-//! The index is derived state: deleted, it is rebuilt from the log on open; garbage, the log
-//! opens paused, check reports the index, and resume() rebuilds it; rebuild() gives the same
+//! The index is derived state: deleted or garbage, it is rebuilt from the log on open (garbage
+//! kept under damaged/); damaged while open, check reports it and rebuild() or resume() mends it; rebuild() gives the same
 //! answers as the index it replaced.
 
 mod common;
 
 use common::{draft, open};
-use feral_log::{PartStatus, PauseKind};
+use feral_log::PartStatus;
 
 fn fill(dir: &std::path::Path) -> Vec<feral_log::Appended> {
     let wal = open(dir);
@@ -28,27 +28,33 @@ fn deleted_index_is_rebuilt_from_the_log_on_open() {
     assert_eq!((next.lsn, next.seq), (121, 121), "seq continues after a rebuilt index");
 }
 
+/// The index files set aside under `damaged/`.
+fn set_aside(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("damaged"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
-fn garbage_index_pauses_then_resume_rebuilds_it() {
+fn a_garbage_index_is_set_aside_and_rebuilt_from_the_log_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let appended = fill(dir.path());
     std::fs::write(dir.path().join("index.redb"), vec![0x5a; 8192]).expect("garbage");
     let wal = open(dir.path());
-    assert_eq!(wal.pause().map(|p| p.kind), Some(PauseKind::IndexFailed));
-    let report = wal.check();
-    assert!(!report.ok);
-    assert_eq!(report.wal, PartStatus::Ok, "{report:?}");
-    assert!(
-        report.error.map(|c| c.as_str()).is_some_and(|e| e.starts_with("index_")),
-        "{report:?}"
+    assert_eq!(wal.pause(), None, "rebuilt, not paused");
+    let kept = set_aside(dir.path());
+    assert!(kept.len() == 1 && kept[0].starts_with("index.redb."), "kept for forensics: {kept:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join("damaged").join(&kept[0])).expect("read"),
+        vec![0x5a; 8192]
     );
-    assert!(wal.append(draft(1, 10)).is_err(), "paused");
-    let report = wal.resume();
-    assert!(report.ok, "{report:?}");
-    assert_eq!(wal.pause(), None);
+    assert!(wal.check().ok);
     let got = wal.get(&appended[3].op_id).expect("get").expect("present");
     assert_eq!(got.op.row_id, "row-3");
-    wal.append(draft(121, 10)).expect("append after resume");
+    let next = wal.append(draft(121, 10)).expect("append after the rebuild");
+    assert_eq!((next.lsn, next.seq), (121, 121));
 }
 
 #[test]
@@ -149,11 +155,9 @@ fn an_index_whose_markers_disagree_is_rebuilt_not_taken_as_lost_ops() {
         meta.insert("indexed_lsn", 1_945_555_039_024_054_322).expect("insert");
     });
     let wal = open(dir.path());
-    let pause = wal.pause().expect("paused");
-    assert_eq!(pause.kind, PauseKind::IndexFailed, "not log corruption: {pause:?}");
-    assert!(pause.detail.contains("disagree"), "{pause:?}");
-    let report = wal.resume();
-    assert!(report.ok, "{report:?}");
+    assert_eq!(wal.pause(), None, "rebuilt from the log at open, not log corruption");
+    assert_eq!(set_aside(dir.path()).len(), 1, "the damaged index is kept");
+    assert!(wal.check().ok);
     assert_eq!(wal.durable_lsn(), 70);
     assert!(wal.append(draft(99, 10)).is_ok());
 }

@@ -87,6 +87,11 @@ pub fn catch_redb_panic<T, E>(
 pub(crate) fn redb_error(error: impl Into<redb::Error>) -> Error {
     match error.into() {
         redb::Error::Corrupted(msg) => Error::IndexCorruption(msg),
+        // redb reports a file that is not a redb database ("magic number mismatch") as
+        // invalid data: damage, not a failing disk.
+        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Error::IndexCorruption(e.to_string())
+        }
         redb::Error::Io(e) => Error::from_io("index.redb", e),
         other => Error::Index(other.to_string()),
     }
