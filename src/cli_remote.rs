@@ -203,6 +203,8 @@ fn command_name(command: &crate::Command) -> &'static str {
         C::Backup { .. } => "backup",
         C::Restore { .. } => "restore",
         C::Salvage { .. } => "salvage",
+        C::Import { .. } => "import",
+        C::Export { .. } => "export",
         C::Certs { .. } => "certs",
         C::Run { .. } => "run",
         _ => "this command",

@@ -40,6 +40,9 @@ pub enum Error {
     /// A damaged directory could not be salvaged into a fresh store (why and where).
     #[error("salvage: {0}")]
     Salvage(String),
+    /// An import could not read its source (why and where).
+    #[error("import: {0}")]
+    Import(String),
     /// The device is full.
     #[error("disk full under {path}: {source}")]
     DiskFull {
@@ -98,6 +101,7 @@ impl Error {
             Error::Identity(_) => Code::IdentityError,
             Error::Conflicts(_) => Code::Corruption,
             Error::Backup(_) | Error::Salvage(_) => Code::BackupError,
+            Error::Import(_) => Code::ImportError,
             Error::Revocation(_) => Code::InvalidRevocation,
             Error::DiskFull { .. } => Code::DiskFull,
             Error::Io { .. } => Code::IoError,

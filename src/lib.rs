@@ -10,7 +10,10 @@ pub mod changes;
 #[cfg(feature = "server")]
 pub mod client;
 pub mod error;
+pub mod export;
 pub mod identity;
+#[cfg(feature = "server")]
+pub mod import;
 pub mod limits;
 mod list_file;
 pub mod node;

@@ -207,6 +207,28 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export every live row of every table as JSON lines on stdout
+    /// (`{"table","row_id","hlc","op_id","data"}`), or with --ops every op of the log.
+    Export {
+        /// JSON lines (the one format; required so a later format is never a surprise).
+        #[arg(long, required = true)]
+        jsonl: bool,
+        /// Every op of the log, in log order, instead of the live rows.
+        #[arg(long)]
+        ops: bool,
+    },
+    /// Import the original system's SQLite memory (`memory.db`): its episodes table as
+    /// episodes (row ids and created_at kept), every other table as rows of the same name.
+    /// Running it again appends nothing new; prints what was imported and what was skipped
+    /// and why (exit 1 when anything was skipped).
+    Import {
+        /// The SQLite database.
+        #[arg(long)]
+        sqlite: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Restore a backup into --data (absent or empty; --force moves an existing one aside).
     Restore {
         /// The backup directory.
@@ -557,6 +579,54 @@ fn run(command: Command, data: &Path) -> Outcome {
                 );
             }
             Ok(if salvaged.salvage.clean() && salvaged.refused == 0 { 0 } else { EXIT_CORRUPTION })
+        }
+        Command::Export { jsonl: _, ops } => {
+            let node = open(data)?;
+            let mut out = std::io::BufWriter::new(out::Stdout);
+            let written = if ops {
+                feral_memory::export::export_ops(&node, &mut out)?
+            } else {
+                feral_memory::export::export_rows(&node, &mut out)?
+            };
+            std::io::Write::flush(&mut out).map_err(|e| fail(1, e.to_string()))?;
+            let what = if ops { "ops" } else { "rows" };
+            eprintln!("exported {written} {what}");
+            Ok(0)
+        }
+        Command::Import { sqlite, json } => {
+            let what = format!("import of {}", sqlite.display());
+            let imported = progress::with_meter(&what, |meter| {
+                let node = open_with(data, config())?;
+                let imported = feral_memory::import::import_sqlite(&node, &sqlite, meter)?;
+                node.close()?;
+                Ok::<_, Failure>(imported)
+            })?;
+            if json {
+                print_json(&imported, false)?;
+            } else {
+                for t in &imported.tables {
+                    out!(
+                        "{}: {} rows, {} imported, {} already there, {} skipped",
+                        t.table,
+                        t.rows,
+                        t.imported,
+                        t.duplicates,
+                        t.skipped
+                    );
+                }
+                for s in &imported.skips {
+                    out!(
+                        "skipped {} {}: {}",
+                        s.table,
+                        s.row_id.as_deref().unwrap_or("?"),
+                        s.reason
+                    );
+                }
+                for note in &imported.notes {
+                    out!("note: {note}");
+                }
+            }
+            Ok(if imported.complete() { 0 } else { 1 })
         }
         Command::Restore { from, force, json } => {
             let what = format!("restore from {}", from.display());

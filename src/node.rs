@@ -535,7 +535,7 @@ impl Node {
     /// The projection caught up with everything acknowledged so far, as a read snapshot: the
     /// projection's lock is held only to take it, so digest and dump read the log and the
     /// rows beside appends, the applier and other reads.
-    fn rows_snapshot(&self) -> Result<feral_materializer::RowsSnapshot> {
+    pub(crate) fn rows_snapshot(&self) -> Result<feral_materializer::RowsSnapshot> {
         let slot = self.settled();
         let mat = readable(&self.wal, &slot)?;
         mat.catch_up(&self.wal)?;

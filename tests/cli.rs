@@ -33,7 +33,8 @@ const GOOD: &str = r#"{"id":"e1","session_id":"s1","event_type":"chat","summary"
 fn every_command_has_help_and_usage_errors_exit_2() {
     let commands = [
         "init", "append", "episodes", "get", "delete", "status", "check", "resume", "rebuild",
-        "digest", "dump", "backup", "restore", "salvage", "demo", "certs", "run", "sync",
+        "digest", "dump", "backup", "restore", "salvage", "import", "export", "demo", "certs",
+        "run", "sync",
     ];
     for command in commands {
         let out = feral_node().args([command, "--help"]).output().expect("help");

@@ -90,6 +90,8 @@ codes! {
     IdentityError => "identity_error",
     /// A backup could not be taken or restored.
     BackupError => "backup_error",
+    /// An import could not read its source (not an SQLite database, an unreadable table).
+    ImportError => "import_error",
     /// A revocation statement that does not verify, or cannot be taken.
     InvalidRevocation => "invalid_revocation",
     /// A postcondition did not hold: a bug, never bad input.
