@@ -1,7 +1,8 @@
 //! A misbehaving sync peer (`feral-chaos __fake-peer`): a real QUIC endpoint with a real
-//! certificate from the cluster CA that accepts a connection, reads the first handshake frame,
-//! prints `hello <unix ms>` and then, by mode, exits at once (`exit`), waits to be SIGKILLed
-//! (`hold`), or keeps the connection open and never answers (`silent`).
+//! certificate from the cluster CA that accepts connections, reads each one's first handshake
+//! frame, prints `hello <unix ms the connection arrived> <unix ms its frame was read>` and then,
+//! by mode, exits at once (`exit`), waits to be SIGKILLed (`hold`), or keeps the connection open
+//! and never answers (`silent`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -57,37 +58,45 @@ fn run(args: &[String]) -> Result<()> {
     rt.block_on(async move {
         let endpoint = server_endpoint(&creds, listen)?;
         say(&format!("ready {}", endpoint.local_addr()?));
-        let mut kept = Vec::new();
+        // Each connection on its own task: one that is slow to hand over its first frame never
+        // delays when the next attempt is seen.
         while let Some(incoming) = endpoint.accept().await {
-            let Ok(connection) = incoming.await else { continue };
-            let Ok((send, mut recv)) = connection.accept_bi().await else { continue };
-            let mut decoder = FrameDecoder::default();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut read_total = 0usize;
-            let got = loop {
-                match recv.read(&mut buf).await {
-                    Ok(Some(n)) => {
-                        decoder.push(&buf[..n]);
-                        read_total += n;
-                        match decoder.next_message() {
-                            Ok(Some(_)) => break true,
-                            Ok(None) if read_total < FIRST_FRAME_BYTES_MAX => {}
-                            _ => break false,
+            let seen = unix_ms();
+            let mode = mode.clone();
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else { return };
+                let Ok((send, mut recv)) = connection.accept_bi().await else { return };
+                let mut decoder = FrameDecoder::default();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut read_total = 0usize;
+                let got = loop {
+                    match recv.read(&mut buf).await {
+                        Ok(Some(n)) => {
+                            decoder.push(&buf[..n]);
+                            read_total += n;
+                            match decoder.next_message() {
+                                Ok(Some(_)) => break true,
+                                Ok(None) if read_total < FIRST_FRAME_BYTES_MAX => {}
+                                _ => break false,
+                            }
                         }
+                        _ => break false,
                     }
-                    _ => break false,
+                };
+                if !got {
+                    return;
                 }
-            };
-            if !got {
-                continue;
-            }
-            say(&format!("hello {}", unix_ms()));
-            match mode.as_str() {
-                // Dies with the connection open: no close frame, like a crash.
-                "exit" => std::process::exit(0),
-                "hold" => std::future::pending::<()>().await,
-                _ => kept.push((connection, send, recv)),
-            }
+                say(&format!("hello {seen} {}", unix_ms()));
+                match mode.as_str() {
+                    // Dies with the connection open: no close frame, like a crash.
+                    "exit" => std::process::exit(0),
+                    // Holds the connection, its streams unanswered, until the process ends.
+                    _ => {
+                        let _held = (connection, send, recv);
+                        std::future::pending::<()>().await
+                    }
+                }
+            });
         }
         Ok(())
     })

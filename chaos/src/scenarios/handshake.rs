@@ -74,7 +74,7 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
     let baseline_fds = open_fds(node.proc.pid());
     let mut fake = fake_peer(ctx, &peer_dir, peer, mode)?;
     let started = Instant::now();
-    let (result, hellos) = std::thread::scope(|scope| -> Result<(Value, Vec<u64>)> {
+    let (result, hellos) = std::thread::scope(|scope| -> Result<(Value, Vec<(u64, u64)>)> {
         let api = node.api.clone();
         let call = scope.spawn(move || crate::harness::sync_via(&api, peer));
         let mut hellos = Vec::new();
@@ -83,7 +83,11 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
                 s == Stream::Out && l.starts_with("hello ")
             });
             let Ok(line) = line else { break };
-            hellos.push(line.trim_start_matches("hello ").parse().unwrap_or(0));
+            // `hello <arrived ms> <frame read ms>`: an attempt is timed by when it arrived.
+            let mut times = line.split_whitespace().skip(1).map(|t| t.parse().unwrap_or(0));
+            let (arrived, read): (u64, u64) =
+                (times.next().unwrap_or(0), times.next().unwrap_or(0));
+            hellos.push((arrived, read));
             match mode {
                 "hold" => fake.kill(),
                 "exit" => {
@@ -118,8 +122,11 @@ pub fn run(ctx: &mut Ctx, report: &mut Report) -> Result<()> {
         format!("success {}, error {code:?}, detail {}", result["success"], result["detail"]),
     );
     let gaps: Vec<i64> =
-        hellos.windows(2).map(|w| w[1] as i64 - w[0] as i64 - HANDSHAKE_MS as i64).collect();
+        hellos.windows(2).map(|w| w[1].0 as i64 - w[0].0 as i64 - HANDSHAKE_MS as i64).collect();
     report.figure("backoff_ms", gaps.clone());
+    // How long each first frame took to be read after its connection arrived, for the record.
+    let frame_ms: Vec<i64> = hellos.iter().map(|(a, r)| *r as i64 - *a as i64).collect();
+    report.figure("first_frame_ms", frame_ms);
     let within = |got: i64, want: i64| got >= want - 150 && got <= want + 750;
     report.check(
         "backoff_1s_then_2s",
