@@ -200,6 +200,19 @@ def test_the_async_client(node: Node) -> None:
             assert (await m.status())["io_paused"] is False
             with pytest.raises(fm.NotFound):
                 await m.get("e4")
+            # The rest of the surface, the same as the blocking client's.
+            assert len(await m.history("e3")) == 2
+            page, cursor = await m.episodes_page(5)
+            assert len(page) == 5 and cursor is not None
+            await m.put("notes", "n2", {"k": "v"})
+            assert [r["row_id"] async for r in m.rows("notes", page=1)] == ["n1", "n2"]
+            assert (await m.tables())["notes"] == 2
+            await m.delete_row("notes", "n1")
+            assert (await m.tables())["notes"] == 1
+            assert isinstance(await m.peers(), list)
+            assert (await m.resume())["ok"] is True
+            manifest = await m.backup(node.data.parent / "async-backup")
+            assert manifest
 
     asyncio.run(go())
 

@@ -1,9 +1,10 @@
 """`Memory` (blocking) and `AsyncMemory` (asyncio): the node's HTTP API (docs/api.md) on httpx.
 
-Both build every request with the same `_Call` and read every answer with the same `_answer`,
-so the two differ only in how they send. Every write carries an op_id made here, which makes
-it idempotent on the node: a write whose connection dropped is sent again, at most `retries`
-times, and is never applied twice.
+Every method is one `_Req` made by the functions of `_Requests` (the request and how its answer
+is read), and every iterator is one `_Pager` or `_Feed` (which request comes next and what an
+answer yields), so the two clients differ only in how they send and sleep. Every write carries
+an op_id made here, which makes it idempotent on the node: a write whose connection dropped is
+sent again, at most `retries` times (`_Backoff`), and is never applied twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import (
     Any,
     AsyncIterator,
+    Callable,
     Dict,
+    Generic,
     Iterable,
     Iterator,
     List,
@@ -26,6 +29,7 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
     cast,
 )
@@ -87,6 +91,15 @@ class _Call:
         self.retry = retry
         self.stream = stream
         self.timeout = timeout
+
+    def kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments of `httpx.Client.request` for this call."""
+        kwargs: Dict[str, Any] = {"params": self.params}
+        if self.body is not None:
+            kwargs["json"] = self.body
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        return kwargs
 
 
 def _answer(response: httpx.Response) -> JSON:
@@ -201,6 +214,203 @@ def _seg(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
+T = TypeVar("T")
+
+FEED_BACKOFF_MAX_S = 5.0
+"""The longest pause of a following change feed between reconnection attempts."""
+
+
+class _Req(Generic[T]):
+    """One request and how its JSON answer becomes the method's result."""
+
+    def __init__(self, call: _Call, read: Callable[[Any], T]) -> None:
+        self.call = call
+        self.read = read
+
+
+class _Backoff:
+    """The retries of one call: `failed` returns the pause before the next attempt, or raises
+    `ConnectionFailed` (with the transport error as its cause) when none is left."""
+
+    def __init__(self, call: _Call, retries: int) -> None:
+        self.call = call
+        self.left = retries if call.retry else 0
+        self.delay = RETRY_BACKOFF_S
+
+    def failed(self, error: httpx.TransportError) -> float:
+        if self.left == 0:
+            raise ConnectionFailed(
+                "connection_failed", f"{self.call.method} {self.call.path}: {error!r}"
+            ) from error
+        self.left -= 1
+        delay, self.delay = self.delay, self.delay * 2
+        return delay
+
+
+class _Pager(Generic[T]):
+    """A cursor-paged listing: `call` is the next page's request, `take` reads an answer into
+    its items and moves the cursor; `done` once a page came without a next cursor."""
+
+    def __init__(self, path: str, params: Params, key: str) -> None:
+        self.path, self.params, self.key = path, params, key
+        self.cursor: Optional[str] = None
+        self.done = False
+
+    def call(self) -> _Call:
+        params = dict(self.params)
+        if self.cursor is not None:
+            params["cursor"] = self.cursor
+        return _Call("GET", self.path, params=params)
+
+    def take(self, answer: Any) -> List[T]:
+        self.cursor = answer.get("next_cursor")
+        self.done = self.cursor is None
+        return cast(List[T], answer[self.key])
+
+
+class _Feed:
+    """The change feed's state: the cursor it resumes from, the reconnection pause, and when a
+    feed that does not follow is done."""
+
+    def __init__(
+        self, since: Optional[str], tables: Optional[Iterable[str]], follow: bool, wait: int, limit: int
+    ) -> None:
+        self.cursor = since
+        self.tables = ",".join(tables) if tables else None
+        self.follow, self.wait, self.limit = follow, wait, limit
+        self.delay = RETRY_BACKOFF_S
+        self.done = False
+
+    def call(self) -> _Call:
+        params: Params = {"limit": self.limit}
+        if self.cursor is not None:
+            params["since"] = self.cursor
+        if self.tables:
+            params["table"] = self.tables
+        if self.follow:
+            params["wait"] = self.wait
+        return _Call("GET", "/v1/changes", params=params, retry=False, timeout=TIMEOUT_DEFAULT + self.wait)
+
+    def failed(self, error: ConnectionFailed) -> float:
+        """The pause before reconnecting; a feed that does not follow raises instead."""
+        if not self.follow:
+            raise error
+        delay, self.delay = self.delay, min(self.delay * 2, FEED_BACKOFF_MAX_S)
+        return delay
+
+    def take(self, response: httpx.Response) -> List[Change]:
+        self.delay = RETRY_BACKOFF_S
+        if not response.is_success:
+            _answer(response)
+        changes, next_cursor, more = _ndjson(response.text)
+        self.cursor = next_cursor if next_cursor is not None else self.cursor
+        self.done = not self.follow and not more
+        return changes
+
+
+def _first(answer: JSON) -> JSON:
+    appended = answer["appended"] if isinstance(answer, dict) and "appended" in answer else answer
+    return appended[0] if isinstance(appended, list) else appended
+
+
+class _Requests:
+    """Every method's request and answer, shared by both clients."""
+
+    @staticmethod
+    def add(episode: Mapping[str, JSON]) -> _Req[Appended]:
+        call, _ = _episode_call(episode)
+        return _Req(call, lambda a: cast(Appended, a["appended"][0]))
+
+    @staticmethod
+    def add_many(episodes: Sequence[Mapping[str, JSON]]) -> _Req[List[Appended]]:
+        call, _ = _episode_call(episodes)
+        return _Req(call, lambda a: cast(List[Appended], a["appended"]))
+
+    @staticmethod
+    def get(episode_id: str) -> _Req[Episode]:
+        return _Req(_Call("GET", f"/v1/episodes/{_seg(episode_id)}"), lambda a: cast(Episode, a))
+
+    @staticmethod
+    def update(episode_id: str, fields: Mapping[str, JSON]) -> _Req[Appended]:
+        body = {**fields, "op_id": fields.get("op_id") or new_op_id()}
+        call = _Call("PATCH", f"/v1/episodes/{_seg(episode_id)}", body=body)
+        return _Req(call, lambda a: cast(Appended, _first(a)))
+
+    @staticmethod
+    def delete(episode_id: str, op_id: Optional[str]) -> _Req[Appended]:
+        params: Params = {"op_id": op_id or new_op_id()}
+        call = _Call("DELETE", f"/v1/episodes/{_seg(episode_id)}", params=params)
+        return _Req(call, lambda a: cast(Appended, _first(a)))
+
+    @staticmethod
+    def episodes_page(params: Params) -> _Req[Tuple[List[Episode], Optional[str]]]:
+        call = _Call("GET", "/v1/episodes", params=params)
+        return _Req(call, lambda a: (cast(List[Episode], a["episodes"]), a.get("next_cursor")))
+
+    @staticmethod
+    def search_page(
+        query: str, limit: int, cursor: Optional[str], filters: Mapping[str, Any]
+    ) -> _Req[Tuple[List[SearchHit], Optional[str]]]:
+        call = _Call("GET", "/v1/search", params=_search_params(query, filters, limit, cursor))
+        return _Req(call, lambda a: (cast(List[SearchHit], a["hits"]), a.get("next_cursor")))
+
+    @staticmethod
+    def history(episode_id: str, limit: int) -> _Req[List[HistoryOp]]:
+        call = _Call("GET", f"/v1/episodes/{_seg(episode_id)}/history", params={"limit": limit})
+        return _Req(call, lambda a: cast(List[HistoryOp], a["ops"]))
+
+    @staticmethod
+    def put(table: str, row_id: str, data: JSON, op_id: Optional[str]) -> _Req[Appended]:
+        body = {"table": table, "row_id": row_id, "data": data, "op_id": op_id or new_op_id()}
+        return _Req(_Call("POST", "/v1/ops", body=body), lambda a: cast(Appended, _first(a)))
+
+    @staticmethod
+    def get_row(table: str, row_id: str) -> _Req[Row]:
+        return _Req(_Call("GET", f"/v1/tables/{_seg(table)}/rows/{_seg(row_id)}"), lambda a: cast(Row, a))
+
+    @staticmethod
+    def delete_row(table: str, row_id: str, op_id: Optional[str]) -> _Req[Appended]:
+        body = {"table": table, "row_id": row_id, "kind": "delete", "op_id": op_id or new_op_id()}
+        return _Req(_Call("POST", "/v1/ops", body=body), lambda a: cast(Appended, _first(a)))
+
+    @staticmethod
+    def rows(table: str, page: int) -> _Pager[Row]:
+        return _Pager(f"/v1/tables/{_seg(table)}/rows", {"limit": page}, "rows")
+
+    @staticmethod
+    def tables() -> _Req[Dict[str, int]]:
+        return _Req(_Call("GET", "/v1/tables"), lambda a: {t["table"]: int(t["rows"]) for t in a["tables"]})
+
+    @staticmethod
+    def status() -> _Req[Status]:
+        return _Req(_Call("GET", "/v1/status"), lambda a: cast(Status, a))
+
+    @staticmethod
+    def check() -> _Req[CheckReport]:
+        return _Req(_Call("GET", "/v1/check"), lambda a: cast(CheckReport, a))
+
+    @staticmethod
+    def resume() -> _Req[CheckReport]:
+        return _Req(_Call("POST", "/v1/resume"), lambda a: cast(CheckReport, a))
+
+    @staticmethod
+    def sync(peer: Optional[str]) -> _Req[List[SyncResult]]:
+        body = {"peer": peer} if peer else None
+        return _Req(_Call("POST", "/v1/sync", body=body), lambda a: cast(List[SyncResult], a))
+
+    @staticmethod
+    def peers() -> _Req[List[Dict[str, JSON]]]:
+        return _Req(
+            _Call("GET", "/v1/peers"),
+            lambda a: cast(List[Dict[str, JSON]], a.get("peers", a) if isinstance(a, dict) else a),
+        )
+
+    @staticmethod
+    def backup(to: Union[str, Path]) -> _Req[Dict[str, JSON]]:
+        body = {"to": str(Path(to).absolute())}
+        return _Req(_Call("POST", "/v1/backup", body=body, retry=False), lambda a: cast(Dict[str, JSON], a))
+
+
 class _Base:
     def __init__(self, retries: int) -> None:
         if retries < 0:
@@ -242,53 +452,41 @@ class Memory(_Base):
         self._http.close()
 
     def _send(self, call: _Call) -> httpx.Response:
-        delay = RETRY_BACKOFF_S
-        attempts = self.retries + 1 if call.retry else 1
-        for attempt in range(attempts):
+        backoff = _Backoff(call, self.retries)
+        while True:
             try:
-                kwargs: Dict[str, Any] = {"params": call.params}
-                if call.body is not None:
-                    kwargs["json"] = call.body
-                if call.timeout is not None:
-                    kwargs["timeout"] = call.timeout
-                return self._http.request(call.method, call.path, **kwargs)
+                return self._http.request(call.method, call.path, **call.kwargs())
             except httpx.TransportError as e:
-                if attempt + 1 == attempts:
-                    raise ConnectionFailed("connection_failed", f"{call.method} {call.path}: {e!r}") from e
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+                time.sleep(backoff.failed(e))
 
-    def _json(self, call: _Call) -> JSON:
-        return _answer(self._send(call))
+    def _do(self, req: _Req[T]) -> T:
+        return req.read(_answer(self._send(req.call)))
+
+    def _pages(self, pager: _Pager[T]) -> Iterator[T]:
+        while not pager.done:
+            yield from pager.take(_answer(self._send(pager.call())))
 
     # Episodes.
 
     def add(self, episode: Mapping[str, JSON]) -> Appended:
         """Appends one episode (durable when this returns); an op_id is added when absent."""
-        call, _ = _episode_call(episode)
-        return cast(Appended, self._json(call)["appended"][0])
+        return self._do(_Requests.add(episode))
 
     def add_many(self, episodes: Sequence[Mapping[str, JSON]]) -> List[Appended]:
         """Appends episodes in one group commit, all or none."""
-        call, _ = _episode_call(episodes)
-        return cast(List[Appended], self._json(call)["appended"])
+        return self._do(_Requests.add_many(episodes))
 
     def get(self, episode_id: str) -> Episode:
         """One live episode; `NotFound` when there is none."""
-        return cast(Episode, self._json(_Call("GET", f"/v1/episodes/{_seg(episode_id)}")))
+        return self._do(_Requests.get(episode_id))
 
     def update(self, episode_id: str, fields: Mapping[str, JSON]) -> Appended:
         """Merges `fields` into the live episode (PATCH), as one idempotent op."""
-        body = {**fields, "op_id": fields.get("op_id") or new_op_id()}
-        answer = self._json(_Call("PATCH", f"/v1/episodes/{_seg(episode_id)}", body=body))
-        return cast(Appended, _first(answer))
+        return self._do(_Requests.update(episode_id, fields))
 
     def delete(self, episode_id: str, op_id: Optional[str] = None) -> Appended:
         """Deletes an episode (a tombstone), as one idempotent op."""
-        params: Params = {"op_id": op_id or new_op_id()}
-        answer = self._json(_Call("DELETE", f"/v1/episodes/{_seg(episode_id)}", params=params))
-        return cast(Appended, _first(answer))
+        return self._do(_Requests.delete(episode_id, op_id))
 
     def episodes_page(
         self,
@@ -303,8 +501,7 @@ class Memory(_Base):
     ) -> Tuple[List[Episode], Optional[str]]:
         """One page of live episodes, newest first, and the cursor of the next (None at the end)."""
         params = _list_params(limit, session, event_type, since, until, min_importance, cursor)
-        answer = self._json(_Call("GET", "/v1/episodes", params=params))
-        return cast(List[Episode], answer["episodes"]), answer.get("next_cursor")
+        return self._do(_Requests.episodes_page(params))
 
     def episodes(
         self,
@@ -317,27 +514,14 @@ class Memory(_Base):
         page: int = PAGE_DEFAULT,
     ) -> Iterator[Episode]:
         """Every live episode matching the filters, newest first, paged by cursor."""
-        cursor: Optional[str] = None
-        while True:
-            rows, cursor = self.episodes_page(
-                page,
-                session=session,
-                event_type=event_type,
-                since=since,
-                until=until,
-                min_importance=min_importance,
-                cursor=cursor,
-            )
-            yield from rows
-            if cursor is None:
-                return
+        params = _list_params(page, session, event_type, since, until, min_importance, None)
+        return self._pages(_Pager("/v1/episodes", params, "episodes"))
 
     def search_page(
         self, query: str, limit: int = 10, cursor: Optional[str] = None, **filters: Any
     ) -> Tuple[List[SearchHit], Optional[str]]:
         """One page of hits, best first, and the next page's cursor."""
-        answer = self._json(_Call("GET", "/v1/search", params=_search_params(query, filters, limit, cursor)))
-        return cast(List[SearchHit], answer["hits"]), answer.get("next_cursor")
+        return self._do(_Requests.search_page(query, limit, cursor, filters))
 
     def search(self, query: str, limit: int = 10, **filters: Any) -> List[SearchHit]:
         """The best `limit` hits for `query` with the API's filters and boosts as keywords
@@ -347,42 +531,29 @@ class Memory(_Base):
 
     def history(self, episode_id: str, limit: int = 100) -> List[HistoryOp]:
         """The ops that touched an episode, in this node's log order (the first page)."""
-        answer = self._json(_Call("GET", f"/v1/episodes/{_seg(episode_id)}/history", params={"limit": limit}))
-        return cast(List[HistoryOp], answer["ops"])
+        return self._do(_Requests.history(episode_id, limit))
 
     # Other tables.
 
     def put(self, table: str, row_id: str, data: JSON, op_id: Optional[str] = None) -> Appended:
         """Writes a row of `table` (last writer wins), as one idempotent op."""
-        body = {"table": table, "row_id": row_id, "data": data, "op_id": op_id or new_op_id()}
-        return cast(Appended, _first(self._json(_Call("POST", "/v1/ops", body=body))))
+        return self._do(_Requests.put(table, row_id, data, op_id))
 
     def get_row(self, table: str, row_id: str) -> Row:
         """One live row; `NotFound` when there is none."""
-        return cast(Row, self._json(_Call("GET", f"/v1/tables/{_seg(table)}/rows/{_seg(row_id)}")))
+        return self._do(_Requests.get_row(table, row_id))
 
     def delete_row(self, table: str, row_id: str, op_id: Optional[str] = None) -> Appended:
         """Deletes a row (a tombstone), as one idempotent op."""
-        body = {"table": table, "row_id": row_id, "kind": "delete", "op_id": op_id or new_op_id()}
-        return cast(Appended, _first(self._json(_Call("POST", "/v1/ops", body=body))))
+        return self._do(_Requests.delete_row(table, row_id, op_id))
 
     def rows(self, table: str, *, page: int = PAGE_DEFAULT) -> Iterator[Row]:
         """Every live row of `table`, in row id order, paged by cursor."""
-        cursor: Optional[str] = None
-        while True:
-            params: Params = {"limit": page}
-            if cursor:
-                params["cursor"] = cursor
-            answer = self._json(_Call("GET", f"/v1/tables/{_seg(table)}/rows", params=params))
-            yield from cast(List[Row], answer["rows"])
-            cursor = answer.get("next_cursor")
-            if cursor is None:
-                return
+        return self._pages(_Requests.rows(table, page))
 
     def tables(self) -> Dict[str, int]:
         """Every table and its live rows."""
-        answer = self._json(_Call("GET", "/v1/tables"))
-        return {t["table"]: int(t["rows"]) for t in answer["tables"]}
+        return self._do(_Requests.tables())
 
     # The change feed.
 
@@ -399,68 +570,41 @@ class Memory(_Base):
         "now": only what comes next), each once. With `follow` it waits for more forever,
         resuming from the last cursor after a dropped connection or a restart of the node;
         without it, it ends at the end of the log."""
-        cursor = since
-        delay = RETRY_BACKOFF_S
-        while True:
-            params: Params = {"limit": limit}
-            if cursor is not None:
-                params["since"] = cursor
-            if tables:
-                params["table"] = ",".join(tables)
-            if follow:
-                params["wait"] = wait
-            call = _Call("GET", "/v1/changes", params=params, retry=False, timeout=TIMEOUT_DEFAULT + wait)
+        feed = _Feed(since, tables, follow, wait, limit)
+        while not feed.done:
             try:
-                response = self._send(call)
-            except ConnectionFailed:
-                if not follow:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                response = self._send(feed.call())
+            except ConnectionFailed as e:
+                time.sleep(feed.failed(e))
                 continue
-            delay = RETRY_BACKOFF_S
-            if not response.is_success:
-                _answer(response)
-            changes, next_cursor, more = _ndjson(response.text)
-            yield from changes
-            cursor = next_cursor if next_cursor is not None else cursor
-            if not follow and not more:
-                return
+            yield from feed.take(response)
 
     # The node.
 
     def status(self) -> Status:
         """The node's status (pause, heads, peers, damage, counters)."""
-        return cast(Status, self._json(_Call("GET", "/v1/status")))
+        return self._do(_Requests.status())
 
     def check(self) -> CheckReport:
         """The integrity check of log, index, projection and search index."""
-        return cast(CheckReport, self._json(_Call("GET", "/v1/check")))
+        return self._do(_Requests.check())
 
     def resume(self) -> CheckReport:
         """Re-verifies after a fault and clears the pause when the check passes."""
-        return cast(CheckReport, self._json(_Call("POST", "/v1/resume")))
+        return self._do(_Requests.resume())
 
     def sync(self, peer: Optional[str] = None) -> List[SyncResult]:
         """Syncs with `peer` ("host:port") now, or with every known peer."""
-        body = {"peer": peer} if peer else None
-        return cast(List[SyncResult], self._json(_Call("POST", "/v1/sync", body=body)))
+        return self._do(_Requests.sync(peer))
 
     def peers(self) -> List[Dict[str, JSON]]:
         """The known peers and their sync state."""
-        answer = self._json(_Call("GET", "/v1/peers"))
-        return cast(List[Dict[str, JSON]], answer.get("peers", answer) if isinstance(answer, dict) else answer)
+        return self._do(_Requests.peers())
 
     def backup(self, to: Union[str, Path]) -> Dict[str, JSON]:
         """An online backup into the absent or empty directory `to` (an absolute path the node
         can write); returns its manifest. Not retried: a second attempt would find `to` taken."""
-        body = {"to": str(Path(to).absolute())}
-        return cast(Dict[str, JSON], self._json(_Call("POST", "/v1/backup", body=body, retry=False)))
-
-
-def _first(answer: JSON) -> JSON:
-    appended = answer["appended"] if isinstance(answer, dict) and "appended" in answer else answer
-    return appended[0] if isinstance(appended, list) else appended
+        return self._do(_Requests.backup(to))
 
 
 class AsyncMemory(_Base):
@@ -491,53 +635,59 @@ class AsyncMemory(_Base):
         await self._http.aclose()
 
     async def _send(self, call: _Call) -> httpx.Response:
-        delay = RETRY_BACKOFF_S
-        attempts = self.retries + 1 if call.retry else 1
-        for attempt in range(attempts):
+        backoff = _Backoff(call, self.retries)
+        while True:
             try:
-                kwargs: Dict[str, Any] = {"params": call.params}
-                if call.body is not None:
-                    kwargs["json"] = call.body
-                if call.timeout is not None:
-                    kwargs["timeout"] = call.timeout
-                return await self._http.request(call.method, call.path, **kwargs)
+                return await self._http.request(call.method, call.path, **call.kwargs())
             except httpx.TransportError as e:
-                if attempt + 1 == attempts:
-                    raise ConnectionFailed("connection_failed", f"{call.method} {call.path}: {e!r}") from e
-                await asyncio.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+                await asyncio.sleep(backoff.failed(e))
 
-    async def _json(self, call: _Call) -> JSON:
-        return _answer(await self._send(call))
+    async def _do(self, req: _Req[T]) -> T:
+        return req.read(_answer(await self._send(req.call)))
+
+    async def _pages(self, pager: _Pager[T]) -> AsyncIterator[T]:
+        while not pager.done:
+            for item in pager.take(_answer(await self._send(pager.call()))):
+                yield item
+
+    # Episodes.
 
     async def add(self, episode: Mapping[str, JSON]) -> Appended:
         """Appends one episode; see `Memory.add`."""
-        call, _ = _episode_call(episode)
-        return cast(Appended, (await self._json(call))["appended"][0])
+        return await self._do(_Requests.add(episode))
 
     async def add_many(self, episodes: Sequence[Mapping[str, JSON]]) -> List[Appended]:
         """Appends episodes in one group commit; see `Memory.add_many`."""
-        call, _ = _episode_call(episodes)
-        return cast(List[Appended], (await self._json(call))["appended"])
+        return await self._do(_Requests.add_many(episodes))
 
     async def get(self, episode_id: str) -> Episode:
         """One live episode; see `Memory.get`."""
-        return cast(Episode, await self._json(_Call("GET", f"/v1/episodes/{_seg(episode_id)}")))
+        return await self._do(_Requests.get(episode_id))
 
     async def update(self, episode_id: str, fields: Mapping[str, JSON]) -> Appended:
         """Merges fields into an episode; see `Memory.update`."""
-        body = {**fields, "op_id": fields.get("op_id") or new_op_id()}
-        answer = await self._json(_Call("PATCH", f"/v1/episodes/{_seg(episode_id)}", body=body))
-        return cast(Appended, _first(answer))
+        return await self._do(_Requests.update(episode_id, fields))
 
     async def delete(self, episode_id: str, op_id: Optional[str] = None) -> Appended:
         """Deletes an episode; see `Memory.delete`."""
-        params: Params = {"op_id": op_id or new_op_id()}
-        answer = await self._json(_Call("DELETE", f"/v1/episodes/{_seg(episode_id)}", params=params))
-        return cast(Appended, _first(answer))
+        return await self._do(_Requests.delete(episode_id, op_id))
 
-    async def episodes(
+    async def episodes_page(
+        self,
+        limit: int = 50,
+        *,
+        session: Optional[str] = None,
+        event_type: Optional[str] = None,
+        since: Optional[float] = None,
+        until: Optional[float] = None,
+        min_importance: Optional[float] = None,
+        cursor: Optional[str] = None,
+    ) -> Tuple[List[Episode], Optional[str]]:
+        """One page of live episodes; see `Memory.episodes_page`."""
+        params = _list_params(limit, session, event_type, since, until, min_importance, cursor)
+        return await self._do(_Requests.episodes_page(params))
+
+    def episodes(
         self,
         *,
         session: Optional[str] = None,
@@ -548,29 +698,46 @@ class AsyncMemory(_Base):
         page: int = PAGE_DEFAULT,
     ) -> AsyncIterator[Episode]:
         """Every live episode matching the filters; see `Memory.episodes`."""
-        cursor: Optional[str] = None
-        while True:
-            params = _list_params(page, session, event_type, since, until, min_importance, cursor)
-            answer = await self._json(_Call("GET", "/v1/episodes", params=params))
-            for row in cast(List[Episode], answer["episodes"]):
-                yield row
-            cursor = answer.get("next_cursor")
-            if cursor is None:
-                return
+        params = _list_params(page, session, event_type, since, until, min_importance, None)
+        return self._pages(_Pager("/v1/episodes", params, "episodes"))
+
+    async def search_page(
+        self, query: str, limit: int = 10, cursor: Optional[str] = None, **filters: Any
+    ) -> Tuple[List[SearchHit], Optional[str]]:
+        """One page of hits; see `Memory.search_page`."""
+        return await self._do(_Requests.search_page(query, limit, cursor, filters))
 
     async def search(self, query: str, limit: int = 10, **filters: Any) -> List[SearchHit]:
         """The best hits; see `Memory.search`."""
-        answer = await self._json(_Call("GET", "/v1/search", params=_search_params(query, filters, limit, None)))
-        return cast(List[SearchHit], answer["hits"])
+        return (await self.search_page(query, limit, None, **filters))[0]
+
+    async def history(self, episode_id: str, limit: int = 100) -> List[HistoryOp]:
+        """The ops that touched an episode; see `Memory.history`."""
+        return await self._do(_Requests.history(episode_id, limit))
+
+    # Other tables.
 
     async def put(self, table: str, row_id: str, data: JSON, op_id: Optional[str] = None) -> Appended:
         """Writes a row; see `Memory.put`."""
-        body = {"table": table, "row_id": row_id, "data": data, "op_id": op_id or new_op_id()}
-        return cast(Appended, _first(await self._json(_Call("POST", "/v1/ops", body=body))))
+        return await self._do(_Requests.put(table, row_id, data, op_id))
 
     async def get_row(self, table: str, row_id: str) -> Row:
         """One live row; see `Memory.get_row`."""
-        return cast(Row, await self._json(_Call("GET", f"/v1/tables/{_seg(table)}/rows/{_seg(row_id)}")))
+        return await self._do(_Requests.get_row(table, row_id))
+
+    async def delete_row(self, table: str, row_id: str, op_id: Optional[str] = None) -> Appended:
+        """Deletes a row; see `Memory.delete_row`."""
+        return await self._do(_Requests.delete_row(table, row_id, op_id))
+
+    def rows(self, table: str, *, page: int = PAGE_DEFAULT) -> AsyncIterator[Row]:
+        """Every live row of `table`; see `Memory.rows`."""
+        return self._pages(_Requests.rows(table, page))
+
+    async def tables(self) -> Dict[str, int]:
+        """Every table and its live rows; see `Memory.tables`."""
+        return await self._do(_Requests.tables())
+
+    # The change feed.
 
     async def changes(
         self,
@@ -582,44 +749,38 @@ class AsyncMemory(_Base):
         limit: int = 100,
     ) -> AsyncIterator[Change]:
         """The change feed; see `Memory.changes`."""
-        cursor = since
-        delay = RETRY_BACKOFF_S
-        while True:
-            params: Params = {"limit": limit}
-            if cursor is not None:
-                params["since"] = cursor
-            if tables:
-                params["table"] = ",".join(tables)
-            if follow:
-                params["wait"] = wait
-            call = _Call("GET", "/v1/changes", params=params, retry=False, timeout=TIMEOUT_DEFAULT + wait)
+        feed = _Feed(since, tables, follow, wait, limit)
+        while not feed.done:
             try:
-                response = await self._send(call)
-            except ConnectionFailed:
-                if not follow:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                response = await self._send(feed.call())
+            except ConnectionFailed as e:
+                await asyncio.sleep(feed.failed(e))
                 continue
-            delay = RETRY_BACKOFF_S
-            if not response.is_success:
-                _answer(response)
-            changes, next_cursor, more = _ndjson(response.text)
-            for change in changes:
+            for change in feed.take(response):
                 yield change
-            cursor = next_cursor if next_cursor is not None else cursor
-            if not follow and not more:
-                return
+
+    # The node.
 
     async def status(self) -> Status:
         """The node's status; see `Memory.status`."""
-        return cast(Status, await self._json(_Call("GET", "/v1/status")))
+        return await self._do(_Requests.status())
 
     async def check(self) -> CheckReport:
         """The integrity check; see `Memory.check`."""
-        return cast(CheckReport, await self._json(_Call("GET", "/v1/check")))
+        return await self._do(_Requests.check())
+
+    async def resume(self) -> CheckReport:
+        """Re-verifies and clears the pause; see `Memory.resume`."""
+        return await self._do(_Requests.resume())
 
     async def sync(self, peer: Optional[str] = None) -> List[SyncResult]:
         """Syncs now; see `Memory.sync`."""
-        body = {"peer": peer} if peer else None
-        return cast(List[SyncResult], await self._json(_Call("POST", "/v1/sync", body=body)))
+        return await self._do(_Requests.sync(peer))
+
+    async def peers(self) -> List[Dict[str, JSON]]:
+        """The known peers; see `Memory.peers`."""
+        return await self._do(_Requests.peers())
+
+    async def backup(self, to: Union[str, Path]) -> Dict[str, JSON]:
+        """An online backup; see `Memory.backup`."""
+        return await self._do(_Requests.backup(to))
