@@ -55,15 +55,20 @@ fn follow(api: &ApiClient, since: &str, limit: usize, want: usize) -> (Vec<Value
     (got, cursor)
 }
 
-/// An event stream over a raw socket: (status line, reader).
-fn open_stream(node: &RunningNode, last_event_id: Option<&str>) -> BufReader<TcpStream> {
+/// An event stream over a raw socket from `GET /v1/changes?{query}`, resumed from
+/// `last_event_id` when given; its reader past the status line.
+fn open_stream(
+    node: &RunningNode,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> BufReader<TcpStream> {
     let token =
         std::fs::read_to_string(node.data.join(feral_memory::api::TOKEN_FILE)).expect("token");
     let mut socket = TcpStream::connect(node.api_addr).expect("connect");
     let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
     write!(
         socket,
-        "GET /v1/changes HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
+        "GET /v1/changes?{query} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
         node.api_addr,
         token.trim()
     )
@@ -150,11 +155,13 @@ fn pages_and_streams_resume_from_their_cursor_and_see_every_op_once() {
     assert_eq!(late.len(), 1, "{late:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "the long poll answered on the write");
 
-    // An event stream, cut after 20 events and reopened with the last id it saw.
-    let mut stream = open_stream(&a, None);
+    // An event stream, cut after 20 events and reopened with the last id it saw. An
+    // EventSource reconnects to the same URL: the `Last-Event-ID` it adds wins over the URL's
+    // older `since`.
+    let mut stream = open_stream(&a, "", None);
     let first = events(&mut stream, 20);
     drop(stream);
-    let mut stream = open_stream(&a, Some(&first[19].0));
+    let mut stream = open_stream(&a, &format!("since={}", first[0].0), Some(&first[19].0));
     let second = events(&mut stream, total + 1 - 20);
     let streamed: Vec<Value> = first.iter().chain(&second).map(|(_, d)| d.clone()).collect();
     assert_eq!(op_ids(&streamed[..total]), op_ids(&all), "no op missed or repeated");
@@ -172,7 +179,7 @@ fn a_follower_that_stops_reading_holds_up_neither_writes_nor_other_followers() {
     let a = RunningNode::start(&root.path().join("a"), &[]);
     let api = a.api();
     // Opened and never read again: its socket buffers fill, its stream stops being polled.
-    let stalled = open_stream(&a, None);
+    let stalled = open_stream(&a, "", None);
     let n = 4000;
     for batch in 0..n / 500 {
         post(&api, "/v1/episodes", &episodes(&format!("w{batch}"), 500));
@@ -181,7 +188,7 @@ fn a_follower_that_stops_reading_holds_up_neither_writes_nor_other_followers() {
         api.call("GET", "/v1/counts", None).expect("answer").1["episodes"].as_u64()
             == Some(n as u64)
     });
-    let mut other = open_stream(&a, None);
+    let mut other = open_stream(&a, "", None);
     assert_eq!(events(&mut other, n).len(), n, "another follower reads everything");
     // `feral-node watch --once` prints the same feed through the running node.
     let printed = common::feral_node()

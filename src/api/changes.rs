@@ -62,7 +62,9 @@ pub(crate) async fn changes(
         .is_some_and(|v| v.contains("text/event-stream"));
     let node = api.service.node.clone();
     let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let since = p.since.as_deref().or(if stream { last_event } else { None });
+    // An EventSource reconnects to the URL it was made with, so on a stream the Last-Event-ID
+    // it adds (the newer position) wins over the URL's `since`.
+    let since = if stream { last_event.or(p.since.as_deref()) } else { p.since.as_deref() };
     let cursor = match since {
         None | Some("") => ChangeCursor::START,
         Some(text) => ChangeCursor::parse(text, &node).map_err(invalid_query)?,
