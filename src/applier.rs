@@ -7,16 +7,51 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use feral_log::{Lsn, Wal};
+use feral_log::{Lsn, Op, Wal};
 use feral_materializer::{Change, Materializer, SearchIndex};
 
 use crate::limits::{APPLY_BATCH_OPS_MAX, APPLY_QUEUE_OPS_MAX};
 use crate::node::{ProjectionSlot, stop_projection};
 
-/// Changes of one append, and the highest LSN it covers (duplicates included).
+/// What one append hands the applier: changes built already (local episodes, validated when
+/// they were written), or the logged ops themselves, whose changes the applier thread works
+/// out (parsing a received episode is projection work: it stays off the appender's path).
+pub(crate) enum Work {
+    /// Changes of the append's new ops, in LSN order.
+    Changes(Vec<Change<'static>>),
+    /// The append's new ops with their LSNs, in LSN order.
+    Ops(Vec<(Lsn, Op)>),
+}
+
+impl Work {
+    fn len(&self) -> usize {
+        match self {
+            Work::Changes(c) => c.len(),
+            Work::Ops(o) => o.len(),
+        }
+    }
+}
+
+/// The work of one or more appends in LSN order, and the highest LSN it covers (duplicates
+/// included).
 struct Job {
-    changes: Vec<Change<'static>>,
+    work: Vec<Work>,
+    ops: usize,
     max_lsn: Lsn,
+}
+
+impl Job {
+    /// The job's changes, borrowing the ops it holds.
+    fn changes(&mut self) -> Vec<Change<'_>> {
+        let mut changes = Vec::with_capacity(self.ops);
+        for work in &mut self.work {
+            match work {
+                Work::Changes(c) => changes.extend(std::mem::take(c)),
+                Work::Ops(ops) => changes.extend(ops.iter().map(|(lsn, op)| Change::of(*lsn, op))),
+            }
+        }
+        changes
+    }
 }
 
 #[derive(Default)]
@@ -55,15 +90,16 @@ impl Applier {
         self.cond.wait(guard).unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues the changes of one append (in LSN order). Waits while the queue is full.
-    pub(crate) fn push(&self, changes: Vec<Change<'static>>, max_lsn: Lsn) {
+    /// Queues the work of one append (in LSN order). Waits while the queue is full.
+    pub(crate) fn push(&self, work: Work, max_lsn: Lsn) {
         let mut q = self.lock();
         while q.queued_ops >= APPLY_QUEUE_OPS_MAX && !q.stop {
             q = self.wait(q);
         }
-        q.queued_ops += changes.len();
+        let ops = work.len();
+        q.queued_ops += ops;
         q.queued_lsn = q.queued_lsn.max(max_lsn);
-        q.jobs.push_back(Job { changes, max_lsn });
+        q.jobs.push_back(Job { work: vec![work], ops, max_lsn });
         self.cond.notify_all();
     }
 
@@ -95,16 +131,17 @@ impl Applier {
                 }
                 let Some(mut job) = q.jobs.pop_front() else { break };
                 // Behind? Take the queued appends that follow into the same transaction.
-                while job.changes.len() < APPLY_BATCH_OPS_MAX
+                while job.ops < APPLY_BATCH_OPS_MAX
                     && let Some(next) = q.jobs.pop_front()
                 {
-                    job.changes.extend(next.changes);
+                    job.work.extend(next.work);
+                    job.ops += next.ops;
                     job.max_lsn = job.max_lsn.max(next.max_lsn);
                 }
                 q.busy = true;
                 job
             };
-            let (n, max_lsn) = (job.changes.len(), job.max_lsn);
+            let (n, max_lsn) = (job.ops, job.max_lsn);
             apply(wal, slot, job);
             let mut q = self.lock();
             q.busy = false;
@@ -154,7 +191,7 @@ fn apply_both(
     wal: &Wal,
     mat: &Materializer,
     mut search: Option<&mut SearchIndex>,
-    job: Job,
+    mut job: Job,
 ) -> feral_materializer::Result<Option<feral_materializer::Error>> {
     let from = mat.applied_lsn()?;
     let in_step = search.as_ref().is_none_or(|s| s.indexed_lsn() >= from);
@@ -171,10 +208,11 @@ fn apply_both(
         Ok(())
     };
     // Ops the projection takes by its own catch-up are not told row by row.
-    let caught_up = match mat.apply_with(job.changes, &mut mirror) {
+    let max_lsn = job.max_lsn;
+    let caught_up = match mat.apply_with(job.changes(), &mut mirror) {
         Err(feral_materializer::Error::Gap { .. }) => mat.catch_up(wal).map(|_| true)?,
         Err(e) => return Err(e),
-        Ok(_) if mat.applied_lsn()? < job.max_lsn => mat.catch_up(wal).map(|_| true)?,
+        Ok(_) if mat.applied_lsn()? < max_lsn => mat.catch_up(wal).map(|_| true)?,
         Ok(_) => false,
     };
     let Some(search) = search else { return Ok(None) };

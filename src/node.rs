@@ -16,7 +16,7 @@ use feral_materializer::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::applier::{self, Applier};
+use crate::applier::{self, Applier, Work};
 use crate::error::{Code, Error, Result};
 use crate::identity::{self, NodeId};
 use crate::report::{CheckReport, NodeStatus};
@@ -147,9 +147,12 @@ impl Node {
     }
 
     /// Hands durable new ops to the applier and tells the write followers.
-    fn publish(&self, changes: Vec<Change<'static>>, max_lsn: Lsn) {
-        let fresh = !changes.is_empty();
-        self.applier.push(changes, max_lsn);
+    fn publish(&self, work: Work, max_lsn: Lsn) {
+        let fresh = match &work {
+            Work::Changes(c) => !c.is_empty(),
+            Work::Ops(o) => !o.is_empty(),
+        };
+        self.applier.push(work, max_lsn);
         if fresh {
             self.written.send_if_modified(|newest| {
                 let newer = max_lsn > *newest;
@@ -246,7 +249,7 @@ impl Node {
             .filter(|(a, _)| !a.duplicate)
             .map(|(a, (e, _))| Change::put_owned(a.lsn, a.op_id, a.hlc, e))
             .collect();
-        self.publish(changes, max_lsn(&appended));
+        self.publish(Work::Changes(changes), max_lsn(&appended));
         Ok(appended)
     }
 
@@ -351,8 +354,7 @@ impl Node {
                 (a.lsn, op)
             })
             .collect();
-        let changes = ops.iter().map(|(lsn, op)| Change::of(*lsn, op).into_owned()).collect();
-        self.publish(changes, max_lsn(&appended));
+        self.publish(Work::Ops(ops), max_lsn(&appended));
         Ok(appended)
     }
 
@@ -410,14 +412,15 @@ impl Node {
             appended.iter().filter(|a| !a.duplicate).map(|a| a.op_id).collect();
         self.verifier
             .remember_links(links.into_iter().filter(|(_, (_, id, _))| fresh.contains(id)));
-        let changes: Vec<Change<'static>> = appended
+        let max = max_lsn(&appended);
+        let new_ops: Vec<(Lsn, Op)> = appended
             .iter()
-            .zip(&ops)
+            .zip(ops)
             .filter(|(a, _)| !a.duplicate)
-            .map(|(a, op)| Change::of(a.lsn, op).into_owned())
+            .map(|(a, op)| (a.lsn, op))
             .collect();
-        let count = changes.len();
-        self.publish(changes, max_lsn(&appended));
+        let count = new_ops.len();
+        self.publish(Work::Ops(new_ops), max);
         Ok(count)
     }
 

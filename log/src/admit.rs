@@ -164,6 +164,9 @@ impl Wal {
         // still in the in-flight set: they leave it only under the state lock held here.
         let index = &index.reader()?;
         let mut seen: IdMap<OpId, Inflight> = IdMap::default();
+        // Per origin of this call, the highest seq the snapshot holds: a received op past it
+        // (a catch-up's every op) needs no lookup of its seq.
+        let mut max_seqs = MaxSeqs::default();
         let mut verdicts = Vec::with_capacity(items.len());
         for item in items {
             let (op_id, hash) = match item {
@@ -182,7 +185,7 @@ impl Wal {
                 continue;
             }
             if let Item::Remote(e) = item {
-                check_remote(state, index, self.inner.origin, e.op(), now)?;
+                check_remote(state, index, &mut max_seqs, self.inner.origin, e.op(), now)?;
             }
             if estimate_payload(item) > self.inner.payload_max as usize {
                 return Err(Error::Op(OpError::InvalidOp(format!(
@@ -289,6 +292,24 @@ fn find_existing(
     }))
 }
 
+/// The highest seq an index snapshot holds per origin (0 for none), looked up once per origin.
+#[derive(Default)]
+struct MaxSeqs {
+    /// Origins come from peers: SipHash.
+    by_origin: std::collections::HashMap<Origin, u64>,
+}
+
+impl MaxSeqs {
+    fn get(&mut self, index: &IndexReader, origin: &Origin) -> Result<u64> {
+        if let Some(max) = self.by_origin.get(origin) {
+            return Ok(*max);
+        }
+        let max = index.max_seq(origin)?.unwrap_or(0);
+        self.by_origin.insert(*origin, max);
+        Ok(max)
+    }
+}
+
 /// Refuses a remote op that would break an invariant: bad seq or HLC node, split brain, drift.
 ///
 /// A received op that claims this log's own origin and is not already here is always split
@@ -297,6 +318,7 @@ fn find_existing(
 fn check_remote(
     state: &mut State,
     index: &IndexReader,
+    max_seqs: &mut MaxSeqs,
     own: Origin,
     op: &Op,
     now: u64,
@@ -309,6 +331,7 @@ fn check_remote(
     }
     let holder = match state.inflight.holder(&op.origin, op.seq) {
         Some(id) => Some(id),
+        None if op.seq > max_seqs.get(index, &op.origin)? => None,
         None => index.get_seq(&op.origin, op.seq)?,
     };
     if op.origin == own && holder != Some(op.op_id) {

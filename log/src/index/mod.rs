@@ -580,6 +580,33 @@ impl IndexReader {
         })
     }
 
+    /// The highest seq of `origin` this snapshot holds, gaps below it allowed (a bound for
+    /// [`IndexReader::get_seq`]: nothing is held past it).
+    pub fn max_seq(&self, origin: &Origin) -> Result<Option<u64>> {
+        catch_panic(|| {
+            let all = origin_key(origin, 0)..=origin_key(origin, u64::MAX);
+            let single = match self.by_origin.range(all.clone()).map_err(redb_error)?.next_back() {
+                Some(item) => Some(item.map_err(redb_error)?.0.value().1),
+                None => None,
+            };
+            let in_runs = match self.seq_runs.range(all).map_err(redb_error)?.next_back() {
+                Some(item) => {
+                    let (_, run_key) = item.map_err(redb_error)?;
+                    let raw =
+                        self.runs.get(run_key.value()).map_err(redb_error)?.ok_or_else(|| {
+                            Error::IndexCorruption(
+                                "op_runs_by_origin names a run that is missing".into(),
+                            )
+                        })?;
+                    let run = Run::parse(raw.value())?;
+                    Some(run.first_seq() + run.len() as u64 - 1)
+                }
+                None => None,
+            };
+            Ok(single.max(in_runs))
+        })
+    }
+
     /// The op_id held at (origin, seq), as [`Index::lookup_seq`].
     pub fn get_seq(&self, origin: &Origin, seq: u64) -> Result<Option<OpId>> {
         catch_panic(|| {
@@ -655,6 +682,12 @@ mod tests {
         let mut heads = index.heads().expect("heads");
         heads.sort();
         assert_eq!(heads, vec![(A, 12), (B, 6)]);
+        // The highest seq held, past the gap (A's last ops are a run, B's are singles).
+        let reader = index.reader().expect("reader");
+        assert_eq!(reader.max_seq(&A).expect("max"), Some(30));
+        assert_eq!(reader.max_seq(&B).expect("max"), Some(6));
+        assert_eq!(reader.max_seq(&Origin([9; 16])).expect("max"), None);
+        drop(reader);
         let seqs = |from, to, limit| -> Vec<u64> {
             index
                 .range_by_origin(&A, from, to, limit)

@@ -24,9 +24,11 @@ pub const HELLO_ORIGINS_MAX: usize = 64 * 1024;
 pub const HELLO_WANTS_MAX: usize = 256;
 /// Capacity an empty frame decoder keeps after a large frame; more is given back.
 pub const DECODER_IDLE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Received frames a session holds while one is being applied; past it the driver stops
-/// reading, so the peer's stream is held back by flow control.
-pub const INBOX_FRAMES_MAX: usize = 1;
+/// Received frames a session holds while an apply runs; past it the driver stops reading, so
+/// the peer's stream is held back by flow control. The frames waiting go in the next apply
+/// together (one durable commit for up to this many frames: at most 4 × 1,024 ops, about
+/// 8 MiB).
+pub const INBOX_FRAMES_MAX: usize = 4;
 /// From the start of a session to the peer's hello.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// After the hello, the longest time without a whole frame moving either way or a store

@@ -365,7 +365,13 @@ impl SyncSession {
             self.running = Some(Running::Check);
             return Some(Request::OpIdAt { origin: theirs.origin, seq: theirs.seq });
         }
-        if let Some(ops) = self.inbox.pop_front() {
+        if let Some(mut ops) = self.inbox.pop_front() {
+            // The frames that came while the last apply ran go in one apply: one durable
+            // commit for all of them (a frame holds whole runs, so any cut between frames is
+            // a run boundary).
+            while let Some(more) = self.inbox.pop_front() {
+                ops.extend(more);
+            }
             self.running = Some(Running::Apply);
             return Some(Request::Apply(ops));
         }

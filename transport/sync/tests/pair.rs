@@ -397,8 +397,10 @@ fn a_session_that_keeps_moving_still_ends_at_the_whole_session_deadline() {
 
 #[test]
 fn a_frame_waiting_for_its_apply_holds_back_further_input() {
+    use feral_sync::limits::{FRAME_OPS_MAX, INBOX_FRAMES_MAX};
     let mut sa = MemStore::default();
-    let mut sb = store(&[(2, 3000)], 200);
+    let frames_needed = 2 * INBOX_FRAMES_MAX + 1;
+    let mut sb = store(&[(2, (frames_needed * FRAME_OPS_MAX) as u64)], 256);
     let now = Instant::now();
     let (mut a, mut b) = (session_at(identity(1), &sa, now), session_at(identity(2), &sb, now));
     let hello_a = a.poll_transmit().expect("hello");
@@ -407,18 +409,34 @@ fn a_frame_waiting_for_its_apply_holds_back_further_input() {
     b.handle(hello_a, now).expect("hello");
     settle(&mut a, &mut sa, now);
     let mut frames = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..frames_needed {
         settle(&mut b, &mut sb, now);
         frames.push(b.poll_transmit().expect("frame"));
     }
+    let ops_of = |m: &SyncMessage| match m {
+        SyncMessage::Ops(ops) => ops.len(),
+        other => panic!("ops expected, got {other:?}"),
+    };
     let mut frames = frames.into_iter();
-    a.handle(frames.next().expect("1"), now).expect("first frame");
-    assert!(!a.wants_input(), "one frame waits: no more input");
-    let Some(Request::Apply(_)) = a.poll_request() else { panic!("apply expected") };
-    assert!(a.wants_input(), "the waiting frame is being applied: one more may wait");
-    a.handle(frames.next().expect("2"), now).expect("second frame");
+    let mut waiting = 0;
+    for i in 0..INBOX_FRAMES_MAX {
+        assert!(a.wants_input(), "frame {i} of the bound may wait");
+        let frame = frames.next().expect("frame");
+        waiting += ops_of(&frame);
+        a.handle(frame, now).expect("a frame within the bound");
+    }
+    assert!(!a.wants_input(), "the inbox is full: no more input");
+    // The frames that waited go in one apply, in the order they came.
+    let Some(Request::Apply(ops)) = a.poll_request() else { panic!("apply expected") };
+    assert_eq!(ops.len(), waiting, "every waiting frame's ops in the one apply");
+    let seqs: Vec<u64> = ops.iter().map(|o| o.head().expect("head").seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in seq order");
+    for _ in 0..INBOX_FRAMES_MAX {
+        assert!(a.wants_input(), "the waiting frames are being applied: more may wait");
+        a.handle(frames.next().expect("frame"), now).expect("a frame within the bound");
+    }
     assert!(!a.wants_input());
-    let err = a.handle(frames.next().expect("3"), now).expect_err("input past the bound");
+    let err = a.handle(frames.next().expect("past"), now).expect_err("input past the bound");
     assert_eq!(err.code(), "malformed_frame");
     let _ = &mut sa;
 }
