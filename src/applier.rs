@@ -24,7 +24,8 @@ pub(crate) enum Work {
 }
 
 impl Work {
-    fn len(&self) -> usize {
+    /// The ops it covers.
+    pub(crate) fn len(&self) -> usize {
         match self {
             Work::Changes(c) => c.len(),
             Work::Ops(o) => o.len(),

@@ -148,10 +148,7 @@ impl Node {
 
     /// Hands durable new ops to the applier and tells the write followers.
     fn publish(&self, work: Work, max_lsn: Lsn) {
-        let fresh = match &work {
-            Work::Changes(c) => !c.is_empty(),
-            Work::Ops(o) => !o.is_empty(),
-        };
+        let fresh = work.len() > 0;
         self.applier.push(work, max_lsn);
         if fresh {
             self.written.send_if_modified(|newest| {

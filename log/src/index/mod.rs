@@ -131,12 +131,20 @@ fn find_seq(
         return Ok(None);
     };
     let (_, run_key) = item.map_err(redb_error)?;
-    let raw = runs.get(run_key.value()).map_err(redb_error)?.ok_or_else(|| {
-        Error::IndexCorruption("op_runs_by_origin names a run that is missing".into())
-    })?;
+    let raw = run_named(runs, run_key.value())?;
     let run = Run::parse(raw.value())?;
     let last = run.first_seq() + run.len() as u64 - 1;
     Ok(run.find_seq(seq).map(|i| (run.entry(i).op_id, last)))
+}
+
+/// The stored run `key` that `op_runs_by_origin` names (missing is corruption).
+fn run_named(
+    runs: &impl ReadableTable<u128, &'static [u8]>,
+    key: u128,
+) -> Result<redb::AccessGuard<'_, &'static [u8]>> {
+    runs.get(key).map_err(redb_error)?.ok_or_else(|| {
+        Error::IndexCorruption("op_runs_by_origin names a run that is missing".into())
+    })
 }
 
 /// The index database.
@@ -592,12 +600,7 @@ impl IndexReader {
             let in_runs = match self.seq_runs.range(all).map_err(redb_error)?.next_back() {
                 Some(item) => {
                     let (_, run_key) = item.map_err(redb_error)?;
-                    let raw =
-                        self.runs.get(run_key.value()).map_err(redb_error)?.ok_or_else(|| {
-                            Error::IndexCorruption(
-                                "op_runs_by_origin names a run that is missing".into(),
-                            )
-                        })?;
+                    let raw = run_named(&self.runs, run_key.value())?;
                     let run = Run::parse(raw.value())?;
                     Some(run.first_seq() + run.len() as u64 - 1)
                 }
