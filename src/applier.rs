@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use feral_log::{Lsn, Op, Wal};
 use feral_materializer::{Change, Materializer, SearchIndex};
 
-use crate::limits::{APPLY_BATCH_OPS_MAX, APPLY_QUEUE_OPS_MAX};
+use crate::limits::{APPLY_BATCH_OPS_MAX, APPLY_QUEUE_BYTES_MAX, APPLY_QUEUE_OPS_MAX};
 use crate::node::{ProjectionSlot, stop_projection};
 
 /// What one append hands the applier: changes built already (local episodes, validated when
@@ -31,6 +31,37 @@ impl Work {
             Work::Ops(o) => o.len(),
         }
     }
+
+    /// About how many bytes of memory it holds (what the queue's byte bound counts): each
+    /// entry's own size and the strings and data it owns.
+    fn bytes(&self) -> usize {
+        match self {
+            Work::Changes(c) => c.iter().map(change_bytes).sum(),
+            Work::Ops(o) => o
+                .iter()
+                .map(|(_, op)| {
+                    std::mem::size_of::<(Lsn, Op)>()
+                        + op.table.len()
+                        + op.row_id.len()
+                        + op.data.len()
+                })
+                .sum(),
+        }
+    }
+}
+
+/// About how many bytes a change holds (its own size and what it owns).
+fn change_bytes(c: &Change<'static>) -> usize {
+    use feral_materializer::Effect;
+    use std::borrow::Cow;
+    let owned = |s: &Cow<'_, str>| if let Cow::Owned(s) = s { s.len() } else { 0 };
+    let effect = match &c.effect {
+        Effect::Other(Some(d)) => d.len(),
+        Effect::Put(e) => e.heap_bytes(),
+        Effect::Skip(reason) => reason.len(),
+        Effect::Other(None) | Effect::Delete => 0,
+    };
+    std::mem::size_of::<Change<'static>>() + owned(&c.table) + owned(&c.row_id) + effect
 }
 
 /// The work of one or more appends in LSN order, and the highest LSN it covers (duplicates
@@ -38,6 +69,7 @@ impl Work {
 struct Job {
     work: Vec<Work>,
     ops: usize,
+    bytes: usize,
     max_lsn: Lsn,
 }
 
@@ -58,7 +90,10 @@ impl Job {
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
+    /// Ops queued or being applied (bounded by `APPLY_QUEUE_OPS_MAX`).
     queued_ops: usize,
+    /// Their bytes, by [`Work::bytes`] (bounded by `APPLY_QUEUE_BYTES_MAX`).
+    queued_bytes: usize,
     busy: bool,
     stop: bool,
     /// The highest LSN handed to the queue.
@@ -66,6 +101,16 @@ struct Queue {
     /// The highest LSN of a job the thread is done with (applied, or dropped after a fault):
     /// the watermark readers wait on.
     done_lsn: Lsn,
+}
+
+impl Queue {
+    /// Whether work of `bytes` may go in now: fewer than `APPLY_QUEUE_OPS_MAX` ops are queued
+    /// or being applied, and the work fits under `APPLY_QUEUE_BYTES_MAX` beside them (work
+    /// larger than that goes in alone, once the queue is empty).
+    fn has_room(&self, bytes: usize) -> bool {
+        self.queued_ops < APPLY_QUEUE_OPS_MAX
+            && (self.queued_bytes == 0 || self.queued_bytes + bytes <= APPLY_QUEUE_BYTES_MAX)
+    }
 }
 
 /// The queue between appenders and the applier thread.
@@ -78,7 +123,14 @@ pub(crate) struct Applier {
 impl std::fmt::Debug for Applier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let q = self.lock();
-        write!(f, "Applier {{ jobs: {}, ops: {}, busy: {} }}", q.jobs.len(), q.queued_ops, q.busy)
+        write!(
+            f,
+            "Applier {{ jobs: {}, ops: {}, bytes: {}, busy: {} }}",
+            q.jobs.len(),
+            q.queued_ops,
+            q.queued_bytes,
+            q.busy
+        )
     }
 }
 
@@ -91,16 +143,19 @@ impl Applier {
         self.cond.wait(guard).unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues the work of one append (in LSN order). Waits while the queue is full.
+    /// Queues the work of one append (in LSN order). Waits while the queue is full, in ops
+    /// or in bytes (work larger than the byte bound waits for an empty queue, then goes in
+    /// alone).
     pub(crate) fn push(&self, work: Work, max_lsn: Lsn) {
+        let (ops, bytes) = (work.len(), work.bytes());
         let mut q = self.lock();
-        while q.queued_ops >= APPLY_QUEUE_OPS_MAX && !q.stop {
+        while !q.has_room(bytes) && !q.stop {
             q = self.wait(q);
         }
-        let ops = work.len();
         q.queued_ops += ops;
+        q.queued_bytes += bytes;
         q.queued_lsn = q.queued_lsn.max(max_lsn);
-        q.jobs.push_back(Job { work: vec![work], ops, max_lsn });
+        q.jobs.push_back(Job { work: vec![work], ops, bytes, max_lsn });
         self.cond.notify_all();
     }
 
@@ -137,16 +192,18 @@ impl Applier {
                 {
                     job.work.extend(next.work);
                     job.ops += next.ops;
+                    job.bytes += next.bytes;
                     job.max_lsn = job.max_lsn.max(next.max_lsn);
                 }
                 q.busy = true;
                 job
             };
-            let (n, max_lsn) = (job.ops, job.max_lsn);
+            let (n, bytes, max_lsn) = (job.ops, job.bytes, job.max_lsn);
             apply(wal, slot, job);
             let mut q = self.lock();
             q.busy = false;
             q.queued_ops -= n;
+            q.queued_bytes -= bytes;
             q.done_lsn = q.done_lsn.max(max_lsn);
             self.cond.notify_all();
         }
@@ -236,4 +293,48 @@ pub(crate) fn spawn(
     slot: Arc<Mutex<ProjectionSlot>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("feral-applier".into()).spawn(move || applier.run(&wal, &slot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use feral_log::{Hlc, OpId, OpKind, Origin};
+
+    fn op(data_bytes: usize) -> Op {
+        Op {
+            op_id: OpId([1; 16]),
+            origin: Origin([2; 16]),
+            seq: 1,
+            hlc: Hlc::default(),
+            table: "notes".into(),
+            row_id: "r1".into(),
+            kind: OpKind::Insert,
+            data: vec![7; data_bytes],
+        }
+    }
+
+    #[test]
+    fn work_bytes_count_what_the_ops_hold() {
+        let work = Work::Ops(vec![(1, op(1000)), (2, op(3000))]);
+        let each = std::mem::size_of::<(Lsn, Op)>() + "notes".len() + "r1".len();
+        assert_eq!(work.bytes(), 2 * each + 4000);
+        let change = Change::of(3, &op(500)).into_owned();
+        assert!(Work::Changes(vec![change]).bytes() >= 500);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_ops_and_in_bytes() {
+        let mut q = Queue::default();
+        // Empty: anything goes in, even work past the byte bound (alone).
+        assert!(q.has_room(APPLY_QUEUE_BYTES_MAX * 2));
+        q.queued_ops = 1;
+        q.queued_bytes = APPLY_QUEUE_BYTES_MAX - 100;
+        assert!(q.has_room(100), "work that fits beside what is queued");
+        assert!(!q.has_room(101), "work past the byte bound waits");
+        q.queued_bytes = 10;
+        q.queued_ops = APPLY_QUEUE_OPS_MAX;
+        assert!(!q.has_room(1), "the op bound holds whatever the bytes");
+        q.queued_ops = APPLY_QUEUE_OPS_MAX - 1;
+        assert!(q.has_room(1));
+    }
 }

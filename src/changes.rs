@@ -7,7 +7,7 @@ use feral_log::{Lsn, ScanPosition};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::limits::CHANGES_SCAN_RECORDS_MAX;
+use crate::limits::{CHANGES_SCAN_RECORDS_MAX, CHANGES_TABLES_MAX};
 use crate::node::Node;
 
 /// Where a follower of the feed is: the position after the last change it was given.
@@ -43,10 +43,36 @@ impl ChangeCursor {
         Ok(ChangeCursor(ScanPosition { next_lsn, segment, offset }))
     }
 
+    /// The cursor a feed's `since` names: the start of the log when it is absent or empty.
+    pub fn parse_since(
+        since: Option<&str>,
+        node: &Node,
+    ) -> std::result::Result<ChangeCursor, String> {
+        match since {
+            None | Some("") => Ok(ChangeCursor::START),
+            Some(text) => ChangeCursor::parse(text, node),
+        }
+    }
+
     /// The LSN of the next change.
     pub fn next_lsn(&self) -> Lsn {
         self.0.next_lsn
     }
+}
+
+/// The tables a feed is filtered on, from a comma-separated list (empty names are dropped;
+/// none at all: every table). At most [`CHANGES_TABLES_MAX`].
+pub fn parse_tables(list: Option<&str>) -> std::result::Result<Vec<String>, String> {
+    let tables: Vec<String> = list
+        .map(|t| t.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    if tables.len() > CHANGES_TABLES_MAX {
+        return Err(format!(
+            "{} tables; a feed filters on at most {CHANGES_TABLES_MAX}",
+            tables.len()
+        ));
+    }
+    Ok(tables)
 }
 
 impl std::fmt::Display for ChangeCursor {

@@ -81,15 +81,10 @@ pub(crate) fn remote(remote: &Remote, args: WatchArgs) -> Outcome {
 
 /// Prints the changes of a store no node runs, up to its end.
 pub(crate) fn local(node: &feral_memory::Node, args: WatchArgs) -> Outcome {
-    let mut cursor = match args.since.as_deref() {
-        None | Some("") => ChangeCursor::START,
-        Some(text) => ChangeCursor::parse(text, node).map_err(|e| fail(2, e))?,
-    };
-    let tables: Vec<String> = args
-        .table
-        .as_deref()
-        .map(|t| t.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect())
-        .unwrap_or_default();
+    let mut cursor =
+        ChangeCursor::parse_since(args.since.as_deref(), node).map_err(|e| fail(2, e))?;
+    let tables =
+        feral_memory::changes::parse_tables(args.table.as_deref()).map_err(|e| fail(2, e))?;
     loop {
         let page = node.changes(cursor, &tables, 1000)?;
         for change in &page.changes {

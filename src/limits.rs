@@ -2,6 +2,9 @@
 
 /// Ops queued for the projection applier before appenders wait (bounds memory and lag).
 pub const APPLY_QUEUE_OPS_MAX: usize = 64 * 1024;
+/// Bytes of queued ops (their data and names, as the applier holds them) before appenders
+/// wait: received ops of 1 KiB would otherwise hold 64 MiB at the ops bound.
+pub const APPLY_QUEUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Origin keys a node keeps in memory for checking received seals (a cache: a key not held
 /// is read again from its origin's genesis in the log).
 pub const ORIGIN_KEYS_CACHED_MAX: usize = 4096;

@@ -43,9 +43,11 @@ pub const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 /// one is read whole). A scan-sized read per get cost 60 µs.
 pub const POINT_READ_CHUNK_BYTES: usize = 4096;
 /// redb's page cache for the index. redb's default lets it grow to 1 GiB as a large store is
-/// read or written (a node receiving 1,000,000 ops peaked at 465 MiB resident); 64 MiB each
-/// for index and projection keeps that at 145 MiB, for 2-3 % of ingest speed (32 MiB: 7 %).
-pub const INDEX_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// read or written (a node receiving 1,000,000 ops peaked at 465 MiB resident). 32 MiB each
+/// for index and projection, with the allocator settings of `feral-node`, holds that node at
+/// 234 MiB (64 MiB each: 360 MiB, or 254 MiB with the allocator purging at once, 27 % slower),
+/// for about 10 % of local ingest speed in one A/B pair of runs (docs/performance.md).
+pub const INDEX_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// How far ahead of the frames the zeroer initializes the active segment: all of it, in one
 /// stretch with one sync (zeroing a little ahead after every commit made every commit's
 /// fdatasync wait for a journal commit of the extents just converted, and was slower than

@@ -80,6 +80,20 @@ pub const CREATED_AT_AHEAD_SECS_DEFAULT: f64 = 60.0;
 pub const CREATED_AT_SECONDS_MAX_PLAUSIBLE: f64 = 1e11;
 
 impl Episode {
+    /// About how many bytes its strings own (for bounds on queues of episodes; capacity
+    /// slack is not counted).
+    pub fn heap_bytes(&self) -> usize {
+        let list = |l: &[String]| l.iter().map(|s| s.len() + size_of::<String>()).sum::<usize>();
+        self.id.len()
+            + self.session_id.len()
+            + self.event_type.len()
+            + self.summary.len()
+            + self.detail.len()
+            + self.location.len()
+            + list(&self.emotions)
+            + list(&self.participants)
+    }
+
     /// Validates caller input. `now_s` fills a missing `created_at`. Unknown fields are refused
     /// (a typo would otherwise lose data silently). `created_at` may be at most
     /// [`CREATED_AT_AHEAD_SECS_DEFAULT`] ahead of `now_s`.

@@ -14,8 +14,9 @@ pub const LIST_LIMIT_MAX: usize = 10_000;
 /// Most index entries one listing page passes over: a page whose filters pass few rows stops
 /// here (with a cursor to go on) instead of reading the whole projection in one request.
 pub const LIST_SCAN_ROWS_MAX: usize = 100_000;
-/// redb's page cache for the projection (bounded like the index's: redb's default is 1 GiB).
-pub const PROJECTION_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// redb's page cache for the projection (bounded like the index's, `INDEX_CACHE_BYTES` in
+/// feral-log, which says why 32 MiB: redb's default is 1 GiB).
+pub const PROJECTION_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Largest `limit` of one search page.
 pub const SEARCH_LIMIT_MAX: usize = 1_000;
 /// Deepest a search pages (hits skipped): a page past it costs a sort of that many hits, and a

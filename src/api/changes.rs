@@ -26,7 +26,7 @@ use super::{Api, ApiError, ApiResult, blocking};
 use crate::changes::{ChangeCursor, ChangeView};
 use crate::limits::{
     CHANGES_HEARTBEAT, CHANGES_LIMIT_DEFAULT, CHANGES_LIMIT_MAX, CHANGES_SUBSCRIBERS_MAX,
-    CHANGES_TABLES_MAX, CHANGES_WAIT_MAX,
+    CHANGES_WAIT_MAX,
 };
 use crate::node::Node;
 
@@ -65,21 +65,8 @@ pub(crate) async fn changes(
     // An EventSource reconnects to the URL it was made with, so on a stream the Last-Event-ID
     // it adds (the newer position) wins over the URL's `since`.
     let since = if stream { last_event.or(p.since.as_deref()) } else { p.since.as_deref() };
-    let cursor = match since {
-        None | Some("") => ChangeCursor::START,
-        Some(text) => ChangeCursor::parse(text, &node).map_err(invalid_query)?,
-    };
-    let tables: Vec<String> = p
-        .table
-        .as_deref()
-        .map(|t| t.split(',').filter(|t| !t.is_empty()).map(str::to_string).collect())
-        .unwrap_or_default();
-    if tables.len() > CHANGES_TABLES_MAX {
-        return Err(invalid_query(format!(
-            "{} tables; a feed filters on at most {CHANGES_TABLES_MAX}",
-            tables.len()
-        )));
-    }
+    let cursor = ChangeCursor::parse_since(since, &node).map_err(invalid_query)?;
+    let tables = crate::changes::parse_tables(p.table.as_deref()).map_err(invalid_query)?;
     let limit = p.limit.unwrap_or(CHANGES_LIMIT_DEFAULT);
     if limit == 0 || limit > CHANGES_LIMIT_MAX {
         return Err(invalid_query(format!("limit {limit} is not within 1..={CHANGES_LIMIT_MAX}")));
