@@ -224,6 +224,10 @@ fn report(value: &Value, json: bool) -> Outcome {
     } else {
         crate::print_json(value, true)?;
     }
+    if !json && let Some(repair) = value.get("repair") {
+        let after = if repair["check"]["ok"] == true { "ok" } else { "still damaged" };
+        out!("the node rebuilt from the log: {}; checked again: {after}", repair["rebuilt"]);
+    }
     Ok(match value["error"].as_str().map(Code::parse) {
         None => 0,
         Some(Some(code)) if code.is_corruption() => crate::EXIT_CORRUPTION,

@@ -31,4 +31,4 @@ pub use feral_log as log;
 pub use feral_materializer as materializer;
 pub use identity::NodeId;
 pub use node::{EpisodeView, Node};
-pub use report::{CheckReport, NodeStatus};
+pub use report::{CheckReport, NodeStatus, Repair};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use feral_log::{
-    Appended, Config, EncodedOp, Lsn, Op, OpBytes, OpDraft, OpId, OpKind, Pause, PauseKind,
-    TimeSource, Wal,
+    Appended, Config, EncodedOp, Lsn, Op, OpBytes, OpDraft, OpId, OpKind, PartStatus, Pause,
+    PauseKind, TimeSource, Wal,
 };
 use feral_materializer::{
     Change, Episode, ListPosition, ListQuery, Materializer, PROJECTION_FILE, Row, SEARCH_DIR,
@@ -560,6 +560,44 @@ impl Node {
         CheckReport::from_parts(log, episodes, search)
     }
 
+    /// The integrity check, and the repair of what it found damaged among the parts derived
+    /// from the log while the log itself checks out: a damaged index, projection or search
+    /// index is rebuilt from the log (what `resume` would do for it, without holding writes
+    /// for a whole check of the log), and checked again. Damage of the log itself, and parts
+    /// that could not be opened (a full disk), are left to the operator: the report says so.
+    /// Returns the check's report and, when a repair ran, what it did.
+    pub fn check_and_repair(&self) -> (CheckReport, Option<crate::report::Repair>) {
+        let found = self.check();
+        let damaged = |part: PartStatus| part == PartStatus::Corruption;
+        if found.wal != PartStatus::Ok
+            || !(damaged(found.index) || damaged(found.episodes) || damaged(found.search))
+        {
+            return (found, None);
+        }
+        let (mut rebuilt, mut failed) = (Vec::new(), Vec::new());
+        let mut note = |part: &'static str, outcome: std::result::Result<(), String>| match outcome
+        {
+            Ok(()) => {
+                tracing::warn!(part, "damage found by check; rebuilt from the log");
+                rebuilt.push(part);
+            }
+            Err(e) => {
+                tracing::error!(part, error = %e, "damage found by check; the rebuild failed");
+                failed.push(format!("{part}: {e}"));
+            }
+        };
+        if damaged(found.index) {
+            note("index", self.wal.rebuild().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        if damaged(found.episodes) {
+            note("episodes", self.rebuild_projection().map(|_| ()).map_err(|e| e.to_string()));
+        } else if damaged(found.search) {
+            note("search", self.rebuild_search().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        let check = self.check();
+        (found, Some(crate::report::Repair { rebuilt, failed, check }))
+    }
+
     /// The search index's check: its files' checksums, and one document per live episode
     /// (after a commit, so both sides are as of one applied LSN).
     fn check_search(&self) -> Result<(), feral_materializer::Error> {
@@ -639,8 +677,7 @@ impl Node {
         let report = CheckReport::from_parts(log, episodes, search);
         if fault.is_none()
             && !report.ok
-            && (report.episodes != feral_log::PartStatus::Ok
-                || report.search != feral_log::PartStatus::Ok)
+            && (report.episodes != PartStatus::Ok || report.search != PartStatus::Ok)
         {
             self.wal.stop_derived(Pause {
                 kind: PauseKind::Corruption,

@@ -43,6 +43,20 @@ pub struct CheckReport {
     pub segments: u64,
 }
 
+/// What a running node did about damage its check found in the parts derived from the log
+/// (index, episodes projection, search index) while the log itself checked out: each damaged
+/// part rebuilt from the log, then the check again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Repair {
+    /// The parts rebuilt: `index`, `episodes` (with the search index), `search`.
+    pub rebuilt: Vec<&'static str>,
+    /// Each rebuild that failed, with its error (the check after says what is still wrong).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// The check after the rebuilds.
+    pub check: CheckReport,
+}
+
 impl CheckReport {
     /// Combines the log's report with the projection's and the search index's checks.
     pub fn from_parts(

@@ -353,3 +353,59 @@ fn rebuilding_while_merges_run_gives_the_same_hits() {
         assert_eq!(sorted(ids(&node, &wide)), before, "round {round}: the same hits");
     }
 }
+
+/// A damaged search index in a running node: `GET /v1/check` reports what it found, rebuilds
+/// the index from the log by itself (`repair`), and the check after it, and the next one, are
+/// clean; searches find every episode again.
+#[test]
+fn a_running_node_rebuilds_a_search_index_its_check_finds_damaged() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("store");
+    let node = RunningNode::start(&data, &[]);
+    let api = node.api();
+    // One batch, one search commit: one tantivy segment, so no merge replaces the file below.
+    let docs: Vec<Value> = (0..300)
+        .map(|i| episode(&format!("e{i}"), "s", "chat", &format!("walnut {i}"), "", i as f64))
+        .collect();
+    let (status, body) = api.call("POST", "/v1/episodes", Some(&Value::from(docs))).expect("add");
+    assert_eq!(status, 200, "{body}");
+    let count = |api: &feral_memory::client::ApiClient| {
+        let (status, page) = api.call("GET", "/v1/search?q=walnut&limit=1000", None).expect("q");
+        assert_eq!(status, 200, "{page}");
+        page["hits"].as_array().expect("hits").len()
+    };
+    assert_eq!(count(&api), 300);
+    let (_, clean) = api.call("GET", "/v1/check", None).expect("check");
+    assert_eq!((clean["ok"].as_bool(), clean.get("repair")), (Some(true), None), "{clean}");
+    // Flip one byte in the middle of the largest file of the index (the node keeps running).
+    let dir = data.join(feral_materializer::SEARCH_DIR);
+    let largest = std::fs::read_dir(&dir)
+        .expect("search dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e != "json" && e != "lock"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&largest).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&largest, &bytes).expect("write");
+
+    let (status, found) = api.call("GET", "/v1/check", None).expect("check");
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        (found["ok"].as_bool(), found["wal"].as_str(), found["search"].as_str()),
+        (Some(false), Some("ok"), Some("corruption")),
+        "{} byte {at} flipped: {found}",
+        largest.display()
+    );
+    assert_eq!(found["repair"]["rebuilt"], json!(["search"]), "{found}");
+    assert_eq!(found["repair"]["check"]["ok"], true, "{found}");
+    let (_, again) = api.call("GET", "/v1/check", None).expect("check");
+    assert_eq!((again["ok"].as_bool(), again.get("repair")), (Some(true), None), "{again}");
+    assert_eq!(count(&api), 300, "every episode is found again");
+    // Writes went on: a new episode is searchable at once.
+    let new = episode("late", "s", "chat", "walnut late", "", 1000.0);
+    let (status, body) = api.call("POST", "/v1/episodes", Some(&new)).expect("add");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count(&api), 301);
+}

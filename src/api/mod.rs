@@ -417,10 +417,17 @@ async fn status(State(api): State<Api>) -> ApiResult<Response> {
     Ok(json_response(StatusCode::OK, &value))
 }
 
+/// The check's report as found; when it found damage in a part derived from the log (the log
+/// itself intact), the node rebuilds that part and adds `repair`: what it rebuilt and the
+/// check after.
 async fn check(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
-    let report = blocking(move || node.check()).await?;
-    Ok(json_response(StatusCode::OK, &report))
+    let (found, repair) = blocking(move || node.check_and_repair()).await?;
+    let mut value = serde_json::to_value(&found).unwrap_or(Value::Null);
+    if let Some(repair) = repair {
+        value["repair"] = serde_json::to_value(&repair).unwrap_or(Value::Null);
+    }
+    Ok(json_response(StatusCode::OK, &value))
 }
 
 async fn resume(State(api): State<Api>) -> ApiResult<Response> {
