@@ -27,6 +27,7 @@ const COPY_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// One copied file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct BackupFile {
     /// Path inside the backup directory.
     pub name: String,
@@ -40,6 +41,7 @@ pub struct BackupFile {
 
 /// The manifest: what the backup holds and how to check it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Manifest {
     /// Manifest format version.
     pub format: u32,

@@ -84,10 +84,12 @@ impl std::fmt::Display for ChangeCursor {
 
 /// One change: the op that made it, and the cursor after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ChangeView {
     /// Resume after this change with this cursor.
     pub cursor: String,
     /// This node's log position of the op.
+    #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub lsn: Lsn,
     /// The op's table.
     pub table: String,

@@ -229,6 +229,9 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the HTTP API's OpenAPI 3.1 description (what `GET /v1/openapi.json` serves;
+    /// docs/openapi.json is a copy). Needs no data directory.
+    Openapi,
     /// Restore a backup into --data (absent or empty; --force moves an existing one aside).
     Restore {
         /// The backup directory.
@@ -329,6 +332,22 @@ fn main() -> ExitCode {
             Err(f) => {
                 eprintln!("feral-node: error: demo: {}", f.message);
                 ExitCode::from(f.status)
+            }
+        };
+    }
+    if matches!(cli.command, Command::Openapi) {
+        match feral_memory::api::openapi().to_pretty_json() {
+            Ok(text) => out!("{text}"),
+            Err(e) => {
+                eprintln!("feral-node: error: openapi: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        return match out::failure() {
+            None => ExitCode::SUCCESS,
+            Some(e) => {
+                eprintln!("feral-node: error: openapi: writing the output: {e}");
+                ExitCode::from(1)
             }
         };
     }
@@ -565,7 +584,8 @@ fn run(command: Command, data: &Path) -> Outcome {
             })?;
             print_backup(&manifest, &to, json)
         }
-        Command::Demo => Ok(0), // handled before a data directory is chosen
+        // Both handled before a data directory is chosen.
+        Command::Demo | Command::Openapi => Ok(0),
         Command::Certs { command } => cli_sync::certs(command, data),
         Command::Run {
             listen,

@@ -47,6 +47,7 @@ impl ProjectionSlot {
 
 /// One search hit: the episode as read back, and its score with its parts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct SearchHitView {
     /// The episode.
     #[serde(flatten)]
@@ -57,6 +58,7 @@ pub struct SearchHitView {
 
 /// An episode as read back: the document, and the op that wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct EpisodeView {
     /// The document.
     #[serde(flatten)]

@@ -23,6 +23,7 @@ pub const EVIDENCE_DIR: &str = "conflicts";
 
 /// One quarantined conflict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Conflict {
     /// The origin (32 hex).
     pub origin: String,

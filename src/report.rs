@@ -10,6 +10,7 @@ use crate::node::Node;
 /// `{"ok":true,"wal":"ok","index":"ok","episodes":"ok"}`; on failure the failing part's code,
 /// a `<part>_detail` object and `error` (log before index before episodes). Never raises.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct CheckReport {
     /// True when every part verified.
     pub ok: bool,
@@ -47,6 +48,7 @@ pub struct CheckReport {
 /// (index, episodes projection, search index) while the log itself checked out: each damaged
 /// part rebuilt from the log, then the check again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Repair {
     /// The parts rebuilt: `index`, `episodes` (with the search index), `search`.
     pub rebuilt: Vec<&'static str>,
@@ -105,6 +107,7 @@ impl CheckReport {
 
 /// A status snapshot of a node.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct NodeStatus {
     /// The node id (hash of the node key).
     pub node_id: String,
@@ -173,6 +176,7 @@ pub struct NodeStatus {
 
 /// The installed node certificate's validity.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct CertificateStatus {
     /// Valid from (unix seconds).
     pub not_before_unix_s: i64,

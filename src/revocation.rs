@@ -33,6 +33,7 @@ const DOMAIN: &[u8] = b"feral-revoke/1";
 /// (fixed form) by the key of the CA whose certificate makes the cluster id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Statement {
     /// The revoked node id (32 hex).
     pub node_id: String,
@@ -131,6 +132,7 @@ impl Statement {
 
 /// A revocation this node has learned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Revoked {
     /// The revoked node id (32 hex).
     pub node_id: String,

@@ -14,6 +14,7 @@ use crate::node::Node;
 
 /// A table and its live rows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TableInfo {
     /// The table's name.
     pub table: String,
@@ -23,6 +24,7 @@ pub struct TableInfo {
 
 /// One live row of any table, with the op that wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct RowView {
     /// The table.
     pub table: String,
@@ -39,6 +41,7 @@ pub struct RowView {
 
 /// One op in a row's history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
     /// The op's id.
     pub op_id: String,
@@ -53,6 +56,7 @@ pub struct HistoryEntry {
     /// The node whose key owns the origin (from its genesis; none for an unsigned origin).
     pub node_id: Option<String>,
     /// Its position in this node's log.
+    #[cfg_attr(feature = "server", schema(value_type = u64))]
     pub lsn: Lsn,
     /// Its data, as in [`RowView::data`] (null for a delete).
     pub data: Value,

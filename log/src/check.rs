@@ -20,6 +20,7 @@ use feral_types::OpHead;
 /// State of one checked part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PartStatus {
     /// Verified.
     Ok,
@@ -31,6 +32,7 @@ pub enum PartStatus {
 
 /// Where the index check failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IndexDetail {
     /// What was wrong.
     pub reason: String,

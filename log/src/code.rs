@@ -9,6 +9,7 @@ macro_rules! codes {
         /// A stable fault code. Its text (`disk_full`, `wal_corruption`…) never changes.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum Code {
             $($(#[$doc])* $variant,)*
         }

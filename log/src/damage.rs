@@ -31,6 +31,7 @@ fn display<T: Display, S: Serializer>(value: &T, s: S) -> std::result::Result<S:
 /// Who found the damage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FoundBy {
     /// The background scrub of sealed segments.
     Scrub,
@@ -42,14 +43,18 @@ pub enum FoundBy {
 
 /// An op whose record did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DamagedOp {
     /// Its LSN here.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub lsn: Lsn,
     /// Its id.
     #[serde(serialize_with = "display")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub op_id: OpId,
     /// Its origin.
     #[serde(serialize_with = "display")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub origin: Origin,
     /// Its seq.
     pub seq: u64,
@@ -62,14 +67,18 @@ pub struct DamagedOp {
 
 /// A stretch of consecutive LSNs of one segment whose frames did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DamagedRange {
     /// The segment file's name.
     pub segment: String,
     /// Its base LSN.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub base: Lsn,
     /// First damaged LSN.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub from_lsn: Lsn,
     /// Last damaged LSN.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub to_lsn: Lsn,
     /// The ops the index places there (at most `DAMAGED_OPS_LISTED_MAX` per segment listed;
     /// `ops_unlisted` counts the rest).

@@ -9,6 +9,7 @@ use feral_types::Error as OpError;
 
 /// Where in the log a fault was found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Location {
     /// Segment file name (its base LSN, zero padded).
     pub segment: String,

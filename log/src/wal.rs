@@ -73,6 +73,7 @@ impl Default for Config {
 /// Why the log stopped taking writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PauseKind {
     /// A write, sync, create or allocation ran out of space.
     DiskFull,
@@ -88,6 +89,7 @@ pub enum PauseKind {
 
 /// The pause flag with its cause.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pause {
     /// The kind of fault.
     pub kind: PauseKind,

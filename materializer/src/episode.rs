@@ -12,6 +12,7 @@ pub const TABLE: &str = "episodes";
 /// One episode as stored in the log and the projection. The field order is the canonical
 /// encoding's order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Episode {
     /// Row id (non-empty).
     pub id: String,

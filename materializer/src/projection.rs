@@ -103,8 +103,10 @@ struct RowRef<'a> {
 
 /// Counters of the projection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectionStats {
     /// The last LSN applied.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub applied_lsn: Lsn,
     /// Live episodes.
     pub episodes: u64,

@@ -18,10 +18,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::read::invalid_query;
+use super::schema::{ErrorBody, FeedEnd};
 use super::{Api, ApiError, ApiResult, blocking};
 use crate::changes::{ChangeCursor, ChangeView};
 use crate::limits::{
@@ -30,12 +30,18 @@ use crate::limits::{
 };
 use crate::node::Node;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ChangesParams {
+    /// Where to start: a cursor (`next_cursor`, a change's `cursor`), `0` for the start of the
+    /// log, or `now` for only what comes next. The start by default.
     since: Option<String>,
+    /// Only these tables (comma-separated, at most 16).
     table: Option<String>,
+    /// Changes per page (newline-delimited JSON).
     limit: Option<usize>,
+    /// Seconds to wait for a change when there is none yet (newline-delimited JSON only).
     wait: Option<f64>,
 }
 
@@ -44,6 +50,16 @@ pub(crate) fn subscribers() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(CHANGES_SUBSCRIBERS_MAX))
 }
 
+/// The change feed: every op the log holds, in local log order, from a cursor. Without
+/// `Accept: text/event-stream`, a page as newline-delimited JSON: one change per line, then
+/// `{"next_cursor", "more"}`. With it, server-sent events (`change`, whose id is its cursor;
+/// `Last-Event-ID` resumes) until the client goes.
+#[utoipa::path(get, path = "/v1/changes", tag = "changes", params(ChangesParams),
+    responses((status = 200, description = "Newline-delimited JSON (each line one of these, the last an end line), or server-sent events each carrying a change as data",
+        content(
+            (super::schema::FeedLine = "application/x-ndjson"),
+            (crate::changes::ChangeView = "text/event-stream"),
+        ))))]
 pub(crate) async fn changes(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -131,8 +147,8 @@ impl Feed {
             body.push_str(&serde_json::to_string(change).unwrap_or_default());
             body.push('\n');
         }
-        let end = json!({"next_cursor": self.cursor.to_string(), "more": more});
-        body.push_str(&end.to_string());
+        let end = FeedEnd { next_cursor: self.cursor.to_string(), more };
+        body.push_str(&serde_json::to_string(&end).unwrap_or_default());
         body.push('\n');
         Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
     }
@@ -162,8 +178,11 @@ impl Feed {
                         Err(e) => {
                             // The stream ends with the reason; the client resumes from the id of
                             // the last change it got.
-                            let reason = json!({"error": e.code, "message": e.message});
-                            let event = Event::default().event("error").data(reason.to_string());
+                            let reason = ErrorBody { error: e.code, message: e.message };
+                            let event = Event::default()
+                                .event("error")
+                                .json_data(&reason)
+                                .unwrap_or_else(|_| Event::default().event("error"));
                             return Some((Ok(event), (feed, written, pending, true)));
                         }
                     };

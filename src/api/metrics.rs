@@ -51,6 +51,9 @@ impl Family {
     }
 }
 
+/// Prometheus text exposition of the node's counters and gauges.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let status = blocking(move || node.status()).await?;

@@ -10,6 +10,7 @@ mod changes;
 mod guard;
 mod metrics;
 pub mod read;
+mod schema;
 pub mod serve;
 
 use std::net::SocketAddr;
@@ -22,11 +23,13 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use feral_log::{Appended, OpDraft, OpId, OpKind};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Code, Error};
 use crate::limits::{
@@ -34,6 +37,7 @@ use crate::limits::{
     API_HEADER_TIMEOUT, API_IDLE_TIMEOUT, API_PEER_LOOKUP_TIMEOUT, API_REQUESTS_IN_FLIGHT_MAX,
 };
 use crate::service::Service;
+use schema::{AppendedList, AppendedView, ErrorBody};
 pub use serve::{Listener, ServeLimits};
 
 /// The token file in a data directory (0600).
@@ -118,7 +122,7 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({"error": self.code, "message": self.message})))
+        (self.status, axum::Json(ErrorBody { error: self.code, message: self.message }))
             .into_response()
     }
 }
@@ -197,13 +201,6 @@ fn take_op_id(doc: &mut Value) -> ApiResult<Option<OpId>> {
     }
 }
 
-#[derive(Serialize)]
-struct AppendedView {
-    op_id: String,
-    hlc: String,
-    duplicate: bool,
-}
-
 fn views(appended: &[Appended]) -> Vec<AppendedView> {
     appended
         .iter()
@@ -215,8 +212,11 @@ fn views(appended: &[Appended]) -> Vec<AppendedView> {
         .collect()
 }
 
-/// One episode or an array; all are parsed and validated (on a blocking thread) before any is
-/// appended (one group commit).
+/// Appends one episode or an array; all are parsed and validated (on a blocking thread)
+/// before any is appended (one group commit, all or nothing).
+#[utoipa::path(post, path = "/v1/episodes", tag = "episodes",
+    request_body = schema::EpisodesBody,
+    responses((status = 200, description = "Every episode appended (or already held)", body = AppendedList)))]
 async fn post_episodes(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -251,9 +251,14 @@ async fn post_episodes(
         .metrics
         .ops_appended
         .fetch_add(appended.iter().filter(|a| !a.duplicate).count() as u64, Ordering::Relaxed);
-    Ok(json_response(StatusCode::OK, &json!({"appended": views(&appended)})))
+    Ok(json_response(StatusCode::OK, &AppendedList { appended: views(&appended) }))
 }
 
+/// One live episode.
+#[utoipa::path(get, path = "/v1/episodes/{id}", tag = "episodes",
+    params(("id" = String, Path, description = "The episode's row id")),
+    responses((status = 200, description = "The episode", body = crate::node::EpisodeView),
+        (status = 404, description = "No live episode has the id", body = ErrorBody)))]
 async fn get_episode(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let shown = id.clone();
@@ -267,14 +272,19 @@ async fn get_episode(State(api): State<Api>, Path(id): Path<String>) -> ApiResul
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeleteParams {
+    /// The op's id (32 hex), made by the caller so a retried delete is the same op.
     op_id: Option<String>,
 }
 
 /// `DELETE /v1/episodes/{id}[?op_id=HEX]`: a tombstone; with an `op_id`, a retried delete is
 /// the same op (answered as a duplicate).
+#[utoipa::path(delete, path = "/v1/episodes/{id}", tag = "episodes",
+    params(("id" = String, Path, description = "The episode's row id"), DeleteParams),
+    responses((status = 200, description = "The tombstone written", body = AppendedView)))]
 async fn delete_episode(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -293,6 +303,11 @@ async fn delete_episode(
 /// `PATCH /v1/episodes/{id}`: merges the body's fields into the live episode and writes the
 /// result as one whole-row op (last writer wins, as any write). An `op_id` in the body makes
 /// a retry idempotent. 404 when no live episode has the id.
+#[utoipa::path(patch, path = "/v1/episodes/{id}", tag = "episodes",
+    params(("id" = String, Path, description = "The episode's row id")),
+    request_body = schema::EpisodePatch,
+    responses((status = 200, description = "The op written", body = AppendedView),
+        (status = 404, description = "No live episode has the id", body = ErrorBody)))]
 async fn patch_episode(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -318,14 +333,22 @@ async fn patch_episode(
     }
 }
 
-#[derive(Deserialize)]
+/// A generic op of any table. Unknown fields are refused.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct OpInput {
+    /// The table (`episodes` only through `/v1/episodes`).
     table: String,
+    /// The row.
     row_id: String,
+    /// `insert` (the default) or `delete`.
     #[serde(default)]
+    #[schema(value_type = Option<schema::OpKindInput>)]
     kind: Option<String>,
+    /// Any JSON: stored as its JSON text (a string as its own bytes).
     #[serde(default)]
     data: Value,
+    /// The op's id (32 hex), made by the caller so a retry is the same op.
     #[serde(default)]
     op_id: Option<String>,
 }
@@ -351,6 +374,9 @@ fn op_draft(i: usize, item: Value) -> ApiResult<OpDraft> {
 
 /// Generic ops: `{"table","row_id","kind":"insert"|"delete","data": any JSON,"op_id"?}` or an
 /// array of them. `data` is stored as its JSON text (a string as its own bytes).
+#[utoipa::path(post, path = "/v1/ops", tag = "tables",
+    request_body = schema::OpsBody,
+    responses((status = 200, description = "Every op appended (or already held)", body = AppendedList)))]
 async fn post_ops(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let body = read_body(&api, &headers, body).await?;
     let node = api.service.node.clone();
@@ -367,12 +393,15 @@ async fn post_ops(State(api): State<Api>, headers: HeaderMap, body: Body) -> Api
         Ok(node.append_ops(drafts)?)
     })
     .await??;
-    Ok(json_response(StatusCode::OK, &json!({"appended": views(&appended)})))
+    Ok(json_response(StatusCode::OK, &AppendedList { appended: views(&appended) }))
 }
 
 /// A revocation statement of the cluster CA (`feral-node certs revoke` makes it): checked
 /// against the CA certificates here, written to the log so it travels to every peer, and taken
 /// at once. Answers the op written and whether the node was newly revoked here.
+#[utoipa::path(post, path = "/v1/revocations", tag = "operations",
+    request_body = crate::revocation::Statement,
+    responses((status = 200, description = "The revocation taken", body = schema::RevocationTaken)))]
 async fn post_revocations(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -384,12 +413,19 @@ async fn post_revocations(
     let node = api.service.node.clone();
     let (appended, newly) = blocking(move || node.revoke(&statement)).await??;
     let view = views(std::slice::from_ref(&appended)).pop();
-    Ok(json_response(StatusCode::OK, &json!({"appended": view, "newly_revoked": newly})))
+    Ok(json_response(
+        StatusCode::OK,
+        &schema::RevocationTaken { appended: view, newly_revoked: newly },
+    ))
 }
 
 /// Resolves the conflict quarantined for an origin by keeping this node's branch (what
 /// `feral-node conflicts resolve ORIGIN` does; it goes through here while a node runs).
 /// Answers the conflict, now with `resolved_at_ms`; 404 `not_found` when none is held for it.
+#[utoipa::path(post, path = "/v1/conflicts/{origin}/resolve", tag = "operations",
+    params(("origin" = String, Path, description = "The quarantined origin (32 hex)")),
+    responses((status = 200, description = "The conflict, resolved", body = crate::quarantine::Conflict),
+        (status = 404, description = "No conflict is quarantined for the origin", body = ErrorBody)))]
 async fn resolve_conflict(
     State(api): State<Api>,
     Path(origin): Path<String>,
@@ -408,28 +444,35 @@ async fn resolve_conflict(
     Ok(json_response(StatusCode::OK, &resolved))
 }
 
+/// The node's status: its log, pause, damage, refusal counters, projection, certificate,
+/// sync endpoint and each peer's schedule.
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses((status = 200, description = "The status", body = schema::StatusView)))]
 async fn status(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let status = blocking(move || node.status()).await?;
-    let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
-    value["sync_addr"] = json!(api.service.local_addr().to_string());
-    value["peers"] = serde_json::to_value(api.service.schedule()).unwrap_or(Value::Null);
-    Ok(json_response(StatusCode::OK, &value))
+    let view = schema::StatusView {
+        node: status,
+        sync_addr: api.service.local_addr().to_string(),
+        peers: api.service.schedule(),
+    };
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 /// The check's report as found; when it found damage in a part derived from the log (the log
 /// itself intact), the node rebuilds that part and adds `repair`: what it rebuilt and the
 /// check after.
+#[utoipa::path(get, path = "/v1/check", tag = "operations",
+    responses((status = 200, description = "The report (damage is `ok: false`, not an error status)", body = schema::CheckView)))]
 async fn check(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let (found, repair) = blocking(move || node.check_and_repair()).await?;
-    let mut value = serde_json::to_value(&found).unwrap_or(Value::Null);
-    if let Some(repair) = repair {
-        value["repair"] = serde_json::to_value(&repair).unwrap_or(Value::Null);
-    }
-    Ok(json_response(StatusCode::OK, &value))
+    Ok(json_response(StatusCode::OK, &schema::CheckView { found, repair }))
 }
 
+/// Verifies the store again and takes writes once it checks out; answers the check.
+#[utoipa::path(post, path = "/v1/resume", tag = "operations",
+    responses((status = 200, description = "The check the resume made (`ok: false` while still faulted)", body = crate::report::CheckReport)))]
 async fn resume(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let report = blocking(move || node.resume()).await?;
@@ -439,13 +482,14 @@ async fn resume(State(api): State<Api>) -> ApiResult<Response> {
 /// An online backup into `to`, an absolute path to an absent or empty directory outside the
 /// data directory: the node keeps serving while it is taken (see `Node::backup`). Answers the
 /// manifest.
+#[utoipa::path(post, path = "/v1/backup", tag = "operations",
+    request_body = schema::BackupRequest,
+    responses((status = 200, description = "The backup's manifest", body = crate::backup::Manifest)))]
 async fn backup(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let body = read_body(&api, &headers, body).await?;
-    let to = parse_body(&body)?
-        .get("to")
-        .and_then(Value::as_str)
-        .map(std::path::PathBuf::from)
-        .ok_or_else(|| invalid_request("body must be {\"to\":\"/absolute/path\"}".into()))?;
+    let request: schema::BackupRequest = serde_json::from_value(parse_body(&body)?)
+        .map_err(|e| invalid_request(format!("body must be {{\"to\":\"/absolute/path\"}}: {e}")))?;
+    let to = std::path::PathBuf::from(request.to);
     let node = api.service.node.clone();
     if !to.is_absolute() {
         return Err(invalid_request(format!("{} is not an absolute path", to.display())));
@@ -470,6 +514,8 @@ async fn backup(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiRe
 /// Takes the certificate now in the data directory (`node.pem` and `ca.pem`, as `certs renew`
 /// or `certs install` wrote them) without a restart: checked (for this node's key, chained to
 /// its CA, of the same cluster), then presented by every session from now on.
+#[utoipa::path(post, path = "/v1/certs/reload", tag = "operations",
+    responses((status = 200, description = "The certificate now presented", body = schema::Reloaded)))]
 async fn reload_certificate(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let creds = blocking(move || -> Result<_, ApiError> {
@@ -491,24 +537,31 @@ async fn reload_certificate(State(api): State<Api>) -> ApiResult<Response> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_certificate", e.to_string()))?;
     let node = api.service.node.clone();
     let status = blocking(move || node.status()).await?;
-    Ok(json_response(StatusCode::OK, &json!({"reloaded": true, "certificate": status.certificate})))
+    Ok(json_response(
+        StatusCode::OK,
+        &schema::Reloaded { reloaded: true, certificate: status.certificate },
+    ))
 }
 
 /// Recreates the index, the projection and the search index from the log while the node
 /// runs: appends wait while the index is rebuilt, reads and the projection's applier while
 /// the projection is (the node keeps its connections and its sessions).
+#[utoipa::path(post, path = "/v1/rebuild", tag = "operations",
+    responses((status = 200, description = "What was rebuilt", body = schema::Rebuilt)))]
 async fn rebuild(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let (indexed, projected) = blocking(move || node.rebuild()).await??;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"ops_indexed_through_lsn": indexed, "ops_projected": projected}),
+        &schema::Rebuilt { ops_indexed_through_lsn: indexed, ops_projected: projected },
     ))
 }
 
 /// Liveness: answers while the process serves, without a token and without any data.
+#[utoipa::path(get, path = "/v1/health", tag = "operations", security(()),
+    responses((status = 200, description = "The node serves", body = schema::Health)))]
 async fn health() -> Response {
-    json_response(StatusCode::OK, &json!({"status": "ok"}))
+    json_response(StatusCode::OK, &schema::Health { status: "ok".into() })
 }
 
 fn invalid_request(message: String) -> ApiError {
@@ -534,15 +587,19 @@ async fn resolve_peer(text: &str) -> ApiResult<SocketAddr> {
 }
 
 /// `{"peer":"host:port"}` syncs with that peer now; an empty body syncs with every known peer.
+/// Answers one result per peer (a failed session is `success: false` with its code).
+#[utoipa::path(post, path = "/v1/sync", tag = "sync",
+    request_body(content = Option<schema::SyncRequest>, description = "A peer, or no body for every known peer"),
+    responses((status = 200, description = "One result per peer", body = Vec<feral_transport::peer::SyncResult>)))]
 async fn sync(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let body = read_body(&api, &headers, body).await?;
     let peers: Vec<SocketAddr> = match parse_body(&body)? {
         Value::Null => api.service.peers().iter().map(|p| p.addr).collect(),
         value => {
-            let text = value.get("peer").and_then(Value::as_str).ok_or_else(|| {
-                invalid_request("body must be {\"peer\":\"host:port\"} or empty".into())
+            let request: schema::SyncRequest = serde_json::from_value(value).map_err(|e| {
+                invalid_request(format!("body must be {{\"peer\":\"host:port\"}} or empty: {e}"))
             })?;
-            vec![resolve_peer(text).await?]
+            vec![resolve_peer(&request.peer).await?]
         }
     };
     let mut results = Vec::with_capacity(peers.len());
@@ -558,25 +615,21 @@ async fn sync(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResu
 /// Known peers, each with `revoked` (true when the cluster CA revoked its node id: its
 /// handshakes are refused) and `sync`: its schedule and what the last session found (null
 /// before the schedule has seen it).
+#[utoipa::path(get, path = "/v1/peers", tag = "sync",
+    responses((status = 200, description = "The known peers", body = Vec<schema::PeerView>)))]
 async fn peers(State(api): State<Api>) -> ApiResult<Response> {
     let revoked: std::collections::HashSet<String> =
         api.service.node.revoked().into_iter().map(|r| r.node_id).collect();
-    let schedule: std::collections::HashMap<SocketAddr, Value> = api
-        .service
-        .schedule()
-        .into_iter()
-        .map(|s| (s.addr, serde_json::to_value(&s).unwrap_or(Value::Null)))
-        .collect();
-    let list: Vec<Value> = api
+    let mut schedule: std::collections::HashMap<SocketAddr, _> =
+        api.service.schedule().into_iter().map(|s| (s.addr, s)).collect();
+    let list: Vec<schema::PeerView> = api
         .service
         .peers()
         .into_iter()
-        .map(|p| {
-            let is_revoked = p.node_id.as_ref().is_some_and(|id| revoked.contains(id));
-            let mut value = serde_json::to_value(&p).unwrap_or(Value::Null);
-            value["revoked"] = Value::Bool(is_revoked);
-            value["sync"] = schedule.get(&p.addr).cloned().unwrap_or(Value::Null);
-            value
+        .map(|peer| schema::PeerView {
+            revoked: peer.node_id.as_ref().is_some_and(|id| revoked.contains(id)),
+            sync: schedule.remove(&peer.addr),
+            peer,
         })
         .collect();
     Ok(json_response(StatusCode::OK, &list))
@@ -641,31 +694,56 @@ pub fn routers(service: Arc<Service>, config: &ApiConfig, token: String) -> (Rou
     (tcp, unix)
 }
 
+/// Every route with its OpenAPI operation, declared once: `routes!` registers a handler and
+/// its `#[utoipa::path]` together, so the description cannot leave a route out.
+fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::with_openapi(schema::Doc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(post_episodes, read::list_episodes))
+        .routes(routes!(get_episode, delete_episode, patch_episode))
+        .routes(routes!(read::episode_history))
+        .routes(routes!(read::counts))
+        .routes(routes!(read::search))
+        .routes(routes!(read::tables))
+        .routes(routes!(read::table_rows))
+        .routes(routes!(read::table_row))
+        .routes(routes!(read::row_history))
+        .routes(routes!(post_ops))
+        .routes(routes!(changes::changes))
+        .routes(routes!(status))
+        .routes(routes!(check))
+        .routes(routes!(resume))
+        .routes(routes!(backup))
+        .routes(routes!(rebuild))
+        .routes(routes!(post_revocations))
+        .routes(routes!(resolve_conflict))
+        .routes(routes!(reload_certificate))
+        .routes(routes!(sync))
+        .routes(routes!(peers))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI 3.1 description of this API, made from the routes and their answer types:
+/// what `GET /v1/openapi.json` serves and docs/openapi.json holds.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = routes().split_for_parts();
+    schema::finish(&mut doc);
+    doc
+}
+
+/// This API's OpenAPI 3.1 description (docs/openapi.json is a copy, checked in CI).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 description", body = Object)))]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = DOC.get_or_init(|| openapi().to_pretty_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], text.as_str()).into_response()
+}
+
 fn router(api: Api, guard: Arc<guard::Guard>) -> Router {
-    Router::new()
-        .route(guard::HEALTH_PATH, get(health))
-        .route("/v1/episodes", post(post_episodes).get(read::list_episodes))
-        .route("/v1/counts", get(read::counts))
-        .route("/v1/episodes/{id}/history", get(read::episode_history))
-        .route("/v1/tables", get(read::tables))
-        .route("/v1/tables/{table}/rows", get(read::table_rows))
-        .route("/v1/tables/{table}/rows/{row_id}", get(read::table_row))
-        .route("/v1/tables/{table}/rows/{row_id}/history", get(read::row_history))
-        .route("/v1/episodes/{id}", get(get_episode).delete(delete_episode).patch(patch_episode))
-        .route("/v1/search", get(read::search))
-        .route("/v1/changes", get(changes::changes))
-        .route("/v1/ops", post(post_ops))
-        .route("/v1/revocations", post(post_revocations))
-        .route("/v1/conflicts/{origin}/resolve", post(resolve_conflict))
-        .route("/v1/status", get(status))
-        .route("/v1/check", get(check))
-        .route("/v1/resume", post(resume))
-        .route("/v1/backup", post(backup))
-        .route("/v1/rebuild", post(rebuild))
-        .route("/v1/certs/reload", post(reload_certificate))
-        .route("/v1/sync", post(sync))
-        .route("/v1/peers", get(peers))
-        .route("/metrics", get(metrics::metrics))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(guard, guard::check))
         .layer(middleware::from_fn(json_errors))

@@ -9,8 +9,8 @@ use axum::response::Response;
 use feral_materializer::limits::LIST_LIMIT_MAX;
 use feral_materializer::{ListQuery, SearchQuery};
 use serde::Deserialize;
-use serde_json::json;
 
+use super::schema::{Count, EpisodesPage, ErrorBody, HistoryPage, RowsPage, SearchPage, Tables};
 use super::{Api, ApiError, ApiResult, blocking, json_response};
 
 /// Episodes per page unless `limit` says otherwise.
@@ -64,20 +64,33 @@ fn fnv(text: &str) -> u64 {
     feral_materializer::projection::fnv1a(text.bytes())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SearchParams {
+    /// The words to find (BM25 over summary and detail).
     q: String,
+    /// Only this session's episodes.
     session: Option<String>,
+    /// Only this event type.
     event_type: Option<String>,
+    /// Only episodes this participant took part in.
     participant: Option<String>,
+    /// Only episodes created at or after (unix seconds).
     since: Option<f64>,
+    /// Only episodes created before (unix seconds).
     until: Option<f64>,
+    /// Only episodes at least this important.
     min_importance: Option<f64>,
+    /// Weight of importance in the score (0 by default: off).
     boost_importance: Option<f64>,
+    /// Weight of recency in the score (0 by default: off).
     boost_recency: Option<f64>,
+    /// Half life of the recency boost in days (30 by default).
     half_life_days: Option<f64>,
+    /// Hits per page (10 by default).
     limit: Option<usize>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
@@ -102,6 +115,8 @@ impl SearchParams {
 
 /// `GET /v1/search?q=…`: episodes ranked by BM25 over summary and detail, with filters,
 /// optional boosts, each hit's score and its parts, and `next_cursor` while more follow.
+#[utoipa::path(get, path = "/v1/search", tag = "episodes", params(SearchParams),
+    responses((status = 200, description = "A page of hits, best first", body = super::schema::SearchPage)))]
 pub(crate) async fn search(
     State(api): State<Api>,
     Query(params): Query<SearchParams>,
@@ -133,23 +148,33 @@ pub(crate) async fn search(
     let (hits, more) = blocking(move || node.search(&query)).await??;
     let next = (offset + hits.len()).to_string();
     let next_cursor = more.then(|| Cursor::encode("search", &next, &fingerprint));
-    Ok(json_response(StatusCode::OK, &json!({"hits": hits, "next_cursor": next_cursor})))
+    Ok(json_response(StatusCode::OK, &SearchPage { hits, next_cursor }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
+    /// Episodes per page (50 by default, at most 1,000).
     limit: Option<usize>,
+    /// Only this session's episodes.
     session: Option<String>,
+    /// Only this event type.
     event_type: Option<String>,
+    /// Only episodes created at or after (unix seconds).
     since: Option<f64>,
+    /// Only episodes created before (unix seconds).
     until: Option<f64>,
+    /// Only episodes at least this important.
     min_importance: Option<f64>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
 /// `GET /v1/episodes`: live episodes, newest `created_at` first, with filters; pages by
 /// `cursor` (`next_cursor` while more follow).
+#[utoipa::path(get, path = "/v1/episodes", tag = "episodes", params(ListParams),
+    responses((status = 200, description = "A page of episodes", body = super::schema::EpisodesPage)))]
 pub(crate) async fn list_episodes(
     State(api): State<Api>,
     Query(p): Query<ListParams>,
@@ -190,16 +215,20 @@ pub(crate) async fn list_episodes(
     let next_cursor = next.map(|(created, writer)| {
         Cursor::encode("episodes", &format!("{created:x}.{writer:x}"), &fingerprint)
     });
-    Ok(json_response(StatusCode::OK, &json!({"episodes": episodes, "next_cursor": next_cursor})))
+    Ok(json_response(StatusCode::OK, &EpisodesPage { episodes, next_cursor }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CountParams {
+    /// Count only this session's episodes.
     session: Option<String>,
 }
 
 /// `GET /v1/counts[?session=S]`: live episodes, overall or of one session.
+#[utoipa::path(get, path = "/v1/counts", tag = "episodes", params(CountParams),
+    responses((status = 200, description = "The count", body = Count)))]
 pub(crate) async fn counts(
     State(api): State<Api>,
     Query(p): Query<CountParams>,
@@ -207,7 +236,7 @@ pub(crate) async fn counts(
     let node = api.service.node.clone();
     let session = p.session.clone();
     let n = blocking(move || node.episode_count(session.as_deref())).await??;
-    Ok(json_response(StatusCode::OK, &json!({"episodes": n, "session": p.session})))
+    Ok(json_response(StatusCode::OK, &Count { episodes: n, session: p.session }))
 }
 
 /// Rows per page of a table unless `limit` says otherwise.
@@ -225,21 +254,29 @@ fn limit_within(limit: Option<usize>, default: usize, max: usize) -> ApiResult<u
     Ok(limit)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageParams {
+    /// Items per page (100 by default; rows at most 1,000, history at most 1,000).
     limit: Option<usize>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
 /// `GET /v1/tables`: every table with its live rows.
+#[utoipa::path(get, path = "/v1/tables", tag = "tables",
+    responses((status = 200, description = "The tables", body = Tables)))]
 pub(crate) async fn tables(State(api): State<Api>) -> ApiResult<Response> {
     let node = api.service.node.clone();
     let tables = blocking(move || node.tables()).await??;
-    Ok(json_response(StatusCode::OK, &json!({"tables": tables})))
+    Ok(json_response(StatusCode::OK, &Tables { tables }))
 }
 
 /// `GET /v1/tables/{table}/rows`: live rows in row id order, paged by cursor.
+#[utoipa::path(get, path = "/v1/tables/{table}/rows", tag = "tables",
+    params(("table" = String, Path, description = "The table (not `episodes`)"), PageParams),
+    responses((status = 200, description = "A page of rows", body = RowsPage)))]
 pub(crate) async fn table_rows(
     State(api): State<Api>,
     axum::extract::Path(table): axum::extract::Path<String>,
@@ -256,10 +293,15 @@ pub(crate) async fn table_rows(
     let name = table.clone();
     let (rows, next) = blocking(move || node.rows(&name, after.as_deref(), limit)).await??;
     let next_cursor = next.map(|id| Cursor::encode("rows", &id, &table));
-    Ok(json_response(StatusCode::OK, &json!({"rows": rows, "next_cursor": next_cursor})))
+    Ok(json_response(StatusCode::OK, &RowsPage { rows, next_cursor }))
 }
 
 /// `GET /v1/tables/{table}/rows/{row_id}`: one live row, or 404.
+#[utoipa::path(get, path = "/v1/tables/{table}/rows/{row_id}", tag = "tables",
+    params(("table" = String, Path, description = "The table"),
+        ("row_id" = String, Path, description = "The row")),
+    responses((status = 200, description = "The row", body = crate::rows::RowView),
+        (status = 404, description = "No live row has the id", body = ErrorBody)))]
 pub(crate) async fn table_row(
     State(api): State<Api>,
     axum::extract::Path((table, row_id)): axum::extract::Path<(String, String)>,
@@ -288,10 +330,14 @@ async fn history_of(api: Api, table: String, row_id: String, p: PageParams) -> A
     let node = api.service.node.clone();
     let (ops, next) = blocking(move || node.history(&table, &row_id, after, limit)).await??;
     let next_cursor = next.map(|lsn| Cursor::encode("history", &lsn.to_string(), &bound));
-    Ok(json_response(StatusCode::OK, &json!({"ops": ops, "next_cursor": next_cursor})))
+    Ok(json_response(StatusCode::OK, &HistoryPage { ops, next_cursor }))
 }
 
 /// `GET /v1/tables/{table}/rows/{row_id}/history`: every op that touched the row.
+#[utoipa::path(get, path = "/v1/tables/{table}/rows/{row_id}/history", tag = "tables",
+    params(("table" = String, Path, description = "The table"),
+        ("row_id" = String, Path, description = "The row"), PageParams),
+    responses((status = 200, description = "A page of the row's ops, oldest first", body = HistoryPage)))]
 pub(crate) async fn row_history(
     State(api): State<Api>,
     axum::extract::Path((table, row_id)): axum::extract::Path<(String, String)>,
@@ -301,6 +347,9 @@ pub(crate) async fn row_history(
 }
 
 /// `GET /v1/episodes/{id}/history`: every op that touched the episode.
+#[utoipa::path(get, path = "/v1/episodes/{id}/history", tag = "episodes",
+    params(("id" = String, Path, description = "The episode's row id"), PageParams),
+    responses((status = 200, description = "A page of the episode's ops, oldest first", body = HistoryPage)))]
 pub(crate) async fn episode_history(
     State(api): State<Api>,
     axum::extract::Path(id): axum::extract::Path<String>,

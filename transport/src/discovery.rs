@@ -18,6 +18,7 @@ pub const SERVICE_TYPE: &str = "_feral._udp.local.";
 /// Where a peer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PeerSource {
     /// Found by mDNS.
     Mdns,
@@ -29,8 +30,10 @@ pub enum PeerSource {
 
 /// One known peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerInfo {
     /// Its QUIC address.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub addr: SocketAddr,
     /// Its node id, when known (mDNS TXT).
     #[serde(skip_serializing_if = "Option::is_none")]

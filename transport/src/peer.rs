@@ -59,6 +59,7 @@ impl Default for SyncOptions {
 /// The outcome of one `sync_with_peer`: `{success, sent, received, peer, attempts}` or
 /// `{success:false, error, attempts, io_paused}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncResult {
     /// True when the session completed.
     pub success: bool,
@@ -93,6 +94,7 @@ pub struct SyncResult {
 
 /// How far two nodes were apart on one origin when a session began.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OriginApart {
     /// Ops of the origin this node held that the peer lacked.
     pub peer_lacked: u64,

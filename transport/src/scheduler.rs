@@ -36,8 +36,10 @@ struct PeerState {
 
 /// One peer's schedule, for status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerSchedule {
     /// The peer.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub addr: SocketAddr,
     /// Seconds since the last successful sync, if any.
     pub last_sync_secs_ago: Option<u64>,

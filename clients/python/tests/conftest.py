@@ -8,9 +8,12 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
+import httpx
 import pytest
+
+from openapi_check import Checker
 
 REPO = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 60
@@ -84,3 +87,48 @@ def node(workdir: Path) -> Iterator[Node]:
     n = Node(workdir / "store", workdir / "config").start()
     yield n
     n.stop()
+
+
+CHECKER = Checker.load()
+
+
+def _check(response: httpx.Response) -> None:
+    request = response.request
+    CHECKER.check(
+        request.method,
+        request.url.path,
+        response.status_code,
+        response.headers.get("content-type", ""),
+        response.content,
+    )
+
+
+@pytest.fixture(autouse=True)
+def answers_match_the_description(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer the clients receive is validated against docs/openapi.json (a streamed
+    one, the change feed's events, is read by the client as it comes and not checked here)."""
+    send = httpx.Client.send
+    send_async = httpx.AsyncClient.send
+
+    def checked(self: httpx.Client, request: httpx.Request, **kw: Any) -> httpx.Response:
+        response = send(self, request, **kw)
+        if not kw.get("stream"):
+            _check(response)
+        return response
+
+    async def checked_async(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
+        response = await send_async(self, request, **kw)
+        if not kw.get("stream"):
+            _check(response)
+        return response
+
+    monkeypatch.setattr(httpx.Client, "send", checked)
+    monkeypatch.setattr(httpx.AsyncClient, "send", checked_async)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    ops = sorted(CHECKER.checked)
+    terminalreporter.write_line(
+        f"answers validated against docs/openapi.json: {sum(CHECKER.checked.values())} "
+        f"answers of {len(ops)} operations"
+    )

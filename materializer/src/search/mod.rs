@@ -121,6 +121,7 @@ pub struct SearchQuery {
 
 /// How a hit's score is made: `total = bm25 × importance × recency`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScoreParts {
     /// The final score hits are ranked by.
     pub total: f64,
