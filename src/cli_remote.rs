@@ -121,6 +121,12 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
         C::Search(args) => crate::cli_read::remote(remote, args),
         C::Watch(args) => crate::cli_watch::remote(remote, args),
         C::Peers { json } => peers(remote, json),
+        C::Import { sqlite, json } => {
+            let what = format!("import of {} through the running node", sqlite.display());
+            let imported =
+                crate::progress::with_meter(&what, |meter| import(remote, &sqlite, meter))?;
+            crate::print_import(&imported, json)
+        }
         C::Get { id, json } => {
             let view = remote.expect_ok("GET", &format!("/v1/episodes/{}", segment(&id)), None)?;
             crate::print_json(&view, !json)
@@ -354,4 +360,78 @@ fn peers(remote: &Remote, json: bool) -> Outcome {
         );
     }
     Ok(0)
+}
+
+/// An import through the running node: each batch one request (`/v1/episodes` or `/v1/ops`,
+/// carrying the op_ids the import made), so it makes the same ops an import into a stopped
+/// store makes, and running it again through either finds them all already there.
+struct ApiImport<'a> {
+    remote: &'a Remote,
+}
+
+impl ApiImport<'_> {
+    fn error(status: u16, answer: &Value) -> feral_memory::Error {
+        let text = answer["error"].as_str().unwrap_or("error").to_string();
+        let message = answer["message"].as_str().unwrap_or("").to_string();
+        // A row over the node's body limit is refused as the row it is, not the import.
+        let code = if status == 413 { Some(Code::InvalidOp) } else { Code::parse(&text) };
+        feral_memory::Error::Api { code, text, message }
+    }
+}
+
+impl feral_memory::import::ImportSink for ApiImport<'_> {
+    fn episode_data(&self, doc: &Value) -> feral_memory::Result<Vec<u8>> {
+        // The node checks it again, against its own clock's drift bound.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        Ok(feral_materializer::Episode::from_input(doc, now_s)?.to_data())
+    }
+
+    fn append(&self, drafts: Vec<feral_types::OpDraft>) -> feral_memory::Result<Vec<bool>> {
+        let Some(first) = drafts.first() else { return Ok(Vec::new()) };
+        let episodes = first.table == feral_materializer::TABLE;
+        let mut items = Vec::with_capacity(drafts.len());
+        for draft in &drafts {
+            let data: Value = serde_json::from_slice(&draft.data)
+                .map_err(|e| feral_memory::Error::Import(format!("row {}: {e}", draft.row_id)))?;
+            let op_id = draft.op_id.map(|o| o.to_string());
+            items.push(if episodes {
+                let mut doc = data;
+                doc["op_id"] = serde_json::json!(op_id);
+                doc
+            } else {
+                serde_json::json!({
+                    "table": draft.table, "row_id": draft.row_id, "data": data, "op_id": op_id,
+                })
+            });
+        }
+        let path = if episodes { "/v1/episodes" } else { "/v1/ops" };
+        let (status, answer) = self
+            .remote
+            .client
+            .call("POST", path, Some(&Value::Array(items)))
+            .map_err(|e| feral_memory::Error::Import(format!("the running node's API: {e}")))?;
+        if status != 200 {
+            return Err(Self::error(status, &answer));
+        }
+        let appended = answer["appended"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if appended.len() != drafts.len() {
+            return Err(feral_memory::Error::Import(format!(
+                "the running node answered {} results for {} rows",
+                appended.len(),
+                drafts.len()
+            )));
+        }
+        Ok(appended.iter().map(|a| a["duplicate"] == Value::Bool(true)).collect())
+    }
+}
+
+/// `import --sqlite` through the running node.
+pub(crate) fn import(
+    remote: &Remote,
+    sqlite: &Path,
+    meter: &feral_log::meter::Meter,
+) -> Result<feral_memory::import::Imported, Failure> {
+    Ok(feral_memory::import::import_sqlite(&ApiImport { remote }, sqlite, meter)?)
 }

@@ -43,6 +43,16 @@ pub enum Error {
     /// An import could not read its source (why and where).
     #[error("import: {0}")]
     Import(String),
+    /// A running node's API refused a request made for this one (the CLI going through it).
+    #[error("{text}: {message} (through the running node's API)")]
+    Api {
+        /// The node's code, when it is one of the store's (`disk_full`, `invalid_op`…).
+        code: Option<Code>,
+        /// The code as the node sent it.
+        text: String,
+        /// The node's message.
+        message: String,
+    },
     /// The device is full.
     #[error("disk full under {path}: {source}")]
     DiskFull {
@@ -102,6 +112,7 @@ impl Error {
             Error::Conflicts(_) => Code::Corruption,
             Error::Backup(_) | Error::Salvage(_) => Code::BackupError,
             Error::Import(_) => Code::ImportError,
+            Error::Api { code, .. } => code.unwrap_or(Code::Internal),
             Error::Revocation(_) => Code::InvalidRevocation,
             Error::DiskFull { .. } => Code::DiskFull,
             Error::Io { .. } => Code::IoError,

@@ -7,7 +7,8 @@
 //! and the row's content, so a second run of the same import appends nothing (every op is a
 //! duplicate) and a row changed since is a new write that wins. The database is opened
 //! read-only. What cannot be imported is skipped, counted and said why, never dropped in
-//! silence.
+//! silence. The rows go to an [`ImportSink`]: a store opened here ([`Node`]), or a running
+//! node's API (the CLI's, when a node holds the data directory); both make the same ops.
 
 use std::path::{Path, PathBuf};
 
@@ -21,8 +22,11 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::node::Node;
 
-/// Rows appended per group commit.
+/// Rows appended per group commit, at most.
 pub const IMPORT_BATCH_ROWS: usize = 1000;
+/// Bytes of row content per group commit, at most (a batch through a running node's API is
+/// one request body, whose default limit is 4 MiB). A larger row goes alone.
+pub const IMPORT_BATCH_BYTES: usize = 1 << 20;
 /// Skipped rows listed in the report (all are counted).
 pub const IMPORT_SKIPS_LISTED: usize = 100;
 /// The original system's episodes table.
@@ -165,8 +169,28 @@ fn parse_sqlite_time(s: &str) -> Option<f64> {
     Some((days * 86_400 + h * 3600 + min * 60) as f64 + sec)
 }
 
+/// Where an import's rows go.
+pub trait ImportSink {
+    /// The canonical bytes of an episode document, validated as the store validates input.
+    fn episode_data(&self, doc: &Value) -> Result<Vec<u8>>;
+    /// Appends the drafts (all of one table) as one group commit, all or nothing; whether
+    /// each was already held. A draft the store refuses fails the whole call with
+    /// `invalid_op` or `invalid_episode`.
+    fn append(&self, drafts: Vec<OpDraft>) -> Result<Vec<bool>>;
+}
+
+impl ImportSink for Node {
+    fn episode_data(&self, doc: &Value) -> Result<Vec<u8>> {
+        Ok(self.prepare_episode(doc, None)?.to_data())
+    }
+
+    fn append(&self, drafts: Vec<OpDraft>) -> Result<Vec<bool>> {
+        Ok(self.append_ops(drafts)?.into_iter().map(|a| a.duplicate).collect())
+    }
+}
+
 /// Imports the SQLite database at `path` into `node` (see the module's documentation).
-pub fn import_sqlite(node: &Node, path: &Path, meter: &Meter) -> Result<Imported> {
+pub fn import_sqlite(node: &dyn ImportSink, path: &Path, meter: &Meter) -> Result<Imported> {
     let flags =
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let db = rusqlite::Connection::open_with_flags(path, flags)
@@ -201,7 +225,7 @@ pub fn import_sqlite(node: &Node, path: &Path, meter: &Meter) -> Result<Imported
 }
 
 fn import_table(
-    node: &Node,
+    node: &dyn ImportSink,
     db: &rusqlite::Connection,
     table: &str,
     at: usize,
@@ -224,6 +248,7 @@ fn import_table(
     let columns: Vec<String> = stmt.column_names().skip(1).map(|c| c.to_string()).collect();
     let mut rows = stmt.query([]).map_err(import_error)?;
     let mut batch: Vec<(String, Value)> = Vec::with_capacity(IMPORT_BATCH_ROWS);
+    let mut batch_bytes = 0;
     while let Some(row) = rows.next().map_err(import_error)? {
         out.tables[at].rows += 1;
         let rowid: i64 = row.get(0).map_err(import_error)?;
@@ -237,16 +262,33 @@ fn import_table(
             Some(Value::Number(n)) => n.to_string(),
             _ => rowid.to_string(),
         };
+        let bytes = fields.iter().map(|(k, v)| k.len() + 3 + value_bytes(v)).sum::<usize>();
+        if !batch.is_empty() && batch_bytes + bytes > IMPORT_BATCH_BYTES {
+            flush(node, table, at, &mut batch, out, meter)?;
+            batch_bytes = 0;
+        }
+        batch_bytes += bytes;
         batch.push((row_id, Value::Object(fields)));
         if batch.len() >= IMPORT_BATCH_ROWS {
+            batch_bytes = 0;
             flush(node, table, at, &mut batch, out, meter)?;
         }
     }
     flush(node, table, at, &mut batch, out, meter)
 }
 
+/// About the bytes a column's value takes in a row's JSON (for the batch bound).
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len() + 2,
+        Value::Object(m) => m.iter().map(|(k, v)| k.len() + 3 + value_bytes(v)).sum(),
+        Value::Array(a) => a.iter().map(value_bytes).sum(),
+        _ => 24,
+    }
+}
+
 fn flush(
-    node: &Node,
+    node: &dyn ImportSink,
     table: &str,
     at: usize,
     batch: &mut Vec<(String, Value)>,
@@ -268,8 +310,8 @@ fn flush(
             fields
         };
         let data = if table == EPISODES_TABLE {
-            match node.prepare_episode(&doc, None) {
-                Ok(episode) => episode.to_data(),
+            match node.episode_data(&doc) {
+                Ok(data) => data,
                 Err(e) => {
                     out.skip(at, Some(row_id), e.to_string());
                     continue;
@@ -290,7 +332,7 @@ fn flush(
     if drafts.is_empty() {
         return Ok(());
     }
-    let appended = match node.append_ops(drafts.clone()) {
+    let appended = match node.append(drafts.clone()) {
         Ok(appended) => appended,
         // A full disk, a pause: the import stops here with the cause; what was appended stays
         // and a second run goes on from it.
@@ -305,7 +347,7 @@ fn flush(
             let mut appended = Vec::with_capacity(drafts.len());
             for draft in drafts {
                 let row_id = draft.row_id.clone();
-                match node.append_ops(vec![draft]) {
+                match node.append(vec![draft]) {
                     Ok(mut one) => appended.append(&mut one),
                     Err(e)
                         if e.code() == feral_log::Code::InvalidOp
@@ -319,8 +361,8 @@ fn flush(
             appended
         }
     };
-    for a in appended {
-        if a.duplicate {
+    for duplicate in appended {
+        if duplicate {
             out.tables[at].duplicates += 1;
         } else {
             out.tables[at].imported += 1;

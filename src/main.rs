@@ -407,6 +407,31 @@ pub(crate) fn config() -> Config {
     config
 }
 
+/// What an import did; exit 1 when a row was skipped.
+pub(crate) fn print_import(imported: &feral_memory::import::Imported, json: bool) -> Outcome {
+    if json {
+        print_json(imported, false)?;
+    } else {
+        for t in &imported.tables {
+            out!(
+                "{}: {} rows, {} imported, {} already there, {} skipped",
+                t.table,
+                t.rows,
+                t.imported,
+                t.duplicates,
+                t.skipped
+            );
+        }
+        for s in &imported.skips {
+            out!("skipped {} {}: {}", s.table, s.row_id.as_deref().unwrap_or("?"), s.reason);
+        }
+        for note in &imported.notes {
+            out!("note: {note}");
+        }
+    }
+    Ok(if imported.complete() { 0 } else { 1 })
+}
+
 fn print_json(value: &impl Serialize, pretty: bool) -> Outcome {
     let text =
         if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
@@ -654,32 +679,7 @@ fn run(command: Command, data: &Path) -> Outcome {
                 node.close()?;
                 Ok::<_, Failure>(imported)
             })?;
-            if json {
-                print_json(&imported, false)?;
-            } else {
-                for t in &imported.tables {
-                    out!(
-                        "{}: {} rows, {} imported, {} already there, {} skipped",
-                        t.table,
-                        t.rows,
-                        t.imported,
-                        t.duplicates,
-                        t.skipped
-                    );
-                }
-                for s in &imported.skips {
-                    out!(
-                        "skipped {} {}: {}",
-                        s.table,
-                        s.row_id.as_deref().unwrap_or("?"),
-                        s.reason
-                    );
-                }
-                for note in &imported.notes {
-                    out!("note: {note}");
-                }
-            }
-            Ok(if imported.complete() { 0 } else { 1 })
+            print_import(&imported, json)
         }
         Command::Restore { from, force, json } => {
             let what = format!("restore from {}", from.display());

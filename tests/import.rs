@@ -168,3 +168,64 @@ fn a_file_that_is_not_sqlite_is_one_clear_error_and_writes_nothing() {
     assert!(err.contains("import") && err.contains("memory.db"), "{err}");
     assert_eq!(common::open(&data).wal().durable_lsn(), 0);
 }
+
+#[test]
+fn an_import_goes_through_a_running_node_and_makes_the_same_ops_as_one_into_a_stopped_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("memory.db");
+    fixture(&db);
+    // The reference: the same database imported into a stopped store.
+    let offline = dir.path().join("offline");
+    assert!(
+        feral_node()
+            .arg("--data")
+            .arg(&offline)
+            .arg("init")
+            .output()
+            .expect("init")
+            .status
+            .success()
+    );
+    let (_, reference) = import(&offline, &db);
+
+    let data = dir.path().join("running");
+    let node = common::RunningNode::start(&data, &[]);
+    let (code, report) = import(&data, &db);
+    assert_eq!(code, Some(1), "the empty summary is skipped as before: {report}");
+    assert_eq!(report["tables"], reference["tables"], "the same counts through the node");
+    assert_eq!(report["skips"], reference["skips"], "the same skips, with their reasons");
+    let (status, seven) = node.api().call("GET", "/v1/episodes/7", None).expect("get");
+    assert_eq!(status, 200, "{seven}");
+    assert_eq!(seven["created_at"], 1_709_892_007.0, "the original time kept: {seven}");
+
+    // Again through the node: nothing new.
+    let (_, again) = import(&data, &db);
+    assert_eq!(table(&again, "episodes")["duplicates"], 50, "{again}");
+    assert_eq!(table(&again, "episodes")["imported"], 0, "{again}");
+    assert_eq!(table(&again, "preferences")["duplicates"], 2, "{again}");
+    assert!(node.stop());
+
+    // The ops are the ones a stopped store makes: the same op_ids with the same rows (their
+    // HLCs and origins are each store's own), and a third import into the stopped store finds
+    // every row already there.
+    let rows = |data: &Path| -> Vec<Value> {
+        let out = feral_node().arg("--data").arg(data).args(["export", "--jsonl"]).output();
+        let out = out.expect("export");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut rows: Vec<Value> = String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(|l| {
+                let row: Value = serde_json::from_str(l).expect("json line");
+                serde_json::json!([row["table"], row["row_id"], row["op_id"], row["data"]])
+            })
+            .collect();
+        rows.sort_by_key(|r| r.to_string());
+        rows
+    };
+    assert_eq!(rows(&data), rows(&offline));
+    assert_eq!(rows(&data).len(), 52);
+    let (_, third) = import(&data, &db);
+    assert_eq!(table(&third, "episodes")["duplicates"], 50, "{third}");
+    assert_eq!(table(&third, "preferences")["duplicates"], 2, "{third}");
+}
