@@ -121,6 +121,7 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
         C::Search(args) => crate::cli_read::remote(remote, args),
         C::Watch(args) => crate::cli_watch::remote(remote, args),
         C::Peers { json } => peers(remote, json),
+        C::Export { jsonl: _, ops } => export(remote, ops),
         C::Import { sqlite, json } => {
             let what = format!("import of {} through the running node", sqlite.display());
             let imported =
@@ -434,4 +435,42 @@ pub(crate) fn import(
     meter: &feral_log::meter::Meter,
 ) -> Result<feral_memory::import::Imported, Failure> {
     Ok(feral_memory::import::import_sqlite(&ApiImport { remote }, sqlite, meter)?)
+}
+
+/// Counts the lines it passes on.
+struct Lines<W> {
+    out: W,
+    lines: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Lines<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        self.lines += bytes[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `export --jsonl [--ops]` through the running node: its `GET /v1/export` streamed to stdout.
+fn export(remote: &Remote, ops: bool) -> Outcome {
+    let path = if ops { "/v1/export?ops=true" } else { "/v1/export" };
+    let mut out = Lines { out: std::io::BufWriter::new(crate::out::Stdout), lines: 0 };
+    let answer = remote
+        .client
+        .stream_blocking(feral_memory::client::Call::new("GET", path), &mut out)
+        .map_err(|e| fail(1, format!("export through the running node: {e}")))?;
+    std::io::Write::flush(&mut out).map_err(|e| fail(1, e.to_string()))?;
+    if !(200..300).contains(&answer.status) {
+        let value = answer.json();
+        let code = value["error"].as_str().unwrap_or("error");
+        let message = value["message"].as_str().unwrap_or("");
+        return Err(fail(1, format!("{code}: {message} (through the running node's API)")));
+    }
+    let what = if ops { "ops" } else { "rows" };
+    eprintln!("exported {} {what} through the running node", out.lines);
+    Ok(0)
 }

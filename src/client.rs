@@ -168,7 +168,7 @@ impl ApiClient {
     /// Sends one request and reads the whole answer.
     pub async fn send(&self, call: Call) -> Result<Answer, ClientError> {
         let (method, path) = (call.method.clone(), call.path.clone());
-        match tokio::time::timeout(self.timeout, self.exchange(call)).await {
+        match tokio::time::timeout(self.timeout, self.exchange(call, None)).await {
             Ok(answer) => answer,
             Err(_) => Err(ClientError::Timeout {
                 endpoint: self.endpoint.to_string(),
@@ -177,6 +177,22 @@ impl ApiClient {
                 secs: self.timeout.as_secs(),
             }),
         }
+    }
+
+    /// One request from blocking code whose 2xx answer's body is written to `out` as it
+    /// arrives: no bound on its size and no deadline for the whole, but its head and each
+    /// piece must come within the client's timeout. Any other answer is read whole (bounded)
+    /// and returned; after a streamed answer, the returned body is empty.
+    pub fn stream_blocking(
+        &self,
+        call: Call,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Answer, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Connect { endpoint: self.endpoint.to_string(), source: e })?;
+        rt.block_on(self.exchange(call, Some(out)))
     }
 
     /// [`ApiClient::send`] from blocking code (a runtime of its own for the call).
@@ -203,7 +219,11 @@ impl ApiClient {
         Ok((answer.status, answer.json()))
     }
 
-    async fn exchange(&self, call: Call) -> Result<Answer, ClientError> {
+    async fn exchange(
+        &self,
+        call: Call,
+        out: Option<&mut dyn std::io::Write>,
+    ) -> Result<Answer, ClientError> {
         let connect = |source| ClientError::Connect { endpoint: self.endpoint.to_string(), source };
         let (method, path) = (call.method.clone(), call.path.clone());
         let failed = |reason: String| ClientError::Exchange {
@@ -213,14 +233,15 @@ impl ApiClient {
             reason,
         };
         let request = self.request(call).map_err(|e| failed(e.to_string()))?;
+        let streamed = out.map(|out| (out, self.timeout));
         let response = match &self.endpoint {
             Endpoint::Unix(socket) => {
                 let stream = tokio::net::UnixStream::connect(socket).await.map_err(connect)?;
-                exchange_on(stream, request).await
+                exchange_on(stream, request, streamed).await
             }
             Endpoint::Tcp(addr) => {
                 let stream = tokio::net::TcpStream::connect(addr).await.map_err(connect)?;
-                exchange_on(stream, request).await
+                exchange_on(stream, request, streamed).await
             }
         };
         response.map_err(failed)
@@ -250,8 +271,14 @@ impl ApiClient {
     }
 }
 
-/// HTTP/1.1 over one connection: the request, then the whole (bounded) answer.
-async fn exchange_on<S>(stream: S, request: hyper::Request<Full<Bytes>>) -> Result<Answer, String>
+/// HTTP/1.1 over one connection: the request, then the whole (bounded) answer; or with
+/// `streamed`, a 2xx answer's body written to its writer piece by piece, each within its
+/// timeout.
+async fn exchange_on<S>(
+    stream: S,
+    request: hyper::Request<Full<Bytes>>,
+    streamed: Option<(&mut dyn std::io::Write, Duration)>,
+) -> Result<Answer, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -262,13 +289,15 @@ where
         let _ = connection.await;
     });
     let answer = async {
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, RESPONSE_BYTES_MAX)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
+        let sent = sender.send_request(request);
+        let response = match &streamed {
+            None => sent.await,
+            Some((_, timeout)) => tokio::time::timeout(*timeout, sent)
+                .await
+                .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?,
+        }
+        .map_err(|e| e.to_string())?;
+        let (parts, mut body) = response.into_parts();
         let headers = parts
             .headers
             .iter()
@@ -276,6 +305,28 @@ where
                 (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
             })
             .collect();
+        if let (Some((out, timeout)), true) = (streamed, parts.status.is_success()) {
+            loop {
+                let frame = tokio::time::timeout(timeout, body.frame()).await.map_err(|_| {
+                    format!("the answer stalled: nothing for {} s", timeout.as_secs())
+                })?;
+                match frame {
+                    None => break,
+                    Some(Err(e)) => return Err(format!("reading the answer: {e}")),
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            out.write_all(data).map_err(|e| format!("writing the answer: {e}"))?;
+                        }
+                    }
+                }
+            }
+            return Ok(Answer { status: parts.status.as_u16(), headers, body: Bytes::new() });
+        }
+        let body = Limited::new(body, RESPONSE_BYTES_MAX)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
         Ok(Answer { status: parts.status.as_u16(), headers, body })
     }
     .await;

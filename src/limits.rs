@@ -79,3 +79,12 @@ pub const CHANGES_SUBSCRIBERS_MAX: usize = 32;
 /// An event stream with nothing to send says so this often (a comment line), so the API's
 /// idle timeout closes only streams whose client stopped reading.
 pub const CHANGES_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Exports (`GET /v1/export`) served at once; past it, 503 `busy`. Each holds a blocking
+/// thread and a read snapshot while its client reads.
+pub const EXPORTS_MAX: usize = 2;
+/// Bytes of an export gathered before they are handed to the connection.
+pub const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks of an export waiting for a slow client, at most (then the export waits for it:
+/// memory per export is at most this many chunks).
+pub const EXPORT_CHUNKS_QUEUED: usize = 4;

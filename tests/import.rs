@@ -170,7 +170,7 @@ fn a_file_that_is_not_sqlite_is_one_clear_error_and_writes_nothing() {
 }
 
 #[test]
-fn an_import_goes_through_a_running_node_and_makes_the_same_ops_as_one_into_a_stopped_store() {
+fn import_and_export_go_through_a_running_node_as_they_would_into_a_stopped_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("memory.db");
     fixture(&db);
@@ -203,7 +203,22 @@ fn an_import_goes_through_a_running_node_and_makes_the_same_ops_as_one_into_a_st
     assert_eq!(table(&again, "episodes")["duplicates"], 50, "{again}");
     assert_eq!(table(&again, "episodes")["imported"], 0, "{again}");
     assert_eq!(table(&again, "preferences")["duplicates"], 2, "{again}");
+    // Out again through the node: the lines an export of the stopped store writes.
+    let export = |args: &[&str]| -> (String, String) {
+        let out = feral_node().arg("--data").arg(&data).args(args).output().expect("export");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        (String::from_utf8(out.stdout).expect("utf-8"), said)
+    };
+    let (live_rows, said) = export(&["export", "--jsonl"]);
+    assert!(said.contains("exported 52 rows through the running node"), "{said}");
+    let (live_ops, _) = export(&["export", "--jsonl", "--ops"]);
+    assert_eq!(live_ops.lines().count(), 52);
     assert!(node.stop());
+    let (stopped_rows, said) = export(&["export", "--jsonl"]);
+    assert!(!said.contains("running node"), "{said}");
+    assert_eq!(live_rows, stopped_rows, "an export through the node is the stopped store's");
+    assert_eq!(live_ops, export(&["export", "--jsonl", "--ops"]).0);
 
     // The ops are the ones a stopped store makes: the same op_ids with the same rows (their
     // HLCs and origins are each store's own), and a third import into the stopped store finds

@@ -7,6 +7,7 @@
 //! full disk is 507.
 
 mod changes;
+mod export;
 mod guard;
 mod metrics;
 pub mod read;
@@ -84,6 +85,8 @@ pub(crate) struct Api {
     body_bytes_max: usize,
     /// Change-feed followers at once (both listeners).
     subscribers: Arc<tokio::sync::Semaphore>,
+    /// Exports at once (both listeners).
+    exports: Arc<tokio::sync::Semaphore>,
 }
 
 /// An API error: status and `{"error", "message"}`.
@@ -679,8 +682,12 @@ async fn json_errors(request: Request, next: Next) -> Response {
 /// Unix socket (none). They share one cap on requests in flight.
 pub fn routers(service: Arc<Service>, config: &ApiConfig, token: String) -> (Router, Router) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.requests_in_flight_max));
-    let api =
-        Api { service, body_bytes_max: config.body_bytes_max, subscribers: changes::subscribers() };
+    let api = Api {
+        service,
+        body_bytes_max: config.body_bytes_max,
+        subscribers: changes::subscribers(),
+        exports: export::exports(),
+    };
     let guard = |token: Option<Arc<str>>| {
         Arc::new(guard::Guard {
             hosts: config.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -710,6 +717,7 @@ fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(read::row_history))
         .routes(routes!(post_ops))
         .routes(routes!(changes::changes))
+        .routes(routes!(export::export))
         .routes(routes!(status))
         .routes(routes!(check))
         .routes(routes!(resume))

@@ -225,6 +225,42 @@ pub(crate) enum FeedLine {
     End(FeedEnd),
 }
 
+/// One op as `GET /v1/export?ops=true` writes it.
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "describes the lines export.rs writes with json!")]
+pub(crate) struct ExportedOp {
+    /// Its position in this node's log.
+    lsn: u64,
+    /// Its id.
+    op_id: String,
+    /// The writer incarnation it came from.
+    origin: String,
+    /// Its seq there.
+    seq: u64,
+    /// Its HLC.
+    hlc: String,
+    /// Its table.
+    table: String,
+    /// Its row.
+    row_id: String,
+    /// `Insert` or `Delete`.
+    kind: String,
+    /// Its data as in a row (null for a delete).
+    data: serde_json::Value,
+}
+
+/// One line of an export: a live row (`GET /v1/export`), or an op (`?ops=true`).
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "describes the lines export.rs writes")]
+pub(crate) enum ExportLine {
+    /// A live row (an episode's `data` is its document).
+    Row(RowView),
+    /// An op of the log.
+    Op(ExportedOp),
+}
+
 /// A revocation taken.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -36,6 +36,8 @@ def test_every_operation_answers_as_described(node: Node, workdir: Path) -> None
             ("GET", "/v1/tables/notes/rows/n1", None),
             ("GET", "/v1/tables/notes/rows/n1/history", None),
             ("GET", "/v1/changes?limit=10", None),
+            ("GET", "/v1/export", None),
+            ("GET", "/v1/export?ops=true", None),
             ("GET", "/v1/status", None),
             ("GET", "/v1/check", None),
             ("GET", "/v1/peers", None),
