@@ -231,6 +231,64 @@ fn a_damaged_segment_heals_from_a_peer() {
     ]));
 }
 
+/// Damage in the segment being written, found by `check`: the node keeps writing into that
+/// segment, and the next session with a peer that holds the damaged op seals the segment early
+/// and heals it whole. The writes go on in a fresh segment, the check is clean, and the two
+/// stores are equal.
+#[test]
+fn damage_in_the_active_segment_heals_from_a_peer() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _guard = rt.enter();
+    let ca = Ca::generate().expect("ca");
+    let (a, b) = (peer(&ca), peer(&ca));
+    let own = a.node.wal().origin();
+    let in_active = |p: &Peer| {
+        let sealed = p.node.wal().sealed_segments();
+        let records = all_ops(&p.node);
+        records.into_iter().filter(|r| !sealed.contains(&r.segment)).collect::<Vec<_>>()
+    };
+    let mut round = 0;
+    while in_active(&a).len() < 6 {
+        append(&a.node, &format!("a{round}"), 1, 3);
+        round += 1;
+    }
+    let (b_addr, b_stop, b_task) = start_server(&b);
+    ok(&rt.block_on(syncer(&a, SyncOptions::default()).sync_with_peer(b_addr)));
+    let records = in_active(&a);
+    let victim = records[records.len() / 2].clone();
+    assert_eq!(victim.op.origin, own);
+    let active = victim.segment;
+    flip(&a, &victim);
+
+    let report = a.node.check();
+    assert!(!report.ok, "the check finds it");
+    let status = a.node.status();
+    assert_eq!(status.damaged_lsns, 1, "{:?}", status.damage);
+    assert_eq!((status.damage[0].base, status.damage[0].found_by), (active, FoundBy::Check));
+    assert!(!status.io_paused, "damage does not stop the node");
+    // Writes go on, into the damaged segment still.
+    append(&a.node, "after", 1, 2);
+    assert!(!a.node.wal().sealed_segments().contains(&active), "still the active segment");
+
+    // B holds the damaged op: one session seals the segment and heals it.
+    ok(&rt.block_on(syncer(&a, SyncOptions::default()).sync_with_peer(b_addr)));
+    let status = a.node.status();
+    assert_eq!(status.damaged_lsns, 0, "healed: {:?}", status.damage);
+    assert!(a.node.wal().sealed_segments().contains(&active), "sealed early to be healed");
+    let report = a.node.check();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(a.node.wal().get(&victim.op.op_id).expect("read").expect("held").op, victim.op);
+    let kept = std::fs::read_dir(a.node.wal().dir().join("damaged")).expect("damaged/").count();
+    assert_eq!(kept, 1, "the damaged file kept for forensics");
+    assert_eq!(a.node.wal().scrub_segment(active, &mut |_| true).expect("scrub"), Scrubbed::Clean);
+    // Writes go on in the fresh segment, and the two stores are equal.
+    append(&a.node, "later", 1, 2);
+    ok(&rt.block_on(syncer(&a, SyncOptions::default()).sync_with_peer(b_addr)));
+    assert_eq!(a.node.digest().expect("digest"), b.node.digest().expect("digest"));
+    assert!(a.node.check().ok);
+    rt.block_on(stop_all(vec![(b_addr, b_stop, b_task)]));
+}
+
 /// The frames of a segment file as (offset, frame length), read from their lengths.
 fn frame_spans(bytes: &[u8]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();

@@ -22,7 +22,7 @@ enum Verdict {
 }
 
 impl Wal {
-    fn paused_error(pause: &Pause) -> Error {
+    pub(crate) fn paused_error(pause: &Pause) -> Error {
         Error::Paused { kind: pause.kind, reason: pause.detail.clone() }
     }
 

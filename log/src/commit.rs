@@ -364,6 +364,58 @@ impl Wal {
         }
     }
 
+    /// Seals active segment `base` now, before it is full, and starts the next one at the next
+    /// LSN: damage found in the segment being written can then be healed like that of any
+    /// sealed one (its footer's checksum is the one of the bytes written, so the damage stays
+    /// visible to the scrub). Holds the leader role meanwhile (writers queue and wait). Returns
+    /// false when `base` is not the active segment or holds no record; a failed seal or
+    /// segment creation pauses the log as a failed group commit does.
+    pub(crate) fn seal_active(&self, base: Lsn) -> Result<bool> {
+        let mut state = lock(&self.inner.state);
+        while state.leader {
+            state = self.inner.cond.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(pause) = state.faults.log.as_ref() {
+            // While paused, the write path touches no disk.
+            return Err(Self::paused_error(pause));
+        }
+        if state.segments.last() != Some(&base) {
+            return Ok(false);
+        }
+        state.leader = true;
+        let next = state.durable_lsn + 1;
+        drop(state);
+        let outcome = {
+            let mut writer = lock(&self.inner.writer);
+            match writer.active.as_ref() {
+                Some(a) if a.header.base_lsn == base && a.records > 0 => {
+                    debug_assert_eq!(a.header.base_lsn + a.records, next, "records past durable");
+                    Some(self.roll(&mut writer, &mut Vec::new(), &mut 0, next))
+                }
+                _ => None,
+            }
+        };
+        let mut state = lock(&self.inner.state);
+        let sealed = match outcome {
+            Some(Ok(())) => {
+                state.segments.push(next);
+                Ok(true)
+            }
+            Some(Err((_, (kind, error)))) => {
+                let reported = Error::Paused { kind, reason: error.to_string() };
+                let durable = state.durable_lsn;
+                self.fail(&mut state, &[], durable, kind, error);
+                Err(reported)
+            }
+            None => Ok(false),
+        };
+        state.leader = false;
+        self.inner.cond.notify_all();
+        drop(state);
+        self.inner.zeroer.wake();
+        sealed
+    }
+
     /// Seals the full active segment (writing what is buffered first) and creates the next one,
     /// whose first record will be `next_lsn`. A failure says whether the buffered records were
     /// synced before it (then they are durable).

@@ -9,7 +9,9 @@
 //! temporary file and synced, the damaged file kept under `damaged/` (a hard link, for
 //! forensics), the new one renamed over it, the directories synced. A scrub of the new file
 //! must then verify, or the heal is reported as failed. Nothing is written while a copy is
-//! missing or does not fit its frame.
+//! missing or does not fit its frame. Damage in the active segment (found by `check` or a
+//! read) is healed the same way once its copies are in: the segment is sealed early
+//! (`Wal::seal_active`) and the writes go on in a fresh one.
 
 use std::collections::BTreeMap;
 
@@ -51,7 +53,12 @@ impl Wal {
         };
         let mut healed = 0;
         for base in complete {
-            match self.rewrite_segment(base) {
+            // Damage in the segment being written: it is sealed first, then healed whole.
+            let sealed = match self.sealed_segments().contains(&base) {
+                true => Ok(()),
+                false => self.seal_active(base).map(|_| ()),
+            };
+            match sealed.and_then(|()| self.rewrite_segment(base)) {
                 Ok(()) => {
                     healed += 1;
                     tracing::info!(segment = %segment::segment_name(base), "healed a damaged segment from peers' copies");
