@@ -70,6 +70,7 @@ impl Wal {
         *index_slot = None;
         let mut found_pause = None;
         let path = self.inner.dir.join(INDEX_FILE);
+        let origin = self.origin();
         let open_index = || {
             Index::open(&path).and_then(|index| {
                 let meta = index.meta()?;
@@ -83,6 +84,9 @@ impl Wal {
                         meta.op_count, meta.indexed_lsn
                     )));
                 }
+                // The next local seq comes from the heads: ones that disagree with the ops
+                // indexed are damage too, or an append would reuse a seq.
+                index.reader()?.verified_own_head(&origin)?;
                 Ok((index, meta))
             })
         };
@@ -168,12 +172,8 @@ impl Wal {
             drop(index.take()); // redb refuses a second handle on one file
             index = Index::open(&self.inner.dir.join(INDEX_FILE)).ok();
         }
-        let origin = self.origin();
-        match index.as_ref().map(Index::heads) {
-            Some(Ok(heads)) => {
-                let head = heads.into_iter().find(|(o, _)| *o == origin).map_or(0, |(_, s)| s);
-                state.next_seq = head + 1;
-            }
+        match index.as_ref().map(|i| i.reader().and_then(|r| r.verified_own_head(&origin))) {
+            Some(Ok(head)) => state.next_seq = head + 1,
             Some(Err(e)) => found_pause = found_pause.or(Some(pause(PauseKind::IndexFailed, &e))),
             None => {}
         }

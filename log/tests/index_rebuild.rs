@@ -161,3 +161,34 @@ fn an_index_whose_markers_disagree_is_rebuilt_not_taken_as_lost_ops() {
     assert_eq!(wal.durable_lsn(), 70);
     assert!(wal.append(draft(99, 10)).is_ok());
 }
+
+#[test]
+fn an_index_with_a_wrong_head_of_its_own_is_rebuilt_and_no_seq_is_taken_twice() {
+    const HEADS: redb::TableDefinition<'_, u128, u64> = redb::TableDefinition::new("heads");
+    for damage in ["missing", "short", "long"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let remote = fill_mixed(dir.path());
+        let own = open(dir.path()).origin();
+        let key = u128::from_be_bytes(own.0);
+        // The markers stay consistent: only the head that the next local seq comes from lies.
+        tamper(dir.path(), |txn| {
+            let mut heads = txn.open_table(HEADS).expect("table");
+            match damage {
+                "missing" => assert!(heads.remove(key).expect("remove").is_some()),
+                "short" => assert!(heads.insert(key, 10).expect("insert").is_some()),
+                _ => assert!(heads.insert(key, 60).expect("insert").is_some()),
+            }
+        });
+        let wal = open(dir.path());
+        assert_eq!(wal.pause(), None, "{damage}: rebuilt from the log at open");
+        assert_eq!(set_aside(dir.path()).len(), 1, "{damage}: the damaged index is kept");
+        let mut heads = wal.heads().expect("heads");
+        heads.sort();
+        let mut want = vec![(own, 50), (remote, 20)];
+        want.sort();
+        assert_eq!(heads, want, "{damage}");
+        let next = wal.append(draft(900, 10)).expect("append");
+        assert_eq!((next.lsn, next.seq), (71, 51), "{damage}: the next seq is a new one");
+        assert!(wal.check().ok, "{damage}: {:?}", wal.check());
+    }
+}

@@ -610,6 +610,30 @@ impl IndexReader {
         })
     }
 
+    /// The head of `own` (the store's origin), verified against the ops indexed: it must be
+    /// held at its seq (absent means 0) and the seq after it must not be. A heads table that
+    /// garbage left readable but wrong would otherwise hand a local append a seq already
+    /// taken. The answer is the highest own seq held, so not even a gap below it makes a seq
+    /// be reused. (Other origins' heads only steer sync; `check` compares them with the log.)
+    pub fn verified_own_head(&self, own: &Origin) -> Result<u64> {
+        catch_panic(|| {
+            let head = self.heads.get(key(&own.0)).map_err(redb_error)?.map_or(0, |v| v.value());
+            let held = |seq| find_seq(&self.by_origin, &self.seq_runs, &self.runs, own, seq);
+            if head > 0 && held(head)?.is_none() {
+                return Err(Error::IndexCorruption(format!(
+                    "this store's head is seq {head}, which the index does not hold"
+                )));
+            }
+            if held(head + 1)?.is_some() {
+                return Err(Error::IndexCorruption(format!(
+                    "this store's head is seq {head}, but the index holds seq {}",
+                    head + 1
+                )));
+            }
+            Ok(head.max(self.max_seq(own)?.unwrap_or(0)))
+        })
+    }
+
     /// The op_id held at (origin, seq), as [`Index::lookup_seq`].
     pub fn get_seq(&self, origin: &Origin, seq: u64) -> Result<Option<OpId>> {
         catch_panic(|| {
