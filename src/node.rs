@@ -76,6 +76,24 @@ impl EpisodeView {
     }
 }
 
+/// A part derived from the log that the node rebuilds by itself.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Index,
+    Episodes,
+    Search,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Index => "index",
+            Part::Episodes => "episodes",
+            Part::Search => "search",
+        }
+    }
+}
+
 /// One data directory, open.
 #[derive(Debug)]
 pub struct Node {
@@ -96,6 +114,8 @@ pub struct Node {
     /// The LSN of the newest op this node wrote or received, published once it is durable
     /// (push-on-write and the change feed wait on it).
     written: tokio::sync::watch::Sender<Lsn>,
+    /// Parts rebuilt by the node itself after damage ([`Node::repairs`]).
+    repairs: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Node {
@@ -139,6 +159,7 @@ impl Node {
             quarantine,
             revocations,
             written,
+            repairs: Default::default(),
         })
     }
 
@@ -576,28 +597,70 @@ impl Node {
         {
             return (found, None);
         }
-        let (mut rebuilt, mut failed) = (Vec::new(), Vec::new());
-        let mut note = |part: &'static str, outcome: std::result::Result<(), String>| match outcome
-        {
-            Ok(()) => {
-                tracing::warn!(part, "damage found by check; rebuilt from the log");
-                rebuilt.push(part);
-            }
-            Err(e) => {
-                tracing::error!(part, error = %e, "damage found by check; the rebuild failed");
-                failed.push(format!("{part}: {e}"));
-            }
-        };
+        let mut parts = Vec::new();
         if damaged(found.index) {
-            note("index", self.wal.rebuild().map(|_| ()).map_err(|e| e.to_string()));
+            parts.push(Part::Index);
         }
         if damaged(found.episodes) {
-            note("episodes", self.rebuild_projection().map(|_| ()).map_err(|e| e.to_string()));
+            parts.push(Part::Episodes);
         } else if damaged(found.search) {
-            note("search", self.rebuild_search().map(|_| ()).map_err(|e| e.to_string()));
+            parts.push(Part::Search);
+        }
+        let repair = self.rebuild_parts(&parts, "damage found by check");
+        (found, Some(repair))
+    }
+
+    /// Mends by itself a part derived from the log that stopped on damage while the node ran
+    /// (the service calls this; no operator action): an index that failed (`IndexFailed`:
+    /// rebuilt from the log), a projection
+    /// that met a damaged row (`Corruption`: rebuilt from the log), a search index that
+    /// stopped (rebuilt from the projection). Writes refused meanwhile are taken again once
+    /// the rebuild checks out. None when nothing of the kind is stopped; a stopped log of any
+    /// other kind (disk full, a failed sync, log damage) stays the operator's.
+    pub fn repair_stopped(&self) -> Option<crate::report::Repair> {
+        let part = match (self.wal.log_pause(), self.wal.derived_fault()) {
+            (Some(p), _) if p.kind == PauseKind::IndexFailed => Part::Index,
+            (Some(_), _) => return None,
+            (None, Some(f)) if f.kind == PauseKind::Corruption => Part::Episodes,
+            (None, Some(_)) => return None,
+            (None, None) if self.slot().search_fault.is_some() => Part::Search,
+            (None, None) => return None,
+        };
+        Some(self.rebuild_parts(&[part], "stopped on damage while running"))
+    }
+
+    /// Parts rebuilt by the node itself since it opened ([`Node::check_and_repair`] and
+    /// [`Node::repair_stopped`]).
+    pub fn repairs(&self) -> u64 {
+        self.repairs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Rebuilds each part from the log, then checks the whole store again.
+    fn rebuild_parts(&self, parts: &[Part], why: &str) -> crate::report::Repair {
+        let (mut rebuilt, mut failed) = (Vec::new(), Vec::new());
+        for part in parts {
+            let outcome = match part {
+                // The log's rebuild reloads it and indexes every record again; it takes writes
+                // again (clears an `IndexFailed` pause) only when all of it loads.
+                Part::Index => self.wal.rebuild().map(|_| ()).map_err(|e| e.to_string()),
+                Part::Episodes => self.rebuild_projection().map(|_| ()).map_err(|e| e.to_string()),
+                Part::Search => self.rebuild_search().map(|_| ()).map_err(|e| e.to_string()),
+            };
+            let name = part.name();
+            match outcome {
+                Ok(()) => {
+                    tracing::warn!(part = name, why, "rebuilt from the log");
+                    self.repairs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    rebuilt.push(name);
+                }
+                Err(e) => {
+                    tracing::error!(part = name, why, error = %e, "the rebuild failed");
+                    failed.push(format!("{name}: {e}"));
+                }
+            }
         }
         let check = self.check();
-        (found, Some(crate::report::Repair { rebuilt, failed, check }))
+        crate::report::Repair { rebuilt, failed, check }
     }
 
     /// The search index's check: its files' checksums, and one document per live episode

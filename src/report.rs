@@ -136,6 +136,10 @@ pub struct NodeStatus {
     pub damage: Vec<feral_log::damage::DamagedRange>,
     /// LSNs of damaged records, over every range in `damage`.
     pub damaged_lsns: u64,
+    /// Parts derived from the log (the index, the episodes projection, the search index) the
+    /// node rebuilt by itself after damage since it opened: found by a check, or met while
+    /// running (the part stopped, writes were refused until the rebuild checked out).
+    pub repairs: u64,
     /// Bytes of the disk-full reserve held (`<data>/reserve`): deleted when the disk fills so
     /// derived state can commit and a resume can reopen it; 0 while released or without room.
     pub reserve_bytes: u64,
@@ -228,6 +232,7 @@ impl NodeStatus {
             damage: node.wal.damage(),
             damaged_lsns: node.wal.damaged_lsns(),
             reserve_bytes: node.wal.reserve_bytes(),
+            repairs: node.repairs(),
             pause: log.pause,
             projection_fault: fault,
             search_fault,

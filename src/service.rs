@@ -27,6 +27,15 @@ const MANUAL_SYNC_WAIT: Duration = Duration::from_secs(30);
 /// How often it looks whether that session ended.
 const MANUAL_SYNC_RETRY: Duration = Duration::from_millis(10);
 
+/// How often the node looks whether a part derived from the log stopped on damage
+/// ([`Node::repair_stopped`]): one lock and two reads of the fault register.
+const REPAIR_POLL: Duration = Duration::from_secs(1);
+/// The wait before the first retry of a rebuild that failed or whose check after it did not
+/// pass; it doubles with each failure, up to [`REPAIR_RETRY_MAX`].
+const REPAIR_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between two rebuilds of a part that keeps failing.
+const REPAIR_RETRY_MAX: Duration = Duration::from_secs(600);
+
 /// What `run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -184,6 +193,7 @@ impl Service {
             metrics.clone(),
             stopped,
         ));
+        tasks.spawn(repair_loop(node.clone(), stop.subscribe()));
         if config.scrub.bytes_per_sec > 0 {
             tasks.spawn(scrub_loop(
                 node.clone(),
@@ -376,6 +386,43 @@ async fn scrub_loop(
             _ = stopped.wait_for(|s| *s) => break,
             () = tokio::time::sleep(scrub.every) => {}
         }
+    }
+}
+
+/// Self-repair: a part derived from the log that stopped on damage while the node runs (the
+/// index, the projection, the search index) is rebuilt from the log on the blocking pool,
+/// without waiting for an operator's resume; a rebuild that does not mend it is tried again
+/// after a wait that doubles up to [`REPAIR_RETRY_MAX`].
+async fn repair_loop(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    let mut retry = REPAIR_RETRY_FIRST;
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(REPAIR_POLL) => {}
+        }
+        let node = node.clone();
+        let Ok(repair) = tokio::task::spawn_blocking(move || node.repair_stopped()).await else {
+            tracing::error!("a self-repair panicked; self-repair stops");
+            return;
+        };
+        let Some(repair) = repair else { continue };
+        if repair.failed.is_empty() && repair.check.ok {
+            tracing::info!(rebuilt = ?repair.rebuilt, "self-repair done; the store checks out");
+            retry = REPAIR_RETRY_FIRST;
+            continue;
+        }
+        tracing::error!(
+            rebuilt = ?repair.rebuilt,
+            failed = ?repair.failed,
+            check_ok = repair.check.ok,
+            retry_secs = retry.as_secs(),
+            "self-repair did not mend the store; trying again later"
+        );
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(REPAIR_RETRY_MAX);
     }
 }
 
