@@ -171,6 +171,7 @@ pub(crate) fn forward(command: crate::Command, remote: &Remote) -> Outcome {
             crate::print_json(&result, !json)?;
             Ok(if result["success"] == true { 0 } else { 1 })
         }
+        C::Heal { within, json } => crate::cli_heal::heal(remote, within, json),
         C::Append { file, strict, json } => append(remote, file.as_deref(), strict, json),
         C::Backup { to, json } => {
             // The running node takes it (it holds the store); the path must mean the same to it.
@@ -219,7 +220,7 @@ fn command_name(command: &crate::Command) -> &'static str {
 }
 
 /// Prints a check report received from the API; exit 0 when ok, 65 when damaged.
-fn report(value: &Value, json: bool) -> Outcome {
+pub(crate) fn report(value: &Value, json: bool) -> Outcome {
     if json {
         crate::print_json(value, false)?;
     } else if value["ok"] == true {

@@ -3,6 +3,7 @@
 //! 65 data corruption, 75 disk full. Every error is one line on stderr.
 
 mod cli_append;
+mod cli_heal;
 mod cli_read;
 mod cli_remote;
 mod cli_sync;
@@ -189,6 +190,18 @@ pub(crate) enum Command {
         #[arg(long)]
         peer: std::net::SocketAddr,
         /// JSON output (one line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Heal damaged log records from the peers through the running node: check (which finds
+    /// the damage), sync with every known peer until no damaged record is left or a round
+    /// mends nothing more, then check again. Exit 0 when healed, 65 when records stay
+    /// damaged (no peer holds them: they are listed).
+    Heal {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        within: u64,
+        /// JSON output.
         #[arg(long)]
         json: bool,
     },
@@ -635,6 +648,12 @@ fn run(command: Command, data: &Path) -> Outcome {
             cli_sync::run(data, flags)
         }
         Command::Sync { peer, json } => cli_sync::sync(data, peer, json),
+        Command::Heal { .. } => Err(fail(
+            1,
+            "heal fetches damaged records from the peers through the running node: start it \
+             (`feral-node run`), then run `feral-node heal` (on a stopped store, `check` finds \
+             damage and `salvage` recovers every intact record)",
+        )),
         Command::Salvage { from, json } => {
             let what = format!("salvage of {}", from.display());
             let salvaged = progress::with_meter(&what, |meter| {

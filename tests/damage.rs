@@ -518,3 +518,93 @@ fn salvage_imports_every_intact_record_into_a_fresh_store() {
         }
     }
 }
+
+/// A store of `batches` × 10 episodes written offline, and the records of its first sealed
+/// segment.
+fn offline_store(data: &std::path::Path, batches: usize) -> Vec<feral_log::Record> {
+    let segment = SMALL_SEGMENT_BYTES.to_string();
+    let init = feral_node()
+        .arg("--data")
+        .arg(data)
+        .args(["init", "--segment-bytes", &segment])
+        .output()
+        .expect("init");
+    assert!(init.status.success(), "{init:?}");
+    let node = feral_memory::Node::open(data, common::config()).expect("open");
+    append(&node, "e", batches, 10);
+    let first = node.wal().sealed_segments()[0];
+    let mut records = all_ops(&node);
+    records.retain(|r| r.segment == first);
+    node.close().expect("close");
+    records
+}
+
+/// Flips payload bytes of `record` in the store at `data` (a running node's sealed segment).
+fn flip_at(data: &std::path::Path, record: &feral_log::Record) {
+    let path = data.join("wal").join(feral_log::segment::segment_name(record.segment));
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("segment");
+    file.write_all_at(&[0xff, 0xee], record.offset + 24 + 12).expect("write");
+}
+
+/// `feral-node heal` through a running node: with a peer that holds the damaged op, the
+/// check finds it, the sync rounds heal it, and the check after is clean (exit 0); alone, the
+/// command exits 65 and names the op no peer gave.
+#[test]
+fn heal_through_the_running_node_mends_from_a_peer_or_names_what_none_gave() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a_dir, b_dir, c_dir) =
+        (root.path().join("a"), root.path().join("b"), root.path().join("c"));
+    let records = offline_store(&a_dir, 20);
+    let init = feral_node().arg("--data").arg(&b_dir).arg("init").output().expect("init");
+    assert!(init.status.success());
+    // No scrub and no scheduled sync after the first: the heal is the command's.
+    let quiet = ["--scrub-rate", "0", "--sync-interval", "3600"];
+    let b = RunningNode::start(&b_dir, &quiet);
+    let b_addr = b.sync_addr.to_string();
+    let a = RunningNode::start(&a_dir, &[&["--peers", b_addr.as_str()][..], &quiet].concat());
+    let heads = |n: &RunningNode| {
+        n.api().call("GET", "/v1/status", None).expect("status").1["heads"].clone()
+    };
+    common::wait_for("B to hold A's ops", std::time::Duration::from_secs(60), || {
+        heads(&b) == heads(&a)
+    });
+    let victim = &records[records.len() / 2];
+    flip_at(&a_dir, victim);
+    let heal = |data: &std::path::Path| {
+        let out = feral_node()
+            .arg("--data")
+            .arg(data)
+            .args(["heal", "--within", "60", "--json"])
+            .output()
+            .expect("heal");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let answer: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), answer)
+    };
+    let (code, healed) = heal(&a_dir);
+    assert_eq!(code, Some(0), "{healed}");
+    assert_eq!(
+        (&healed["damaged_before"], &healed["healed"], &healed["still_damaged"]),
+        (&serde_json::json!(1), &serde_json::json!(1), &serde_json::json!(0)),
+        "{healed}"
+    );
+    assert_eq!(healed["check"]["ok"], true, "{healed}");
+    let (_, status) = a.api().call("GET", "/v1/status", None).expect("status");
+    assert_eq!(status["damaged_lsns"], 0, "{status}");
+    assert_eq!(std::fs::read_dir(a_dir.join("damaged")).map_or(0, |d| d.count()), 1);
+    let (code, again) = heal(&a_dir);
+    assert_eq!(code, Some(0), "nothing left to heal: {again}");
+
+    // Alone: nobody to heal from; the op is named.
+    let records = offline_store(&c_dir, 20);
+    let c = RunningNode::start(&c_dir, &quiet);
+    let victim = &records[records.len() / 3];
+    flip_at(&c_dir, victim);
+    let (code, left) = heal(&c_dir);
+    assert_eq!(code, Some(65), "{left}");
+    assert_eq!(left["still_damaged"], 1, "{left}");
+    assert_eq!(left["missing"][0]["op_id"], victim.op.op_id.to_string(), "{left}");
+    assert_eq!(left["missing"][0]["seq"], victim.op.seq, "{left}");
+    drop(c);
+}
