@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::read::invalid_query;
 use super::schema::{ErrorBody, FeedEnd};
-use super::{Api, ApiError, ApiResult, blocking};
+use super::{Api, ApiResult, blocking};
 use crate::changes::{ChangeCursor, ChangeView};
 use crate::limits::{
     CHANGES_HEARTBEAT, CHANGES_LIMIT_DEFAULT, CHANGES_LIMIT_MAX, CHANGES_SUBSCRIBERS_MAX,
@@ -65,12 +65,8 @@ pub(crate) async fn changes(
     headers: HeaderMap,
     Query(p): Query<ChangesParams>,
 ) -> ApiResult<Response> {
-    let permit = api.subscribers.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            format!("{CHANGES_SUBSCRIBERS_MAX} change-feed followers already; retry shortly"),
-        )
+    let permit = super::read::place(&api.subscribers, || {
+        format!("{CHANGES_SUBSCRIBERS_MAX} change-feed followers already; retry shortly")
     })?;
     let stream = headers
         .get(header::ACCEPT)

@@ -10,12 +10,12 @@ use std::io::Write;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{Api, ApiError, ApiResult};
+use super::{Api, ApiResult};
 use crate::limits::{EXPORT_CHUNK_BYTES, EXPORT_CHUNKS_QUEUED, EXPORTS_MAX};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -74,12 +74,8 @@ pub(crate) async fn export(
     State(api): State<Api>,
     Query(p): Query<ExportParams>,
 ) -> ApiResult<Response> {
-    let permit = api.exports.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            format!("{EXPORTS_MAX} exports already running; retry when one ends"),
-        )
+    let permit = super::read::place(&api.exports, || {
+        format!("{EXPORTS_MAX} exports already running; retry when one ends")
     })?;
     let (queue, mut chunks) = mpsc::channel(EXPORT_CHUNKS_QUEUED);
     let node = api.service.node.clone();

@@ -20,6 +20,18 @@ pub const SEARCH_LIMIT_DEFAULT: usize = 10;
 /// Half life of the recency boost unless `half_life_days` says otherwise.
 pub const HALF_LIFE_DAYS_DEFAULT: f64 = 30.0;
 
+/// A place among the bounded few of one kind of long request (a stream held open), or 503
+/// `busy` with `why` (which names the bound): never a queue of waiting requests.
+pub(crate) fn place(
+    places: &std::sync::Arc<tokio::sync::Semaphore>,
+    why: impl FnOnce() -> String,
+) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    places
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why()))
+}
+
 pub(crate) fn invalid_query(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
 }
