@@ -616,12 +616,23 @@ impl Node {
     /// that met a damaged row (`Corruption`: rebuilt from the log), a search index that
     /// stopped (rebuilt from the projection). Writes refused meanwhile are taken again once
     /// the rebuild checks out. None when nothing of the kind is stopped; a stopped log of any
-    /// other kind (disk full, a failed sync, log damage) stays the operator's.
+    /// other kind (disk full, a failed sync, log damage), and a projection ahead of the log,
+    /// stay the operator's.
     pub fn repair_stopped(&self) -> Option<crate::report::Repair> {
         let part = match (self.wal.log_pause(), self.wal.derived_fault()) {
             (Some(p), _) if p.kind == PauseKind::IndexFailed => Part::Index,
             (Some(_), _) => return None,
-            (None, Some(f)) if f.kind == PauseKind::Corruption => Part::Episodes,
+            (None, Some(f)) if f.kind == PauseKind::Corruption => {
+                // A projection ahead of the log is evidence that the log lost acknowledged
+                // records (operations.md): it is the operator's, never rebuilt over.
+                let durable = self.wal.durable_lsn();
+                let slot = self.slot();
+                let applied = slot.mat.as_ref().map(|m| m.applied_lsn());
+                if !matches!(applied, Some(Ok(a)) if a <= durable) {
+                    return None;
+                }
+                Part::Episodes
+            }
             (None, Some(_)) => return None,
             (None, None) if self.slot().search_fault.is_some() => Part::Search,
             (None, None) => return None,

@@ -53,6 +53,9 @@ fn projection_ahead_of_the_log() {
     let detail = serde_json::to_string(&report).expect("json");
     assert!(detail.contains("applied LSN 150"), "{detail}");
     assert!(node.append_episode(&doc("new", "s", 500.0), None).is_err(), "writes refused");
+    // Evidence that the log lost acknowledged ops: the node does not rebuild over it itself.
+    assert!(node.repair_stopped().is_none(), "not rebuilt without the operator");
+    assert!(node.io_paused(), "still paused");
 
     let report = node.resume();
     assert!(report.ok, "resume rebuilds the projection from the log: {report:?}");
