@@ -227,7 +227,10 @@ fn apply(wal: &Wal, slot: &Mutex<ProjectionSlot>, job: Job) {
         Ok(Some(e)) => {
             tracing::error!(error = %e, "search index stopped; resume() reopens it and catches it up");
             guard.search = None;
-            guard.search_fault = Some(format!("search index stopped: {e}"));
+            guard.search_fault = Some(crate::node::SearchFault {
+                detail: format!("search index stopped: {e}"),
+                disk_full: e.is_disk_full(),
+            });
         }
         Err(e) => {
             if let Some(search) = search.as_mut()

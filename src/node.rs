@@ -32,14 +32,24 @@ pub(crate) struct ProjectionSlot {
     /// Why the search index stopped while the projection kept going (its writer failed, a
     /// full disk most often): searches answer `episodes_unavailable` with it, and `resume`
     /// reopens the index and catches it up from the log.
-    pub(crate) search_fault: Option<String>,
+    pub(crate) search_fault: Option<SearchFault>,
+}
+
+/// Why the search index stopped alone.
+#[derive(Debug, Clone)]
+pub(crate) struct SearchFault {
+    /// The error, as status and searches show it.
+    pub(crate) detail: String,
+    /// It was a full disk: rebuilding before space is freed would only delete the index.
+    pub(crate) disk_full: bool,
 }
 
 impl ProjectionSlot {
     /// Why searches cannot be served: the search index's own fault, else the projection's.
     fn search_unavailable(&self, wal: &Wal) -> String {
         self.search_fault
-            .clone()
+            .as_ref()
+            .map(|f| f.detail.clone())
             .or_else(|| wal.derived_fault().map(|f| f.detail))
             .unwrap_or_else(|| "not open".to_string())
     }
@@ -616,8 +626,8 @@ impl Node {
     /// that met a damaged row (`Corruption`: rebuilt from the log), a search index that
     /// stopped (rebuilt from the projection). Writes refused meanwhile are taken again once
     /// the rebuild checks out. None when nothing of the kind is stopped; a stopped log of any
-    /// other kind (disk full, a failed sync, log damage), and a projection ahead of the log,
-    /// stay the operator's.
+    /// other kind (disk full, a failed sync, log damage), a projection ahead of the log and a
+    /// search index stopped by a full disk stay the operator's.
     pub fn repair_stopped(&self) -> Option<crate::report::Repair> {
         let part = match (self.wal.log_pause(), self.wal.derived_fault()) {
             (Some(p), _) if p.kind == PauseKind::IndexFailed => Part::Index,
@@ -634,7 +644,9 @@ impl Node {
                 Part::Episodes
             }
             (None, Some(_)) => return None,
-            (None, None) if self.slot().search_fault.is_some() => Part::Search,
+            (None, None) if self.slot().search_fault.as_ref().is_some_and(|f| !f.disk_full) => {
+                Part::Search
+            }
             (None, None) => return None,
         };
         Some(self.rebuild_parts(&[part], "stopped on damage while running"))

@@ -217,7 +217,7 @@ impl NodeStatus {
         let (projection, search_fault) = {
             let slot = node.settled();
             let stats = slot.mat.as_ref().and_then(|m| m.stats().ok()).unwrap_or_default();
-            (stats, slot.search_fault.clone())
+            (stats, slot.search_fault.as_ref().map(|f| f.detail.clone()))
         };
         let fault = node.wal.derived_fault().map(|f| f.detail);
         let wal_dir = node.dir.join(feral_log::wal::WAL_DIR);

@@ -62,6 +62,15 @@ pub const CHECK_PACE_RECORDS: u64 = 64;
 /// this per [`CHECK_PACE_RECORDS`] records, so beside appends that never stop a check of
 /// 1,000,000 records takes at most about 16 s more; on an idle store it never waits.
 pub const CHECK_YIELD: std::time::Duration = std::time::Duration::from_micros(1000);
+
+/// redb's structure check needs no transaction open on the file: it waits this long, at most,
+/// for the read snapshots already taken (a sync's, a digest's, another check's) to end, its
+/// caller keeping new ones from starting. Past it the check fails naming the wait (not a
+/// finding of damage).
+pub const STRUCTURE_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often the structure check looks again whether those snapshots ended.
+pub const STRUCTURE_CHECK_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 /// How long opening a directory waits when the lock's holder is this very process: a child
 /// being spawned by another thread holds a copy of every descriptor (and so the flock) from
 /// its fork until its exec closes them, so a handle just closed can look held for a moment.

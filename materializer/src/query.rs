@@ -410,10 +410,30 @@ impl Materializer {
     }
 
     /// redb's structure check (page checksums, tree shape). It needs the handle to itself.
+    /// Waits up to [`feral_log::limits::STRUCTURE_CHECK_WAIT`] for read snapshots already
+    /// taken (a digest's, an export's, another check's) to end: its caller holds the handle
+    /// exclusively, so no new one starts.
     pub fn check_structure(&mut self) -> Result<()> {
+        use feral_log::limits::{STRUCTURE_CHECK_RETRY, STRUCTURE_CHECK_WAIT};
         let (suspect, db, path) = (&self.suspect, &mut self.db, &self.path);
+        let deadline = std::time::Instant::now() + STRUCTURE_CHECK_WAIT;
         let fine = catch_redb_panic(
-            || db.check_integrity().map_err(|e| map_redb(path, e)),
+            || loop {
+                match db.check_integrity() {
+                    Err(redb::DatabaseError::TransactionInProgress)
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(STRUCTURE_CHECK_RETRY);
+                    }
+                    Err(redb::DatabaseError::TransactionInProgress) => {
+                        return Err(Error::Projection(format!(
+                            "the structure check waited {STRUCTURE_CHECK_WAIT:?} for readers of \
+                             the projection to end; check again"
+                        )));
+                    }
+                    other => return other.map_err(|e| map_redb(path, e)),
+                }
+            },
             corruption_from_panic,
         );
         match fine {

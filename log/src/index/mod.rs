@@ -413,9 +413,30 @@ impl Index {
     }
 
     /// redb's own structural check (page checksums, tree shape).
+    /// Waits up to [`crate::limits::STRUCTURE_CHECK_WAIT`] for read snapshots already taken
+    /// to end (the caller, holding the index exclusively, keeps new ones from starting).
     pub fn check_structure(&mut self) -> Result<bool> {
         let (suspect, db) = (&self.suspect, &mut self.db);
-        guarded(suspect, || db.check_integrity().map_err(redb_error))
+        let deadline = std::time::Instant::now() + crate::limits::STRUCTURE_CHECK_WAIT;
+        guarded(suspect, || {
+            loop {
+                match db.check_integrity() {
+                    Err(redb::DatabaseError::TransactionInProgress)
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(crate::limits::STRUCTURE_CHECK_RETRY);
+                    }
+                    Err(redb::DatabaseError::TransactionInProgress) => {
+                        return Err(Error::Index(format!(
+                            "the structure check waited {:?} for readers of the index to end; \
+                             check again",
+                            crate::limits::STRUCTURE_CHECK_WAIT
+                        )));
+                    }
+                    other => return other.map_err(redb_error),
+                }
+            }
+        })
     }
 }
 
