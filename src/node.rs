@@ -622,9 +622,8 @@ impl Node {
 
     /// Mends by itself a part derived from the log that stopped on damage while the node ran
     /// (the service calls this; no operator action): an index that failed (`IndexFailed`:
-    /// rebuilt from the log), a projection
-    /// that met a damaged row (`Corruption`: rebuilt from the log), a search index that
-    /// stopped (rebuilt from the projection). Writes refused meanwhile are taken again once
+    /// rebuilt from the log), a projection that met a damaged row (`Corruption`: rebuilt from
+    /// the log), a search index that stopped (rebuilt from the projection). Writes refused meanwhile are taken again once
     /// the rebuild checks out. None when nothing of the kind is stopped; a stopped log of any
     /// other kind (disk full, a failed sync, log damage), a projection ahead of the log and a
     /// search index stopped by a full disk stay the operator's.
